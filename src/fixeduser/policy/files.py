@@ -1,0 +1,154 @@
+"""Reading a policy directory: Casbin's model file plus policy lines that remember where they came from."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import casbin  # type: ignore[import-untyped]
+from pydantic import BaseModel, ConfigDict
+
+MODEL_FILE = "model.conf"
+POLICY_GLOB = "*.csv"
+
+# Casbin splits on commas outside [] and (); quotes are not honoured, so we refuse them.
+_FIELD_SPLIT = re.compile(r",(?![^\[]*\])(?![^(]*\))")
+
+
+class PolicyLine(BaseModel):
+    """One policy line and its origin, so every decision can name the line that made it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ptype: str
+    fields: tuple[str, ...]
+    file: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def text(self) -> str:
+        return ", ".join((self.ptype, *self.fields))
+
+
+class PolicyProblem(BaseModel):
+    """A defect in a policy directory, located as precisely as we can."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        place = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{place}: {self.message}"
+
+
+class PolicySource(BaseModel):
+    """The raw content of a policy directory, before compilation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_path: str
+    field_counts: dict[str, int]
+    lines: tuple[PolicyLine, ...]
+    problems: tuple[PolicyProblem, ...]
+
+
+def read_policy_dir(directory: Path) -> PolicySource:
+    """Read the model and every `*.csv` file; collect problems instead of stopping at the first."""
+    problems: list[PolicyProblem] = []
+    model_path = directory / MODEL_FILE
+    field_counts = _field_counts(model_path, problems)
+    csv_files = sorted(directory.glob(POLICY_GLOB))
+    if not csv_files:
+        problems.append(PolicyProblem(file=str(directory), line=None, message="no *.csv policy files"))
+    lines: list[PolicyLine] = []
+    for path in csv_files:
+        lines.extend(_read_policy_file(path, field_counts, problems))
+    return PolicySource(
+        model_path=str(model_path),
+        field_counts=field_counts,
+        lines=tuple(lines),
+        problems=tuple(problems),
+    )
+
+
+def _field_counts(model_path: Path, problems: list[PolicyProblem]) -> dict[str, int]:
+    """Field count of every policy and role type the Casbin model defines."""
+    try:
+        model = casbin.Enforcer(str(model_path)).get_model()
+    except Exception as exc:  # casbin raises bare Exceptions for model syntax errors
+        problems.append(PolicyProblem(file=str(model_path), line=None, message=f"cannot load model: {exc}"))
+        return {}
+    counts: dict[str, int] = {}
+    for section in ("p", "g"):
+        for ptype, assertion in model.model.get(section, {}).items():
+            counts[ptype] = len(assertion.tokens) if section == "p" else assertion.value.count("_")
+    return counts
+
+
+def _read_policy_file(
+    path: Path, field_counts: dict[str, int], problems: list[PolicyProblem]
+) -> list[PolicyLine]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        problems.append(PolicyProblem(file=str(path), line=None, message=f"cannot read: {exc.strerror}"))
+        return []
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(PolicyProblem(file=str(path), line=None, message=f"not UTF-8: {exc}"))
+        return []
+    if text and not text.endswith("\n"):
+        # An editor that saves in place can leave a half-written last line behind.
+        problems.append(
+            PolicyProblem(
+                file=str(path),
+                line=text.count("\n") + 1,
+                message="file does not end with a newline (truncated?)",
+            )
+        )
+    lines = []
+    for number, content in enumerate(text.splitlines(), start=1):
+        parsed = _parse_line(content, str(path), number, field_counts, problems)
+        if parsed is not None:
+            lines.append(parsed)
+    return lines
+
+
+def _parse_line(
+    content: str,
+    file: str,
+    number: int,
+    field_counts: dict[str, int],
+    problems: list[PolicyProblem],
+) -> PolicyLine | None:
+    stripped = content.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+
+    def problem(message: str) -> None:
+        problems.append(PolicyProblem(file=file, line=number, message=message))
+
+    if '"' in stripped or "'" in stripped:
+        problem("quotes are not allowed: Casbin does not honour them, so they would become part of a name")
+        return None
+    tokens = [token.strip() for token in _FIELD_SPLIT.split(stripped)]
+    ptype, fields = tokens[0], tuple(tokens[1:])
+    if ptype not in field_counts:
+        known = ", ".join(sorted(field_counts)) or "none (model failed to load)"
+        problem(f"unknown line type {ptype!r}; the model defines: {known}")
+        return None
+    if len(fields) != field_counts[ptype]:
+        problem(f"{ptype} lines take {field_counts[ptype]} fields, this one has {len(fields)}: {stripped!r}")
+        return None
+    if fields and not fields[0]:
+        problem("the subject (first field) is empty")
+        return None
+    return PolicyLine(ptype=ptype, fields=fields, file=file, line=number)

@@ -1,0 +1,72 @@
+"""Decision audit: one JSON line per decision, never any secret (no bodies, headers or env)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import IO, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    time: float
+    phase: str
+    user: str
+    auth: str
+    method: str
+    path: str
+    action: str
+    target: str | None
+    allow: bool
+    reason: str
+    rule: str | None
+    policy: str
+
+
+class Auditor(Protocol):
+    def record(self, record: AuditRecord) -> None: ...
+
+
+class JsonLineAuditor:
+    """Buffers lines in memory and writes them from a worker thread, off the decision path."""
+
+    def __init__(self, destination: Path | None, *, flush_interval: float = 0.2) -> None:
+        self._destination = destination
+        self._pending: list[str] = []
+        self._flush_interval = flush_interval
+        self._stream: IO[str] = sys.stdout if destination is None else destination.open("a", encoding="utf-8")
+        self.counts: dict[str, int] = {"allow": 0, "deny": 0}
+
+    def record(self, record: AuditRecord) -> None:
+        self.counts["allow" if record.allow else "deny"] += 1
+        self._pending.append(record.model_dump_json())
+
+    def _write(self, lines: list[str]) -> None:
+        self._stream.write("\n".join(lines) + "\n")
+        self._stream.flush()
+
+    async def flush(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            await asyncio.to_thread(self._write, lines)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            await self.flush()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._destination is not None:
+            self._stream.close()
+
+
+def now() -> float:
+    return round(time.time(), 6)
+
+

@@ -1,0 +1,426 @@
+"""AuthZReq/AuthZRes decisions: parse → classify → decide → (claim/permit) → audit.
+
+Every path that is not an explicit allow is a deny; every exception is a deny.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from fixeduser.authz.audit import AuditRecord, Auditor, now
+from fixeduser.authz.escalations import (
+    Escalation,
+    container_escalations,
+    exec_escalations,
+    volume_create_escalations,
+)
+from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
+from fixeduser.authz.wire import AuthZRequest, AuthZResponse
+from fixeduser.daemon import SELF_ACTIONS, SELF_HEADER, DaemonClient, DaemonError
+from fixeduser.docker_api import (
+    ApiRequest,
+    BodyError,
+    ContainerCreate,
+    classify,
+    parse_container_create,
+    parse_create_response,
+    parse_exec_create,
+    parse_volume_create,
+)
+from fixeduser.handoff import GateBusy, MountGate
+from fixeduser.identity import Identity
+from fixeduser.policy.access import AccessDenied, mount_identity, require_may_assume, require_volume_permission
+from fixeduser.policy.compiled import LOCAL_SUBJECT, ROLE_PREFIX, CompiledPolicy
+from fixeduser.policy.files import PolicyLine
+from fixeduser.volumes.options import OptionError, parse_options
+from fixeduser.volumes.registry import VolumeRegistry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+API_OBJECT = "api"
+OTHERS_OBJECT = "others"
+# Requests that make the daemon mount the target container's volumes.
+MOUNTING_ACTIONS = frozenset(
+    {"container.start", "container.restart", "container.archive.get", "container.archive.head", "container.archive.put"}
+)
+# Requests on a container that only its owner (or a role granted `others`) may make.
+OWNED_ACTIONS = MOUNTING_ACTIONS | frozenset(
+    {
+        "container.inspect", "container.top", "container.logs", "container.changes", "container.export",
+        "container.stats", "container.resize", "container.stop", "container.kill", "container.update",
+        "container.rename", "container.pause", "container.unpause", "container.attach", "container.attach.ws",
+        "container.wait", "container.remove", "container.commit", "exec.create",
+    }
+)  # fmt: skip
+
+
+class Denied(Exception):
+    """A denial; the message is the one sentence the docker user sees."""
+
+    def __init__(self, message: str, rule: PolicyLine | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allow: bool
+    message: str
+    rule: PolicyLine | None = None
+
+    def wire(self) -> AuthZResponse:
+        return AuthZResponse(allow=self.allow, msg=self.message if not self.allow else "")
+
+
+@dataclass
+class Context:
+    """One request as it flows through the decision: who, what, and the policy used throughout."""
+
+    request: AuthZRequest
+    subject: str
+    api: ApiRequest
+    policy: CompiledPolicy
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}\0{self.request.method}\0{self.request.uri}"
+
+
+class Authorizer:
+    def __init__(
+        self,
+        *,
+        policy: Callable[[], CompiledPolicy],
+        ledger: ContainerLedger,
+        registry: VolumeRegistry,
+        gate: MountGate,
+        auditor: Auditor,
+        driver_name: str,
+        protected_paths: Iterable[Path],
+        daemon: DaemonClient | None,
+        local_subject: str = LOCAL_SUBJECT,
+        allow_unknown_routes: bool = False,
+    ) -> None:
+        self._policy = policy
+        self._ledger = ledger
+        self._registry = registry
+        self._gate = gate
+        self._auditor = auditor
+        self._driver_name = driver_name
+        self._protected = tuple(protected_paths)
+        self._daemon = daemon
+        self._local_subject = local_subject
+        self._allow_unknown = allow_unknown_routes
+
+    # ---- entry points -------------------------------------------------------------------------
+
+    async def authorize_request(self, request: AuthZRequest) -> Verdict:
+        return await self._decide("request", request, self._on_request)
+
+    async def authorize_response(self, request: AuthZRequest) -> Verdict:
+        return await self._decide("response", request, self._on_response)
+
+    async def _decide(
+        self, phase: str, request: AuthZRequest, handler: Callable[[Context], Awaitable[Verdict]]
+    ) -> Verdict:
+        policy = self._policy()
+        api: ApiRequest | None = None
+        try:
+            subject = self._subject(request)
+            api = classify(request.method, request.uri)
+            if api is None:
+                if not self._allow_unknown:
+                    raise Denied(f"{subject}: {request.method} {request.uri.split('?')[0]} is not a known Docker API route")
+                verdict = Verdict(allow=True, message="unknown route allowed by configuration")
+            else:
+                verdict = await handler(Context(request=request, subject=subject, api=api, policy=policy))
+        except Denied as exc:
+            verdict = Verdict(allow=False, message=str(exc), rule=exc.rule)
+        except Exception as exc:  # deny on every error, but say so
+            log.exception("decision failed", extra={"uri": request.uri})
+            verdict = Verdict(allow=False, message=f"fixeduser could not decide this request ({exc}); denied")
+        self._audit(phase, request, api, policy, verdict)
+        return verdict
+
+    def _subject(self, request: AuthZRequest) -> str:
+        if not request.user:
+            return self._local_subject
+        if request.user.startswith(("@", ROLE_PREFIX)):
+            raise Denied(f"user name {request.user!r} is reserved for policy subjects and cannot log in")
+        return request.user
+
+    def _audit(
+        self, phase: str, request: AuthZRequest, api: ApiRequest | None, policy: CompiledPolicy, verdict: Verdict
+    ) -> None:
+        self._auditor.record(
+            AuditRecord(
+                time=now(),
+                phase=phase,
+                user=request.user or self._local_subject,
+                auth=request.auth_method or "none",
+                method=request.method,
+                path=api.path if api else request.uri.split("?")[0],
+                action=api.action if api else "unknown",
+                target=api.target if api else None,
+                allow=verdict.allow,
+                reason=verdict.message,
+                rule=f"{verdict.rule.where}: {verdict.rule.text}" if verdict.rule else None,
+                policy=policy.version,
+            )
+        )
+
+    # ---- request phase ------------------------------------------------------------------------
+
+    async def _on_request(self, ctx: Context) -> Verdict:
+        if self._is_self_query(ctx):
+            return Verdict(allow=True, message="fixeduser's own read-only look-up")
+        decision = ctx.policy.decide(ctx.subject, API_OBJECT, ctx.api.action)
+        if not decision.allowed:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action}: no policy line grants "
+                f"`p, <{ctx.subject} or one of its roles>, api, {ctx.api.action}`"
+            )
+        action = ctx.api.action
+        if action == "container.create":
+            await self._check_container_create(ctx)
+        elif action == "volume.create":
+            self._check_volume_create(ctx)
+        elif action == "volume.remove":
+            self._check_volume_remove(ctx)
+        elif action == "volume.prune":
+            self._check_volume_prune(ctx)
+        elif action in OWNED_ACTIONS:
+            await self._check_container_action(ctx)
+        return Verdict(allow=True, message="allowed", rule=decision.rule)
+
+    def _is_self_query(self, ctx: Context) -> bool:
+        return (
+            self._daemon is not None
+            and not ctx.request.user
+            and ctx.api.action in SELF_ACTIONS
+            and ctx.request.header(SELF_HEADER) == self._daemon.token
+        )
+
+    def _require_escalations(self, ctx: Context, found: list[Escalation], what: str) -> None:
+        for escalation in found:
+            if not ctx.policy.decide(ctx.subject, escalation.obj, escalation.action).allowed:
+                raise Denied(
+                    f"{ctx.subject} may not {what} with {escalation.detail}: escalation `{escalation.kind}` "
+                    f"needs `p, <{ctx.subject} or one of its roles>, {escalation.obj}, {escalation.action}`"
+                )
+
+    async def _check_container_create(self, ctx: Context) -> None:
+        create = _parsed(lambda: parse_container_create(ctx.request.body), "container create")
+        self._require_escalations(
+            ctx,
+            container_escalations(
+                create, protected=self._protected, is_foreign_container=lambda ref: self._is_foreign(ctx, ref)
+            ),
+            "create a container",
+        )
+        volumes = self._container_volumes(ctx, create)
+        await self._claim(ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes)
+
+    def _container_volumes(self, ctx: Context, create: ContainerCreate) -> dict[str, Identity]:
+        """Fixeduser volumes this container will mount, each with the identity it mounts as."""
+        host = create.host_config
+        ours_by_default = host.volume_driver == self._driver_name
+        named: dict[str, dict[str, str] | None] = {}  # name -> create options if our driver may create it
+        anonymous = bool(set(create.volumes) - {b.target for b in host.binds} - {m.target for m in host.mounts})
+        for bind in host.binds:
+            if bind.kind == "anonymous":
+                anonymous = True
+            elif bind.kind == "volume":
+                named[bind.source] = {} if ours_by_default else None
+        for mount in host.mounts:
+            if mount.type != "volume":
+                continue
+            driver_is_ours = (mount.volume_driver or host.volume_driver) == self._driver_name
+            if not mount.source:
+                anonymous = anonymous or driver_is_ours
+            else:
+                named[mount.source] = dict(mount.volume_driver_opts) if driver_is_ours else None
+        if anonymous and ours_by_default:
+            raise Denied(
+                f"{ctx.subject} may not create anonymous fixeduser volumes: give each volume a name (-v NAME:/path)"
+            )
+        for source in host.volumes_from:
+            record = self._ledger.find(source.split(":", 1)[0])
+            for volume in record.volumes if record else ():
+                named.setdefault(volume, None)
+        return self._identities_for(ctx, ctx.subject, named)
+
+    def _identities_for(
+        self, ctx: Context, owner: str, named: dict[str, dict[str, str] | None]
+    ) -> dict[str, Identity]:
+        identities: dict[str, Identity] = {}
+        for name, create_options in sorted(named.items()):
+            record = self._registry.get(name)
+            pinned = record.pinned if record else None
+            if record is None:
+                if create_options is None:
+                    continue  # not ours: another driver's volume
+                pinned = self._permit_create(ctx, name, create_options)
+            try:
+                identities[name] = mount_identity(ctx.policy, owner, name, pinned)
+            except AccessDenied as exc:
+                raise Denied(str(exc)) from None
+        return identities
+
+    def _permit_create(self, ctx: Context, name: str, options: dict[str, str]) -> Identity | None:
+        """Check a fixeduser volume create and let the driver do exactly it; returns the pin."""
+        try:
+            require_volume_permission(ctx.policy, ctx.subject, name, "create")
+            parsed = parse_options(options)
+            if parsed.pinned is not None:
+                require_may_assume(ctx.policy, ctx.subject, parsed.pinned)
+        except AccessDenied as exc:
+            raise Denied(str(exc)) from None
+        except OptionError as exc:
+            raise Denied(f"{ctx.subject} cannot create fixeduser volume {name}: {exc}") from None
+        self._gate.grant(ctx.key, kind="create", volume=name, subject=ctx.subject, options=options)
+        return parsed.pinned
+
+    def _check_volume_create(self, ctx: Context) -> None:
+        create = _parsed(lambda: parse_volume_create(ctx.request.body), "volume create")
+        self._require_escalations(ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume")
+        if create.driver != self._driver_name:
+            return
+        if not create.name:
+            raise Denied(f"{ctx.subject} must give fixeduser volumes a name (docker volume create -d ... NAME)")
+        if create.name in self._registry:
+            return  # the daemon answers with the existing volume; nothing is created
+        self._permit_create(ctx, create.name, create.driver_opts)
+
+    def _check_volume_remove(self, ctx: Context) -> None:
+        name = ctx.api.target or ""
+        if name not in self._registry:
+            return
+        try:
+            require_volume_permission(ctx.policy, ctx.subject, name, "remove")
+        except AccessDenied as exc:
+            raise Denied(str(exc)) from None
+        self._gate.grant(ctx.key, kind="remove", volume=name, subject=ctx.subject, options={})
+
+    def _check_volume_prune(self, ctx: Context) -> None:
+        if not self._registry.names():
+            return
+        if not ctx.policy.decide(ctx.subject, "volume:*", "remove").allowed:
+            raise Denied(
+                f"{ctx.subject} may not prune volumes: pruning can remove any fixeduser volume and needs "
+                f"`p, <{ctx.subject} or one of its roles>, volume:*, remove`"
+            )
+        self._gate.grant(ctx.key, kind="remove", volume="*", subject=ctx.subject, options={})
+
+    async def _check_container_action(self, ctx: Context) -> None:
+        reference = ctx.api.target or ""
+        record = await self._find_container(reference, mounting=ctx.api.action in MOUNTING_ACTIONS)
+        owner = record.owner if record else None
+        if owner != ctx.subject:
+            decision = ctx.policy.decide(ctx.subject, OTHERS_OBJECT, ctx.api.action)
+            if not decision.allowed:
+                whose = f"{owner}'s container" if owner else "a container fixeduser has no owner for"
+                raise Denied(
+                    f"{ctx.subject} may not {ctx.api.action} {reference}: it is {whose}; needs "
+                    f"`p, <{ctx.subject} or one of its roles>, others, {ctx.api.action}`"
+                )
+        if ctx.api.action == "exec.create":
+            exec_create = _parsed(lambda: parse_exec_create(ctx.request.body), "exec create")
+            self._require_escalations(ctx, exec_escalations(exec_create), "exec")
+        if record is not None and ctx.api.action in MOUNTING_ACTIONS:
+            named: dict[str, dict[str, str] | None] = dict.fromkeys(record.volumes)
+            volumes = self._identities_for(ctx, record.owner, named)
+            await self._claim(ctx, container=record.id, owner=record.owner, volumes=volumes)
+
+    async def _find_container(self, reference: str, *, mounting: bool) -> ContainerRecord | None:
+        """The ledger's record; for names it does not know, ask the daemon which container it means."""
+        record = self._ledger.find(reference)
+        if record is not None or self._daemon is None:
+            return record
+        try:
+            inspected = await self._daemon.inspect_container(reference)
+        except DaemonError as exc:
+            if mounting:
+                raise Denied(f"cannot check which volumes container {reference} mounts: {exc}") from None
+            return None
+        if inspected is None:
+            return None
+        record = self._ledger.find(str(inspected.get("Id", "")))
+        if record is None and mounting and self._uses_our_volumes(inspected):
+            raise Denied(
+                f"container {reference} mounts fixeduser volumes but was not created through fixeduser, "
+                "so it has no owner whose identity could be used; recreate it"
+            )
+        return record
+
+    def _uses_our_volumes(self, inspected: dict[str, object]) -> bool:
+        mounts = inspected.get("Mounts")
+        if not isinstance(mounts, list):
+            return True  # cannot tell: assume the worst
+        return any(isinstance(m, dict) and m.get("Driver") == self._driver_name for m in mounts)
+
+    def _is_foreign(self, ctx: Context, reference: str) -> bool:
+        record = self._ledger.find(reference)
+        return record is None or record.owner != ctx.subject
+
+    async def _claim(self, ctx: Context, *, container: str, owner: str, volumes: dict[str, Identity]) -> None:
+        try:
+            await self._gate.claim(ctx.key, container=container, owner=owner, volumes=volumes)
+        except GateBusy as exc:
+            raise Denied(f"{ctx.subject}: {exc}") from None
+
+    # ---- response phase -----------------------------------------------------------------------
+
+    async def _on_response(self, ctx: Context) -> Verdict:
+        action, status = ctx.api.action, ctx.request.status
+        if action == "container.create":
+            await self._gate.release(ctx.key)
+            if status == 201:
+                await self._record_container(ctx)
+        elif action in MOUNTING_ACTIONS:
+            await self._gate.release(ctx.key)
+        elif action in ("volume.create", "volume.remove", "volume.prune"):
+            self._gate.revoke(ctx.key)
+        elif action == "container.rename" and status == 204:
+            await self._ledger.rename(ctx.api.target or "", ctx.api.query.get("name", [""])[0])
+        elif action == "container.remove" and status == 204:
+            await self._ledger.forget(ctx.api.target or "")
+        return Verdict(allow=True, message="response passed")
+
+    async def _record_container(self, ctx: Context) -> None:
+        container_id = _parsed(lambda: parse_create_response(ctx.request.response_body), "container create response")
+        create = _parsed(lambda: parse_container_create(ctx.request.body), "container create")
+        volumes = sorted(
+            name for name in self._container_volume_names(create) if name in self._registry
+        )
+        await self._ledger.record(
+            ContainerRecord(
+                id=container_id,
+                name=ctx.api.query.get("name", [""])[0].lstrip("/"),
+                owner=ctx.subject,
+                volumes=tuple(volumes),
+                restart=create.host_config.restart_policy not in ("", "no"),
+            )
+        )
+
+    def _container_volume_names(self, create: ContainerCreate) -> set[str]:
+        host = create.host_config
+        names = {b.source for b in host.binds if b.kind == "volume"}
+        names |= {m.source for m in host.mounts if m.type == "volume" and m.source}
+        for source in host.volumes_from:
+            record = self._ledger.find(source.split(":", 1)[0])
+            names |= set(record.volumes) if record else set()
+        return names
+
+
+def _parsed(parse: Callable[[], T], what: str) -> T:
+    try:
+        return parse()
+    except (BodyError, ValueError) as exc:
+        raise Denied(f"cannot read the {what} body, so it is denied: {exc}") from None
+

@@ -1,0 +1,87 @@
+"""Who created each container: the ownership ledger, filled from container-create responses."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from pydantic import BaseModel, ConfigDict
+
+from fixeduser.state import StateStore, to_json
+
+_MIN_PREFIX = 4
+
+
+class ContainerRecord(BaseModel):
+    """A container fixeduser saw being created, with the fixeduser volumes it mounts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    owner: str
+    volumes: tuple[str, ...]
+    restart: bool
+
+
+class ContainerLedger:
+    """In-memory index of container records (by ID, name, ID prefix), persisted in the state store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._by_id: dict[str, ContainerRecord] = {}
+        self._by_name: dict[str, str] = {}
+        for row in store.query("SELECT id, name, owner, volumes, restart FROM containers ORDER BY created"):
+            self._index(
+                ContainerRecord(
+                    id=row[0], name=row[1], owner=row[2], volumes=tuple(json.loads(row[3])), restart=bool(row[4])
+                )
+            )
+
+    def _index(self, record: ContainerRecord) -> None:
+        previous = self._by_id.get(record.id)
+        if previous is not None and self._by_name.get(previous.name) == record.id:
+            del self._by_name[previous.name]
+        self._by_id[record.id] = record
+        if record.name:
+            self._by_name[record.name] = record.id
+
+    async def record(self, record: ContainerRecord) -> None:
+        self._index(record)
+        await self._store.write(
+            "INSERT OR REPLACE INTO containers VALUES (?, ?, ?, ?, ?, ?)",
+            (record.id, record.name, record.owner, to_json(list(record.volumes)), int(record.restart), time.time()),
+        )
+
+    async def rename(self, reference: str, new_name: str) -> None:
+        record = self.find(reference)
+        if record is not None:
+            await self.record(record.model_copy(update={"name": new_name.lstrip("/")}))
+
+    async def forget(self, reference: str) -> None:
+        record = self.find(reference)
+        if record is None:
+            return
+        del self._by_id[record.id]
+        if self._by_name.get(record.name) == record.id:
+            del self._by_name[record.name]
+        await self._store.write("DELETE FROM containers WHERE id = ?", (record.id,))
+
+    def find(self, reference: str) -> ContainerRecord | None:
+        """Resolve a reference the way the daemon does: full ID, then exact name, then unique ID prefix."""
+        reference = reference.lstrip("/")
+        if reference in self._by_id:
+            return self._by_id[reference]
+        if reference in self._by_name:
+            return self._by_id[self._by_name[reference]]
+        if len(reference) < _MIN_PREFIX or not all(c in "0123456789abcdef" for c in reference):
+            return None
+        matches = [record for cid, record in self._by_id.items() if cid.startswith(reference)]
+        return matches[0] if len(matches) == 1 else None
+
+    def restartable_using(self, volume: str) -> list[ContainerRecord]:
+        """Containers with a restart policy that mount `volume`: the daemon may start them unasked."""
+        return [r for r in self._by_id.values() if r.restart and volume in r.volumes]
+
+    def __len__(self) -> int:
+        return len(self._by_id)

@@ -1,0 +1,80 @@
+"""Volume create options (`docker volume create -o k=v`), validated with messages that teach."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from fixeduser.identity import Identity, IdentityError, resolve_identity
+
+VALID_OPTIONS = {
+    "user": "pin the volume to this user (name or uid); needs group too",
+    "group": "pin the volume to this group (name or gid); needs user too",
+    "mode": "permissions of the volume's top folder, octal, default 0770",
+    "purge": "true: delete the data when the volume is removed (default false: keep it)",
+}
+DEFAULT_MODE = 0o770
+
+
+class OptionError(ValueError):
+    """Options a fixeduser volume cannot be created with."""
+
+
+class VolumeOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pinned: Identity | None = None
+    mode: int = DEFAULT_MODE
+    purge: bool = False
+
+
+def valid_options_help() -> str:
+    return "; ".join(f"{name} ({meaning})" for name, meaning in VALID_OPTIONS.items())
+
+
+def parse_options(options: Mapping[str, str]) -> VolumeOptions:
+    unknown = sorted(set(options) - set(VALID_OPTIONS))
+    if unknown:
+        raise OptionError(f"unknown fixeduser volume option(s) {', '.join(unknown)}; valid: {valid_options_help()}")
+    return VolumeOptions(
+        pinned=_pinned(options.get("user"), options.get("group")),
+        mode=_mode(options.get("mode")),
+        purge=_flag("purge", options.get("purge")),
+    )
+
+
+def _pinned(user: str | None, group: str | None) -> Identity | None:
+    if user is None and group is None:
+        return None
+    if not user or not group:
+        raise OptionError("a pinned fixeduser volume needs both -o user=U and -o group=G")
+    try:
+        return resolve_identity(user, group)
+    except IdentityError as exc:
+        raise OptionError(f"cannot pin volume: {exc}") from None
+
+
+def _mode(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_MODE
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise OptionError(f"mode={value!r} is not an octal number such as 0770") from None
+    if not 0 <= mode <= 0o7777:
+        raise OptionError(f"mode={value} is out of range (0000-7777)")
+    if mode & 0o700 != 0o700:
+        raise OptionError(f"mode={value} must give the owner rwx (the volume's identity needs it)")
+    return mode
+
+
+def _flag(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise OptionError(f"{name}={value!r} must be true or false")

@@ -1,0 +1,94 @@
+"""Volume metadata and active mounts, kept in memory and persisted in the state store."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from fixeduser.identity import Identity
+from fixeduser.state import StateStore
+
+
+class VolumeRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    creator: str
+    pinned: Identity | None
+    mode: int
+    purge: bool
+    created_at: str
+    options: dict[str, str]
+
+
+class MountRecord(BaseModel):
+    """One container mount point's use of a volume, keyed by the daemon's mount ID."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mount_id: str
+    volume: str
+    identity: Identity
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class VolumeRegistry:
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._volumes = {
+            name: VolumeRecord.model_validate_json(record)
+            for name, record in store.query("SELECT name, record FROM volumes")
+        }
+        self._mounts = {
+            (row[0], row[1]): MountRecord.model_validate(json.loads(row[2]))
+            for row in store.query("SELECT mount_id, volume, record FROM mounts")
+        }
+
+    def get(self, name: str) -> VolumeRecord | None:
+        return self._volumes.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._volumes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._volumes
+
+    async def add(self, record: VolumeRecord) -> None:
+        self._volumes[record.name] = record
+        await self._store.write(
+            "INSERT OR REPLACE INTO volumes VALUES (?, ?)", (record.name, record.model_dump_json())
+        )
+
+    async def remove(self, name: str) -> None:
+        self._volumes.pop(name, None)
+        await self._store.write("DELETE FROM volumes WHERE name = ?", (name,))
+
+    def mount(self, mount_id: str, volume: str) -> MountRecord | None:
+        return self._mounts.get((mount_id, volume))
+
+    async def add_mount(self, record: MountRecord) -> None:
+        self._mounts[(record.mount_id, record.volume)] = record
+        await self._store.write(
+            "INSERT OR REPLACE INTO mounts VALUES (?, ?, ?)",
+            (record.mount_id, record.volume, record.model_dump_json()),
+        )
+
+    async def remove_mount(self, mount_id: str, volume: str) -> MountRecord | None:
+        record = self._mounts.pop((mount_id, volume), None)
+        await self._store.write("DELETE FROM mounts WHERE mount_id = ? AND volume = ?", (mount_id, volume))
+        return record
+
+    def mounts_of(self, volume: str) -> list[MountRecord]:
+        return [m for m in self._mounts.values() if m.volume == volume]
+
+    def users_of_identity(self, identity: Identity) -> int:
+        return sum(1 for m in self._mounts.values() if m.identity == identity)
+
+    def mounts_per_identity(self) -> Counter[str]:
+        return Counter(m.identity.key for m in self._mounts.values())

@@ -1,0 +1,236 @@
+"""Tests for the e2e harness: helpers, and one real private dockerd with TLS users."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import (
+    BUSYBOX_APPLETS,
+    BUSYBOX_IMAGE,
+    DockerCommandError,
+    Dockerd,
+    TLSUsers,
+    _unescape_mountinfo,
+    build_busybox_rootfs,
+    clean_env,
+    docker_cli,
+    dockerd_available,
+    find_static_busybox,
+    free_port,
+    make_private_dir,
+    mounts_under,
+    unmount_all_under,
+)
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+needs_dockerd = pytest.mark.skipif(
+    not dockerd_available(), reason="needs root, dockerd, containerd, runc and the docker CLI"
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    assert 1024 <= port <= 65535
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_clean_env_drops_client_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.setenv(name, "x")
+    env = clean_env({"DOCKER_CONFIG": "/nowhere"})
+    assert not {"DOCKER_HOST", "DOCKER_CONTEXT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"} & set(env)
+    assert env["DOCKER_CONFIG"] == "/nowhere"
+    assert "/usr/sbin" in env["PATH"].split(":")
+
+
+def test_unescape_mountinfo() -> None:
+    assert _unescape_mountinfo(r"/tmp/a\040b\011c\012d\134e") == "/tmp/a b\tc\nd\\e"
+    assert _unescape_mountinfo("/plain/path") == "/plain/path"
+    assert _unescape_mountinfo("/t/\\303\\251") == "/t/é"
+
+
+def test_make_private_dir(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    new = make_private_dir(base)
+    assert new.parent == base.resolve()
+    assert stat.S_IMODE(new.stat().st_mode) == 0o711
+    for ancestor in new.parents:
+        if ancestor == Path("/tmp").resolve():
+            break
+        assert ancestor.stat().st_mode & 0o001, ancestor
+    assert make_private_dir(base) != new
+
+
+def test_build_busybox_rootfs(tmp_path: Path) -> None:
+    try:
+        find_static_busybox()
+    except Exception as e:
+        pytest.skip(str(e))
+    tar_path = build_busybox_rootfs(tmp_path)
+    with tarfile.open(tar_path) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["bin/busybox"].isfile()
+    assert members["bin/busybox"].mode & 0o111
+    for applet in BUSYBOX_APPLETS:
+        assert members[f"bin/{applet}"].issym()
+        assert members[f"bin/{applet}"].linkname == "busybox"
+    assert members["tmp"].isdir() and members["tmp"].mode == 0o1777
+    assert members["etc"].isdir() and members["data"].isdir()
+    assert all(m.uid == 0 and m.gid == 0 for m in members.values())
+    shell = tmp_path / "rootfs" / "bin" / "sh"
+    out = subprocess.run([shell, "-c", "echo hi"], capture_output=True, text=True, check=True)
+    assert out.stdout == "hi\n"
+
+
+def test_tls_users_layout(tmp_path: Path) -> None:
+    users = TLSUsers(tmp_path, users=["alice", "bob"])
+    assert users.users == ["alice", "bob"]
+    for user in ("alice", "bob"):
+        bundle = users.bundle(user)
+        assert {p.name for p in bundle.iterdir()} == {"ca.pem", "cert.pem", "key.pem"}
+        assert stat.S_IMODE((bundle / "key.pem").stat().st_mode) == 0o600
+    assert {p.name for p in users.server_dir.iterdir()} == {
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+    }
+    assert users.add_user("dave") == users.bundle("dave")
+    with pytest.raises(KeyError):
+        users.bundle("mallory")
+
+
+@needs_root
+def test_mounts_under_and_unmount(tmp_path: Path) -> None:
+    target = tmp_path / "with space" / "mnt"
+    nested = target / "inner"
+    target.mkdir(parents=True)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(target)], check=True)
+        nested.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(nested)], check=True)
+        assert mounts_under(tmp_path) == [str(target.resolve()), str(nested.resolve())]
+        assert mounts_under(nested) == [str(nested.resolve())]
+        assert unmount_all_under([tmp_path]) == []
+        assert mounts_under(tmp_path) == []
+    finally:
+        unmount_all_under([tmp_path])
+
+
+# --------------------------------------------------------------------------- real daemon
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    base = make_private_dir(tmp_path_factory.mktemp("harness"))
+    tls = TLSUsers(base / "tls")
+    dockerd = Dockerd(base / "daemon", authz_plugin=None, tls=tls)
+    try:
+        dockerd.start(timeout=30)
+        dockerd.import_busybox()
+        yield dockerd
+    finally:
+        dockerd.stop()
+
+
+@pytest.mark.e2e
+@needs_dockerd
+def test_unix_socket_caller(daemon: Dockerd) -> None:
+    assert daemon.ping() == (200, b"OK")
+    out = daemon.docker("version", "--format", "{{.Server.Version}}", check=True)
+    assert out.stdout.strip()
+    images = daemon.docker("images", "--format", "{{.Repository}}:{{.Tag}}", check=True)
+    assert BUSYBOX_IMAGE in images.stdout.split()
+
+
+@pytest.mark.e2e
+@needs_dockerd
+def test_tls_user_runs_container(daemon: Dockerd) -> None:
+    result = daemon.docker("run", "--rm", "--network", "none", BUSYBOX_IMAGE, "id", user="alice", check=True)
+    assert result.stdout.startswith("uid=0")
+    with pytest.raises(DockerCommandError, match="over TLS"):
+        daemon.docker("run", "--rm", "--network", "none", BUSYBOX_IMAGE, "false", user="bob", check=True)
+
+
+@pytest.mark.e2e
+@needs_dockerd
+def test_client_without_certificate_is_refused(daemon: Dockerd, tmp_path: Path) -> None:
+    assert daemon.tls is not None
+    base = [docker_cli(), "-H", daemon.tcp_host]
+    env = daemon.cli_env()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base[:1], *args, *base[1:], "version", "--format", "{{.Server.Version}}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    plain = run()
+    assert plain.returncode != 0
+    no_client_cert = run("--tls", "--tlscacert", str(daemon.tls.ca_pem))
+    assert no_client_cert.returncode != 0
+    assert not no_client_cert.stdout.strip()
+
+    # a certificate from another CA is refused as well
+    stranger = TLSUsers(tmp_path / "other-ca", users=["alice"])
+    bundle = stranger.bundle("alice")
+    foreign = run(
+        "--tls",
+        "--tlscacert", str(daemon.tls.ca_pem),
+        "--tlscert", str(bundle / "cert.pem"),
+        "--tlskey", str(bundle / "key.pem"),
+    )  # fmt: skip
+    assert foreign.returncode != 0
+
+    # and a raw TLS client without a certificate gets no HTTP answer
+    assert daemon.port is not None
+    ctx = ssl.create_default_context(cafile=str(daemon.tls.ca_pem))
+    with (
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls_sock,
+    ):
+        tls_sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+        if not tls_sock.recv(1024):
+            raise ConnectionError("closed without an answer")
+
+
+@pytest.mark.e2e
+@needs_dockerd
+def test_stop_kills_daemon_and_leaves_no_mounts(daemon: Dockerd) -> None:
+    """Runs last in this module: stops the shared daemon with a container still running."""
+    started = daemon.docker(
+        "run", "-d", "--network", "none", BUSYBOX_IMAGE, "sleep", "1000", user="carol", check=True
+    )
+    assert started.stdout.strip()
+    assert mounts_under(daemon.data_root)
+    pid = daemon.pid
+    assert pid is not None
+    began = time.monotonic()
+    daemon.stop()
+    elapsed = time.monotonic() - began
+    assert elapsed < 10, f"stop took {elapsed:.1f} s"
+    assert not Path(f"/proc/{pid}").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert mounts_under(daemon.workdir) == []
+    assert mounts_under(daemon.exec_root) == []
+    daemon.stop()  # idempotent

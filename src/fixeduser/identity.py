@@ -22,6 +22,13 @@ class Identity(BaseModel):
     user: str
     group: str
 
+    # Two spellings of the same numbers (`alice` vs `10001`) are the same identity.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and (self.uid, self.gid) == (other.uid, other.gid)
+
+    def __hash__(self) -> int:
+        return hash((self.uid, self.gid))
+
     @property
     def key(self) -> str:
         """Stable short form used for mount folders and status output: `uid:gid`."""

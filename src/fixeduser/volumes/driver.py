@@ -130,6 +130,16 @@ class VolumeDriver:
                 await self._backend_call(self.backend.unmount_identity(record.identity))
         log.info("volume unmounted", extra={"volume": name, "mount_id": mount_id})
 
+    async def unmount_idle_views(self) -> None:
+        """Unmount every identity view no container uses (at shutdown; views in use stay)."""
+        in_use = self.registry.mounts_per_identity()
+        for key in await self.backend.mounted_identities():
+            if not in_use.get(key):
+                uid, gid = (int(part) for part in key.split(":"))
+                identity = Identity(uid=uid, gid=gid, user=str(uid), group=str(gid))
+                async with self._identity_locks[key]:
+                    await self._backend_call(self.backend.unmount_identity(identity))
+
     def path(self, name: str) -> str:
         record = self._record(name)
         identities = {m.identity for m in self.registry.mounts_of(record.name)}

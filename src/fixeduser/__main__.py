@@ -1,0 +1,5 @@
+import sys
+
+from fixeduser.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Wiring: settings → components → two plugin sockets in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+from fixeduser.authz.api import authz_handlers
+from fixeduser.authz.audit import JsonLineAuditor
+from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.ledger import ContainerLedger
+from fixeduser.daemon import DaemonClient
+from fixeduser.handoff import MountGate
+from fixeduser.plugin.server import SocketServer, plugin_app
+from fixeduser.policy.store import PolicyStore
+from fixeduser.settings import ServeSettings
+from fixeduser.state import StateStore
+from fixeduser.volumes.api import volume_handlers
+from fixeduser.volumes.backends.base import Backend
+from fixeduser.volumes.backends.local import LocalBackend
+from fixeduser.volumes.driver import VolumeDriver
+from fixeduser.volumes.registry import VolumeRegistry
+from fixeduser.volumes.resolve import MountIdentityResolver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plugin:
+    settings: ServeSettings
+    policy: PolicyStore
+    store: StateStore
+    auditor: JsonLineAuditor
+    daemon: DaemonClient
+    backend: Backend
+    driver: VolumeDriver
+    servers: list[SocketServer]
+
+
+async def build(settings: ServeSettings) -> Plugin:
+    policy = PolicyStore(settings.policy_dir)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = StateStore(settings.database)
+    ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate()
+    daemon = DaemonClient(settings.docker_host)
+    backend = LocalBackend(
+        root=settings.local_root, mount_root=settings.effective_mount_root, bindfs_options=settings.bindfs_options
+    )
+    await backend.check()
+    auditor = JsonLineAuditor(settings.audit_log)
+
+    resolver = MountIdentityResolver(gate=gate, ledger=ledger, policy=lambda: policy.current, daemon=daemon)
+    driver = VolumeDriver(
+        backend=backend,
+        registry=registry,
+        gate=gate,
+        resolver=resolver,
+        policy=lambda: policy.current,
+        purge_default=settings.purge_on_remove,
+    )
+    authorizer = Authorizer(
+        policy=lambda: policy.current,
+        ledger=ledger,
+        registry=registry,
+        gate=gate,
+        auditor=auditor,
+        driver_name=settings.volume_name,
+        protected_paths=[settings.state_dir, settings.local_root, settings.effective_mount_root, settings.policy_dir],
+        daemon=daemon,
+        local_subject=settings.local_subject,
+        allow_unknown_routes=settings.allow_unknown_routes,
+    )
+    servers = [
+        _server(settings, settings.authz_name, ["authz"], authz_handlers(authorizer)),
+        _server(settings, settings.volume_name, ["VolumeDriver"], volume_handlers(driver)),
+    ]
+    return Plugin(settings, policy, store, auditor, daemon, backend, driver, servers)
+
+
+def _server(settings: ServeSettings, name: str, implements: list[str], handlers: dict) -> SocketServer:  # type: ignore[type-arg]
+    spec = settings.spec_dir / f"{name}.spec" if settings.spec_dir else None
+    return SocketServer(plugin_app(implements, handlers), settings.socket(name), spec)
+
+
+async def serve(settings: ServeSettings) -> None:
+    plugin = await build(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(plugin.policy.reload()))
+    tasks = [asyncio.create_task(plugin.policy.watch()), asyncio.create_task(plugin.auditor.run())]
+    for server in plugin.servers:
+        await server.start()
+    log.info(
+        "fixeduser serving",
+        extra={"policy_version": plugin.policy.current.version, "authz": settings.authz_name, "volume": settings.volume_name},
+    )
+    try:
+        await stop.wait()
+    finally:
+        await shutdown(plugin, tasks)
+
+
+async def shutdown(plugin: Plugin, tasks: list[asyncio.Task[None]]) -> None:
+    for server in plugin.servers:
+        await server.stop()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # Views still in use by running containers stay mounted: a restarted plugin picks them up.
+    await plugin.driver.unmount_idle_views()
+    await plugin.auditor.close()
+    await plugin.daemon.close()
+    await plugin.backend.close()
+    plugin.store.close()
+    log.info("fixeduser stopped")

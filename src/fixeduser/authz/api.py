@@ -1,0 +1,38 @@
+"""`AuthZPlugin.*` handlers: wire format in, verdict out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.wire import AuthZRequest, AuthZResponse
+from fixeduser.plugin.server import Handler
+
+
+def authz_handlers(authorizer: Authorizer) -> dict[str, Handler]:
+    async def request(payload: dict[str, Any]) -> dict[str, Any]:
+        parsed = _parse(payload)
+        if isinstance(parsed, AuthZResponse):
+            return _dump(parsed)
+        return _dump((await authorizer.authorize_request(parsed)).wire())
+
+    async def response(payload: dict[str, Any]) -> dict[str, Any]:
+        parsed = _parse(payload)
+        if isinstance(parsed, AuthZResponse):
+            return _dump(parsed)
+        return _dump((await authorizer.authorize_response(parsed)).wire())
+
+    return {"AuthZPlugin.AuthZReq": request, "AuthZPlugin.AuthZRes": response}
+
+
+def _parse(payload: dict[str, Any]) -> AuthZRequest | AuthZResponse:
+    try:
+        return AuthZRequest.model_validate(payload)
+    except ValidationError as exc:
+        return AuthZResponse(allow=False, msg=f"fixeduser cannot read this authorization request: {exc}")
+
+
+def _dump(response: AuthZResponse) -> dict[str, Any]:
+    return response.model_dump(by_alias=True)

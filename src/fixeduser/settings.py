@@ -1,0 +1,57 @@
+"""Validated settings for `fixeduser serve`, from the command line and an optional TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy_dir: Path = Path("policies")
+    state_dir: Path = Path("/var/lib/fixeduser")
+    plugin_dir: Path = Path("/run/docker/plugins")
+    spec_dir: Path | None = Field(None, description="also write NAME.spec files here (e.g. /etc/docker/plugins)")
+    authz_name: str = Field("fixeduser-authz", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    volume_name: str = Field("fixeduser", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    backend: Literal["local"] = "local"
+    local_root: Path = Path("/srv/fixeduser/volumes")
+    mount_root: Path | None = None
+    docker_host: str = "unix:///var/run/docker.sock"
+    audit_log: Path | None = None
+    local_subject: str = "@local"
+    allow_unknown_routes: bool = False
+    purge_on_remove: bool = False
+    bindfs_options: tuple[str, ...] = ()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> ServeSettings:
+        if self.authz_name == self.volume_name:
+            raise ValueError("--authz-name and --volume-name must differ: each gets its own socket")
+        return self
+
+    @property
+    def effective_mount_root(self) -> Path:
+        return self.mount_root or self.state_dir / "mnt"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.db"
+
+    def socket(self, name: str) -> Path:
+        return self.plugin_dir / f"{name}.sock"
+
+
+def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> ServeSettings:
+    """File values first, then every command-line option the user actually gave."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        with config_file.open("rb") as handle:
+            values.update({key.replace("-", "_"): value for key, value in tomllib.load(handle).items()})
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return ServeSettings.model_validate(values)

@@ -1,0 +1,383 @@
+"""LocalBackend against real bindfs and FUSE (root only), plus the pure helpers."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixeduser.identity import Identity
+from fixeduser.mounts import is_mount_point, is_stale, mounts_at, mounts_below, parse_mountinfo
+from fixeduser.volumes.backends import Backend, BackendError, LocalBackend, prepare_host_for_fuse
+
+A = Identity(uid=10001, gid=10000, user="10001", group="10000")
+B = Identity(uid=10002, gid=10000, user="10002", group="10000")
+
+needs_fuse = pytest.mark.usefixtures("fuse_host")
+
+
+@pytest.fixture(scope="session")
+def fuse_host() -> None:
+    """Root, bindfs and a FUSE setup usable by non-root daemons; test users for A and B."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if shutil.which("bindfs") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs bindfs and setpriv")
+    if not Path("/dev/fuse").exists():
+        pytest.skip("needs /dev/fuse")
+    prepare_host_for_fuse()
+    for ident in (A, B):
+        # fusermount3 needs a user name for the mounting uid.
+        if subprocess.run(["getent", "passwd", str(ident.uid)], check=False, capture_output=True).returncode:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 "--uid", str(ident.uid), f"fxu{ident.uid}"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+
+
+def _sh(*argv: str) -> int:
+    return subprocess.run(argv, check=False, capture_output=True).returncode
+
+
+def _lexists(path: Path) -> bool:
+    return path.is_symlink() or path.exists()
+
+
+def _lazy_unmount_below(path: Path) -> None:
+    for entry in mounts_below(path):
+        _sh("umount", "-l", entry.mount_point)
+
+
+@pytest.fixture
+def base_dir() -> Iterator[Path]:
+    """A private dir under /tmp whose ancestors are o+x; everything below is unmounted after."""
+    base = Path(tempfile.mkdtemp(prefix="fixeduser-lb-", dir="/tmp"))
+    base.chmod(0o711)
+    try:
+        yield base
+    finally:
+        _lazy_unmount_below(base)
+        if not mounts_below(base):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def backend(fuse_host: None, base_dir: Path) -> LocalBackend:
+    """A LocalBackend on a fresh root/mount_root pair."""
+    return LocalBackend(root=base_dir / "data", mount_root=base_dir / "mnt")
+
+
+def _bindfs_pids(mount_point: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"bindfs") and os.fsencode(mount_point) in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _wait_until(cond: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(cond) and cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def test_local_backend_satisfies_protocol(tmp_path: Path) -> None:
+    """LocalBackend is a structural Backend with name "local" and local scope."""
+    b = LocalBackend(root=tmp_path / "d", mount_root=tmp_path / "m")
+    assert isinstance(b, Backend)
+    assert (b.name, b.scope) == ("local", "local")
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../x", "a/b", "/abs", "-x", ".hidden", "a b", "x\0y", "é", "x" * 256]
+)
+async def test_invalid_volume_names_rejected(tmp_path: Path, name: str) -> None:
+    """Names that are not one safe path component raise BackendError before any path use."""
+    b = LocalBackend(root=tmp_path / "d", mount_root=tmp_path / "m")
+    with pytest.raises(BackendError, match="invalid volume name"):
+        await b.create_volume(name, owner=A, mode=0o770)
+    with pytest.raises(BackendError, match="invalid volume name"):
+        await b.remove_volume(name, purge=True)
+    with pytest.raises(BackendError, match="invalid volume name"):
+        await b.volume_exists(name)
+    with pytest.raises(BackendError, match="invalid volume name"):
+        b.volume_path(A, name)
+    assert not (tmp_path / "d").exists()
+
+
+def test_overlapping_root_and_mount_root_rejected(tmp_path: Path) -> None:
+    """mount_root inside root (or the reverse) is refused at construction."""
+    with pytest.raises(BackendError, match="must not contain each other"):
+        LocalBackend(root=tmp_path, mount_root=tmp_path / "m")
+
+
+def test_volume_path_layout(tmp_path: Path) -> None:
+    """volume_path is mount_root/<uid>-<gid>/view/<volume>."""
+    b = LocalBackend(root=tmp_path / "d", mount_root=tmp_path / "m")
+    assert b.volume_path(A, "v1") == tmp_path / "m" / "10001-10000" / "view" / "v1"
+
+
+def test_parse_mountinfo_decodes_escapes() -> None:
+    """Octal escapes in mount point and source are decoded; optional fields are skipped."""
+    text = (
+        "36 35 98:0 /mnt1 /mnt/a\\040b\\011c rw,noatime master:1 shared:2 - fuse.bindfs "
+        "/src\\134x rw,user_id=1\n"
+        "garbage line\n"
+    )
+    [entry] = parse_mountinfo(text)
+    assert entry.mount_point == "/mnt/a b\tc"
+    assert entry.fstype == "fuse.bindfs"
+    assert entry.source == "/src\\x"
+    assert (entry.mount_id, entry.parent_id) == (36, 35)
+
+
+def test_is_mount_point_and_is_stale_on_plain_dirs(tmp_path: Path) -> None:
+    """A plain directory is neither a mount point nor stale; / is a mount point."""
+    assert not is_mount_point(tmp_path)
+    assert not is_stale(tmp_path)
+    assert is_mount_point("/")
+
+
+# ------------------------------------------------------------------ real bindfs
+
+
+@needs_fuse
+async def test_files_created_through_views_belong_to_their_identity(backend: LocalBackend) -> None:
+    """Root writing through A's view creates A-owned files; through B's view, B-owned ones."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    data = backend.root / "v1"
+    assert (os.stat(data).st_uid, os.stat(data).st_gid) == (10001, 10000)
+    assert os.stat(data).st_mode & 0o7777 == 0o770
+    await backend.mount_identity(A)
+    await backend.mount_identity(B)
+    (backend.volume_path(A, "v1") / "by_a").write_text("a")
+    (backend.volume_path(B, "v1") / "by_b").write_text("b")
+    os.mkdir(backend.volume_path(B, "v1") / "dir_b")
+    assert (os.stat(data / "by_a").st_uid, os.stat(data / "by_a").st_gid) == (10001, 10000)
+    assert (os.stat(data / "by_b").st_uid, os.stat(data / "by_b").st_gid) == (10002, 10000)
+    assert os.stat(data / "dir_b").st_uid == 10002
+    assert sorted(await backend.mounted_identities()) == ["10001:10000", "10002:10000"]
+
+
+@needs_fuse
+async def test_private_file_unreadable_through_other_identity(backend: LocalBackend) -> None:
+    """A 0600 file made through A's view cannot be read through B's view, even by root."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    await backend.mount_identity(A)
+    await backend.mount_identity(B)
+    secret = backend.volume_path(A, "v1") / "secret"
+    secret.write_text("s3cret")
+    os.chmod(secret, 0o600)
+    assert secret.read_text() == "s3cret"
+    with pytest.raises(PermissionError):
+        (backend.volume_path(B, "v1") / "secret").read_text()
+
+
+@needs_fuse
+async def test_chown_through_view_fails(backend: LocalBackend) -> None:
+    """Root in a view is not root: chown to another uid fails with EPERM."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    await backend.mount_identity(A)
+    f = backend.volume_path(A, "v1") / "f"
+    f.write_text("x")
+    with pytest.raises(PermissionError) as info:
+        os.chown(f, 0, 0)
+    assert info.value.errno == errno.EPERM
+    assert os.stat(backend.root / "v1" / "f").st_uid == 10001
+
+
+@needs_fuse
+async def test_views_are_closed_to_other_host_users(backend: LocalBackend) -> None:
+    """Only root and the identity itself can pass the guard dir in front of a view."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    await backend.mount_identity(A)
+    target = str(backend.volume_path(A, "v1"))
+
+    def stat_as(ident: Identity) -> int:
+        argv = ["setpriv", f"--reuid={ident.uid}", f"--regid={ident.gid}", "--clear-groups",
+                "stat", target]  # fmt: skip
+        return subprocess.run(argv, check=False, capture_output=True).returncode
+
+    assert stat_as(B) != 0
+    assert stat_as(A) == 0
+
+
+@needs_fuse
+async def test_mount_identity_twice_gives_one_mount(backend: LocalBackend) -> None:
+    """mount_identity is idempotent: the second call reuses the live mount."""
+    first = await backend.mount_identity(A)
+    second = await backend.mount_identity(A)
+    assert first == second == backend.view_root(A)
+    assert len(mounts_at(first)) == 1
+    assert await backend.mounted_identities() == ["10001:10000"]
+
+
+@needs_fuse
+async def test_unmount_identity_is_idempotent(backend: LocalBackend) -> None:
+    """Unmounting twice, or unmounting a never-mounted identity, is fine."""
+    await backend.unmount_identity(B)
+    mp = await backend.mount_identity(A)
+    await backend.unmount_identity(A)
+    assert not is_mount_point(mp)
+    await backend.unmount_identity(A)
+    assert await backend.mounted_identities() == []
+    assert _wait_until(lambda: not _bindfs_pids(mp))
+
+
+@needs_fuse
+async def test_busy_view_is_unmounted_lazily(backend: LocalBackend) -> None:
+    """A view kept busy by an open file is detached anyway (umount -l fallback)."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    mp = await backend.mount_identity(A)
+    with (backend.volume_path(A, "v1") / "open").open("w") as f:
+        await backend.unmount_identity(A)
+        assert not is_mount_point(mp)
+        f.write("still writable through the detached mount")
+    assert (backend.root / "v1" / "open").read_text().startswith("still")
+
+
+@needs_fuse
+async def test_stale_mount_is_repaired(backend: LocalBackend) -> None:
+    """After the bindfs daemon dies, mount_identity replaces the dead mount with a live one."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    mp = await backend.mount_identity(A)
+    pids = _bindfs_pids(mp)
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    assert _wait_until(lambda: is_stale(mp))
+    assert await backend.mounted_identities() == ["10001:10000"]
+    assert await backend.mount_identity(A) == mp
+    assert not is_stale(mp)
+    assert len(mounts_at(mp)) == 1
+    (backend.volume_path(A, "v1") / "after").write_text("ok")
+    assert os.stat(backend.root / "v1" / "after").st_uid == 10001
+
+
+@needs_fuse
+async def test_bindfs_failure_reports_its_error(backend: LocalBackend, base_dir: Path) -> None:
+    """A failing bindfs raises BackendError carrying bindfs's own message; nothing stays mounted."""
+    bad = LocalBackend(
+        root=base_dir / "data", mount_root=base_dir / "mnt", bindfs_options=["--no-such-option"]
+    )
+    with pytest.raises(BackendError, match=r"bindfs exit status \d+\): .*no-such-option"):
+        await bad.mount_identity(A)
+    assert not is_mount_point(bad.view_root(A))
+
+
+@needs_fuse
+async def test_create_volume_keeps_existing_volume(backend: LocalBackend) -> None:
+    """Creating an existing volume again keeps its data, owner and mode."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    (backend.root / "v1" / "data").write_text("keep")
+    await backend.create_volume("v1", owner=B, mode=0o700)
+    st = os.stat(backend.root / "v1")
+    assert (st.st_uid, st.st_mode & 0o7777) == (10001, 0o770)
+    assert (backend.root / "v1" / "data").read_text() == "keep"
+    assert await backend.volume_exists("v1")
+    assert not await backend.volume_exists("v2")
+
+
+@needs_fuse
+async def test_remove_without_purge_keeps_data(backend: LocalBackend) -> None:
+    """remove_volume(purge=False) leaves the backing directory and its files."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    (backend.root / "v1" / "data").write_text("keep")
+    await backend.remove_volume("v1", purge=False)
+    assert (backend.root / "v1" / "data").read_text() == "keep"
+    assert await backend.volume_exists("v1")
+
+
+@needs_fuse
+async def test_purge_never_follows_symlinks(backend: LocalBackend, base_dir: Path) -> None:
+    """Purge deletes the volume tree but not what its symlinks point to."""
+    outside = base_dir / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sentinel").write_text("must survive")
+    (outside / "sub" / "sentinel2").write_text("must survive")
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    vol = backend.root / "v1"
+    (vol / "a" / "b" / "c").mkdir(parents=True)
+    (vol / "a" / "b" / "c" / "deep").write_text("x")
+    (vol / "a" / "file").write_text("x")
+    (vol / "dirlink").symlink_to(outside)
+    (vol / "a" / "b" / "filelink").symlink_to(outside / "sentinel")
+    (vol / "a" / "dangling").symlink_to(base_dir / "nowhere")
+    await backend.remove_volume("v1", purge=True)
+    assert not _lexists(vol)
+    assert (outside / "sentinel").read_text() == "must survive"
+    assert (outside / "sub" / "sentinel2").read_text() == "must survive"
+    assert not await backend.volume_exists("v1")
+    await backend.remove_volume("v1", purge=True)  # already gone: no error
+
+
+@needs_fuse
+async def test_purge_of_symlinked_volume_removes_only_the_link(backend: LocalBackend, base_dir: Path) -> None:
+    """If root/<volume> itself is a symlink, purge unlinks it and leaves the target alone."""
+    outside = base_dir / "outside"
+    outside.mkdir()
+    (outside / "sentinel").write_text("must survive")
+    await backend.create_volume("other", owner=A, mode=0o770)  # makes root
+    (backend.root / "v1").symlink_to(outside)
+    assert not await backend.volume_exists("v1")
+    await backend.remove_volume("v1", purge=True)
+    assert not _lexists(backend.root / "v1")
+    assert (outside / "sentinel").read_text() == "must survive"
+
+
+@needs_fuse
+async def test_purge_refuses_to_cross_into_a_mount(backend: LocalBackend) -> None:
+    """A mount inside the volume makes purge fail without deleting anything."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    inner = backend.root / "v1" / "mnt"
+    inner.mkdir()
+    (backend.root / "v1" / "keep").write_text("x")
+    assert _sh("mount", "-t", "tmpfs", "tmpfs", str(inner)) == 0
+    try:
+        (inner / "inside").write_text("x")
+        with pytest.raises(BackendError, match="mount point inside"):
+            await backend.remove_volume("v1", purge=True)
+        assert (inner / "inside").exists()
+        assert (backend.root / "v1" / "keep").exists()
+    finally:
+        _sh("umount", "-l", str(inner))
+
+
+@needs_fuse
+async def test_check_names_the_untraversable_path(base_dir: Path) -> None:
+    """check() fails with the exact ancestor that lacks o+x."""
+    closed = base_dir / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    b = LocalBackend(root=closed / "data", mount_root=base_dir / "mnt")
+    with pytest.raises(BackendError, match=rf"{closed} \(mode 0700\) is not traversable"):
+        await b.check()
+    with pytest.raises(BackendError, match="not traversable"):
+        await b.mount_identity(A)
+
+
+@needs_fuse
+async def test_root_identity_refused(backend: LocalBackend) -> None:
+    """A root identity never gets a view."""
+    with pytest.raises(BackendError, match="root"):
+        await backend.mount_identity(Identity(uid=0, gid=10000, user="root", group="10000"))

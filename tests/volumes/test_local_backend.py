@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
@@ -381,3 +382,12 @@ async def test_root_identity_refused(backend: LocalBackend) -> None:
     """A root identity never gets a view."""
     with pytest.raises(BackendError, match="root"):
         await backend.mount_identity(Identity(uid=0, gid=10000, user="root", group="10000"))
+
+
+@needs_fuse
+async def test_concurrent_mounts_of_one_identity_make_one_mount(backend: LocalBackend) -> None:
+    """Concurrent mount_identity calls for one identity are serialized into a single mount."""
+    paths = await asyncio.gather(*(backend.mount_identity(A) for _ in range(5)))
+    assert set(paths) == {backend.view_root(A)}
+    assert len(mounts_at(backend.view_root(A))) == 1
+    assert len(_bindfs_pids(backend.view_root(A))) == 1

@@ -47,7 +47,9 @@ async def build(settings: ServeSettings) -> Plugin:
     ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate()
     daemon = DaemonClient(settings.docker_host)
     backend = LocalBackend(
-        root=settings.local_root, mount_root=settings.effective_mount_root, bindfs_options=settings.bindfs_options
+        root=settings.local_root,
+        mount_root=settings.effective_mount_root,
+        bindfs_options=settings.bindfs_options,
     )
     await backend.check()
     auditor = JsonLineAuditor(settings.audit_log)
@@ -68,7 +70,12 @@ async def build(settings: ServeSettings) -> Plugin:
         gate=gate,
         auditor=auditor,
         driver_name=settings.volume_name,
-        protected_paths=[settings.state_dir, settings.local_root, settings.effective_mount_root, settings.policy_dir],
+        protected_paths=[
+            settings.state_dir,
+            settings.local_root,
+            settings.effective_mount_root,
+            settings.policy_dir,
+        ],
         daemon=daemon,
         local_subject=settings.local_subject,
         allow_unknown_routes=settings.allow_unknown_routes,
@@ -97,7 +104,11 @@ async def serve(settings: ServeSettings) -> None:
         await server.start()
     log.info(
         "fixeduser serving",
-        extra={"policy_version": plugin.policy.current.version, "authz": settings.authz_name, "volume": settings.volume_name},
+        extra={
+            "policy_version": plugin.policy.current.version,
+            "authz": settings.authz_name,
+            "volume": settings.volume_name,
+        },
     )
     try:
         await stop.wait()

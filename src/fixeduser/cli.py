@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -56,13 +57,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fixeduser serve: invalid settings: {exc}", file=sys.stderr)
         return 2
     jsonlog.configure(settings.log_level)
-    from fixeduser.app import serve  # imported late: the policy tools need none of the server
+    from fixeduser.app import serve  # noqa: PLC0415 - the policy tools need none of the server
 
     try:
         asyncio.run(serve(settings))
     except Exception as exc:  # one clear line for operators, the traceback is in the JSON log
-        import logging
-
         logging.getLogger("fixeduser").exception("fatal")
         print(f"fixeduser serve: {exc}", file=sys.stderr)
         return 1
@@ -79,8 +78,10 @@ def _policy_check(args: argparse.Namespace) -> int:
         print(f"{len(policy.problems)} problem(s) in {args.directory}")
     else:
         subjects = policy.subjects()
-        print(f"{args.directory}: OK, policy version {policy.version}, {len(policy.source.lines)} lines, "
-              f"{len(subjects)} subjects")
+        print(
+            f"{args.directory}: OK, policy version {policy.version}, {len(policy.source.lines)} lines, "
+            f"{len(subjects)} subjects"
+        )
     return 1 if policy.problems else 0
 
 

@@ -17,6 +17,7 @@ authz plugin has just allowed someone to create or remove.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Mapping
@@ -86,11 +87,9 @@ class MountGate:
                 )
             )
 
-    async def _wait(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout=max(timeout, 0.01))
-        except TimeoutError:
-            pass
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=max(seconds, 0.01))
 
     def _conflict(self, volumes: Mapping[str, Identity]) -> str | None:
         self._expire()

@@ -68,5 +68,3 @@ class JsonLineAuditor:
 
 def now() -> float:
     return round(time.time(), 6)
-
-

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from fixeduser.authz.audit import AuditRecord, Auditor, now
+from fixeduser.authz.audit import Auditor, AuditRecord, now
 from fixeduser.authz.escalations import (
     Escalation,
     container_escalations,
@@ -33,7 +33,12 @@ from fixeduser.docker_api import (
 )
 from fixeduser.handoff import GateBusy, MountGate
 from fixeduser.identity import Identity
-from fixeduser.policy.access import AccessDenied, mount_identity, require_may_assume, require_volume_permission
+from fixeduser.policy.access import (
+    AccessDenied,
+    mount_identity,
+    require_may_assume,
+    require_volume_permission,
+)
 from fixeduser.policy.compiled import LOCAL_SUBJECT, ROLE_PREFIX, CompiledPolicy
 from fixeduser.policy.files import PolicyLine
 from fixeduser.volumes.options import OptionError, parse_options
@@ -46,7 +51,13 @@ API_OBJECT = "api"
 OTHERS_OBJECT = "others"
 # Requests that make the daemon mount the target container's volumes.
 MOUNTING_ACTIONS = frozenset(
-    {"container.start", "container.restart", "container.archive.get", "container.archive.head", "container.archive.put"}
+    {
+        "container.start",
+        "container.restart",
+        "container.archive.get",
+        "container.archive.head",
+        "container.archive.put",
+    }
 )
 # Requests on a container that only its owner (or a role granted `others`) may make.
 OWNED_ACTIONS = MOUNTING_ACTIONS | frozenset(
@@ -135,7 +146,10 @@ class Authorizer:
             api = classify(request.method, request.uri)
             if api is None:
                 if not self._allow_unknown:
-                    raise Denied(f"{subject}: {request.method} {request.uri.split('?')[0]} is not a known Docker API route")
+                    raise Denied(
+                        f"{subject}: {request.method} {request.uri.split('?')[0]} is not a known "
+                        "Docker API route (denied by default)"
+                    )
                 verdict = Verdict(allow=True, message="unknown route allowed by configuration")
             else:
                 verdict = await handler(Context(request=request, subject=subject, api=api, policy=policy))
@@ -155,7 +169,12 @@ class Authorizer:
         return request.user
 
     def _audit(
-        self, phase: str, request: AuthZRequest, api: ApiRequest | None, policy: CompiledPolicy, verdict: Verdict
+        self,
+        phase: str,
+        request: AuthZRequest,
+        api: ApiRequest | None,
+        policy: CompiledPolicy,
+        verdict: Verdict,
     ) -> None:
         self._auditor.record(
             AuditRecord(
@@ -224,14 +243,18 @@ class Authorizer:
             "create a container",
         )
         volumes = self._container_volumes(ctx, create)
-        await self._claim(ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes)
+        await self._claim(
+            ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes
+        )
 
     def _container_volumes(self, ctx: Context, create: ContainerCreate) -> dict[str, Identity]:
         """Fixeduser volumes this container will mount, each with the identity it mounts as."""
         host = create.host_config
         ours_by_default = host.volume_driver == self._driver_name
         named: dict[str, dict[str, str] | None] = {}  # name -> create options if our driver may create it
-        anonymous = bool(set(create.volumes) - {b.target for b in host.binds} - {m.target for m in host.mounts})
+        anonymous = bool(
+            set(create.volumes) - {b.target for b in host.binds} - {m.target for m in host.mounts}
+        )
         for bind in host.binds:
             if bind.kind == "anonymous":
                 anonymous = True
@@ -247,7 +270,8 @@ class Authorizer:
                 named[mount.source] = dict(mount.volume_driver_opts) if driver_is_ours else None
         if anonymous and ours_by_default:
             raise Denied(
-                f"{ctx.subject} may not create anonymous fixeduser volumes: give each volume a name (-v NAME:/path)"
+                f"{ctx.subject} may not create anonymous fixeduser volumes: "
+                "give each volume a name (-v NAME:/path)"
             )
         for source in host.volumes_from:
             record = self._ledger.find(source.split(":", 1)[0])
@@ -288,11 +312,15 @@ class Authorizer:
 
     def _check_volume_create(self, ctx: Context) -> None:
         create = _parsed(lambda: parse_volume_create(ctx.request.body), "volume create")
-        self._require_escalations(ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume")
+        self._require_escalations(
+            ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume"
+        )
         if create.driver != self._driver_name:
             return
         if not create.name:
-            raise Denied(f"{ctx.subject} must give fixeduser volumes a name (docker volume create -d ... NAME)")
+            raise Denied(
+                f"{ctx.subject} must give fixeduser volumes a name (docker volume create -d ... NAME)"
+            )
         if create.name in self._registry:
             return  # the daemon answers with the existing volume; nothing is created
         self._permit_create(ctx, create.name, create.driver_opts)
@@ -393,11 +421,11 @@ class Authorizer:
         return Verdict(allow=True, message="response passed")
 
     async def _record_container(self, ctx: Context) -> None:
-        container_id = _parsed(lambda: parse_create_response(ctx.request.response_body), "container create response")
-        create = _parsed(lambda: parse_container_create(ctx.request.body), "container create")
-        volumes = sorted(
-            name for name in self._container_volume_names(create) if name in self._registry
+        container_id = _parsed(
+            lambda: parse_create_response(ctx.request.response_body), "container create response"
         )
+        create = _parsed(lambda: parse_container_create(ctx.request.body), "container create")
+        volumes = sorted(name for name in self._container_volume_names(create) if name in self._registry)
         await self._ledger.record(
             ContainerRecord(
                 id=container_id,
@@ -423,4 +451,3 @@ def _parsed(parse: Callable[[], T], what: str) -> T:
         return parse()
     except (BodyError, ValueError) as exc:
         raise Denied(f"cannot read the {what} body, so it is denied: {exc}") from None
-

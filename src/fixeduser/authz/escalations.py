@@ -102,7 +102,9 @@ def _bind_escalations(create: ContainerCreate, protected: list[Path]) -> list[Es
     found = [_bind_escalation(source, protected) for source in sources]
     for mount in create.host_config.mounts:
         if mount.type == "volume" and _is_local_bind(mount.volume_driver, mount.volume_driver_opts):
-            found.append(Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'}"))
+            found.append(
+                Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'}")
+            )
     return found
 
 

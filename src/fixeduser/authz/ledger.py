@@ -34,7 +34,11 @@ class ContainerLedger:
         for row in store.query("SELECT id, name, owner, volumes, restart FROM containers ORDER BY created"):
             self._index(
                 ContainerRecord(
-                    id=row[0], name=row[1], owner=row[2], volumes=tuple(json.loads(row[3])), restart=bool(row[4])
+                    id=row[0],
+                    name=row[1],
+                    owner=row[2],
+                    volumes=tuple(json.loads(row[3])),
+                    restart=bool(row[4]),
                 )
             )
 
@@ -50,7 +54,14 @@ class ContainerLedger:
         self._index(record)
         await self._store.write(
             "INSERT OR REPLACE INTO containers VALUES (?, ?, ?, ?, ?, ?)",
-            (record.id, record.name, record.owner, to_json(list(record.volumes)), int(record.restart), time.time()),
+            (
+                record.id,
+                record.name,
+                record.owner,
+                to_json(list(record.volumes)),
+                int(record.restart),
+                time.time(),
+            ),
         )
 
     async def rename(self, reference: str, new_name: str) -> None:

@@ -97,9 +97,13 @@ class VolumeDriver:
             record = self._record(name)
             users = self.registry.mounts_of(name)
             if users:
-                raise DriverError(f"volume {name} is in use by {len(users)} container mount(s); stop them first")
+                raise DriverError(
+                    f"volume {name} is in use by {len(users)} container mount(s); stop them first"
+                )
             if self._gate.take("remove", name) is None:
-                raise DriverError(f"removal of fixeduser volume {name} was not authorized by a docker request")
+                raise DriverError(
+                    f"removal of fixeduser volume {name} was not authorized by a docker request"
+                )
             await self._backend_call(self.backend.remove_volume(name, purge=record.purge))
             await self.registry.remove(name)
             log.info("volume removed", extra={"volume": name, "purged": record.purge})
@@ -151,7 +155,9 @@ class VolumeDriver:
         return self._describe(self._record(name))
 
     def list(self) -> list[dict[str, Any]]:
-        return [self._describe(record) for name in self.registry.names() if (record := self.registry.get(name))]
+        return [
+            self._describe(record) for name in self.registry.names() if (record := self.registry.get(name))
+        ]
 
     def _describe(self, record: VolumeRecord) -> dict[str, Any]:
         mounts: defaultdict[str, int] = defaultdict(int)

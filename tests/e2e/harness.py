@@ -449,6 +449,12 @@ class Dockerd:
     user=NAME)` then connects as that user (the certificate CN dockerd passes to authz
     plugins as `User`). `docker(...)` without a user uses the unix socket: a local
     root-equivalent caller, for which authz plugins see no `User`.
+
+    `api_version` pins the CLI's API version (`DOCKER_API_VERSION`): the docker CLI learns
+    the daemon's version from `/_ping`, so if an authz plugin denies `/_ping` an unpinned
+    CLI 28 talks API 1.50 and a 20.10 daemon (max 1.41) refuses every request.
+    `server_api_version` is the version the daemon announced in its ping during `start()`
+    (None if the ping was denied).
     """
 
     def __init__(
@@ -459,12 +465,15 @@ class Dockerd:
         tls: TLSUsers | None = None,
         extra_args: Sequence[str] = (),
         shutdown_timeout: int = 3,
+        api_version: str | None = None,
     ) -> None:
         self.workdir = workdir.resolve()
         self.authz_plugin = authz_plugin
         self.tls = tls
         self.extra_args = tuple(extra_args)
         self.shutdown_timeout = shutdown_timeout
+        self.api_version = api_version
+        self.server_api_version: str | None = None
         self.data_root = self.workdir / "data"
         self.pidfile = self.workdir / "docker.pid"
         self.log_path = self.workdir / "dockerd.log"
@@ -515,7 +524,10 @@ class Dockerd:
 
     def cli_env(self) -> dict[str, str]:
         """Environment for docker clients: no DOCKER_HOST/TLS/CA variables, private config."""
-        return clean_env({"DOCKER_CONFIG": str(self.client_config)})
+        env = clean_env({"DOCKER_CONFIG": str(self.client_config)})
+        if self.api_version is not None:
+            env["DOCKER_API_VERSION"] = self.api_version
+        return env
 
     def cli_args(self, user: str | None = None) -> list[str]:
         """Global `docker` CLI options that connect as `user` (None: over the unix socket)."""
@@ -579,9 +591,9 @@ class Dockerd:
         """
         if self.proc is not None and self.proc.poll() is None:
             raise DockerdError(f"dockerd already running as pid {self.proc.pid}")
-        self._prepare_paths()
         attempts = 3 if self.tls is not None else 1
         for attempt in range(attempts):
+            self._prepare_paths()
             if self.tls is not None:
                 self.port = free_port()
             try:
@@ -632,10 +644,17 @@ class Dockerd:
     def _answers_ping(self) -> bool:
         if not self.socket_path.exists():
             return False
+        conn = _UnixHTTPConnection(str(self.socket_path), 2.0)
         try:
-            unix_http_request(self.socket_path, "GET", "/_ping", timeout=2)
+            conn.request("GET", "/_ping", headers={"Host": "docker"})
+            response = conn.getresponse()
+            response.read()
         except (OSError, http.client.HTTPException):
             return False
+        finally:
+            conn.close()
+        # absent when an authz plugin denied the ping
+        self.server_api_version = response.getheader("Api-Version") or self.server_api_version
         return True
 
     def _tcp_open(self) -> bool:

@@ -19,6 +19,7 @@ from .harness import (
     BUSYBOX_IMAGE,
     DockerCommandError,
     Dockerd,
+    DockerdError,
     TLSUsers,
     _unescape_mountinfo,
     build_busybox_rootfs,
@@ -150,6 +151,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
 @needs_dockerd
 def test_unix_socket_caller(daemon: Dockerd) -> None:
     assert daemon.ping() == (200, b"OK")
+    assert daemon.server_api_version
+    assert daemon.start_seconds is not None and daemon.start_seconds < 30
     out = daemon.docker("version", "--format", "{{.Server.Version}}", check=True)
     assert out.stdout.strip()
     images = daemon.docker("images", "--format", "{{.Repository}}:{{.Tag}}", check=True)
@@ -234,3 +237,18 @@ def test_stop_kills_daemon_and_leaves_no_mounts(daemon: Dockerd) -> None:
     assert mounts_under(daemon.workdir) == []
     assert mounts_under(daemon.exec_root) == []
     daemon.stop()  # idempotent
+
+
+@pytest.mark.e2e
+@needs_dockerd
+def test_start_failure_reports_log_and_cleans_up(tmp_path: Path) -> None:
+    """A daemon that exits at start raises with its log tail and leaves nothing behind.
+
+    (A missing authz plugin fails the same way, but only after dockerd's ~15 s of retries.)
+    """
+    dockerd = Dockerd(tmp_path / "d", extra_args=["--no-such-flag"])
+    with pytest.raises(DockerdError, match="unknown flag"):
+        dockerd.start(timeout=30)
+    assert not dockerd.running
+    assert mounts_under(tmp_path) == []
+    assert dockerd.exec_root == dockerd.workdir / "exec"  # the short exec-root is removed

@@ -34,6 +34,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import stat
 import struct
@@ -221,7 +222,7 @@ def _set_traverse_acl(path: Path, uid: int) -> None:
 
 def _acl_problem(mount_root: Path) -> str | None:
     """None if POSIX ACLs can be set below `mount_root`, else what to do about it."""
-    probe = mount_root / f".acl-probe-{os.getpid()}"
+    probe = mount_root / f".acl-probe-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         _ensure_dir(probe, uid=0, gid=0, mode=GUARD_DIR_MODE)
         _set_traverse_acl(probe, 65534)
@@ -290,6 +291,7 @@ class LocalBackend:
         self.fuse_conf = fuse_conf
         self.mount_timeout = mount_timeout
         self._checked = False
+        self._check_lock = asyncio.Lock()
         self._identity_locks: dict[str, asyncio.Lock] = {}
         self._volume_locks: dict[str, asyncio.Lock] = {}
 
@@ -297,8 +299,9 @@ class LocalBackend:
 
     async def check(self) -> None:
         """Create `root`/`mount_root` if needed and verify the host; BackendError lists problems."""
-        await asyncio.to_thread(self._check_sync)
-        self._checked = True
+        async with self._check_lock:
+            await asyncio.to_thread(self._check_sync)
+            self._checked = True
 
     def _check_sync(self) -> None:
         problems = host_problems(
@@ -446,7 +449,10 @@ class LocalBackend:
         if identity.uid == 0 or identity.gid == 0:
             raise BackendError(f"identity {identity} is root: a fixed identity must not be root")
         if not self._checked:
-            await self.check()
+            async with self._check_lock:
+                if not self._checked:
+                    await asyncio.to_thread(self._check_sync)
+                    self._checked = True
         mp = self.view_root(identity)
         async with self._identity_lock(identity):
             await asyncio.to_thread(_require_passwd_entry, identity)

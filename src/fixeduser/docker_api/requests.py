@@ -1,0 +1,435 @@
+"""Typed views of the request bodies the authorization plugin decides on.
+
+Every model is built with :mod:`fixeduser.docker_api.gojson` so that it says what the daemon
+will do with the body (Go field matching, merging and null rules), not what a case-sensitive
+reading of the JSON would suggest. Anything the daemon would reject, or that we cannot read
+unambiguously, raises :class:`BodyError`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fixeduser.docker_api.gojson import (
+    BodyError,
+    JsonObject,
+    bool_field,
+    decode,
+    go_fold,
+    key_set_field,
+    list_of_str_field,
+    obj_field,
+    obj_list_field,
+    opt_bool_field,
+    opt_list_of_str_field,
+    str_field,
+    str_map_field,
+)
+from fixeduser.docker_api.routes import clean_path
+
+__all__ = [
+    "MISSING_BODY",
+    "Bind",
+    "ContainerCreate",
+    "ExecCreate",
+    "HostConfig",
+    "MountSpec",
+    "VolumeCreate",
+    "parse_bind",
+    "parse_container_create",
+    "parse_create_response",
+    "parse_exec_create",
+    "parse_volume_create",
+]
+
+MISSING_BODY: Final = "request body is missing: the daemon forwards bodies only for JSON content up to 1 MiB"
+
+_FROZEN = ConfigDict(frozen=True)
+
+
+class Bind(BaseModel):
+    """One ``HostConfig.Binds`` entry, parsed like the daemon's Linux ``-v`` parser."""
+
+    model_config = _FROZEN
+
+    source: str  # cleaned host path, volume name, or "" for an anonymous volume
+    target: str  # cleaned container path
+    mode: str
+    kind: Literal["bind", "volume", "anonymous"]
+    read_only: bool
+
+
+MountType = Literal["bind", "volume", "tmpfs", "npipe", "cluster", "image", "unknown"]
+_MOUNT_TYPES: Final = frozenset({"bind", "volume", "tmpfs", "npipe", "cluster", "image"})
+
+
+class MountSpec(BaseModel):
+    """One ``HostConfig.Mounts`` entry (``--mount``)."""
+
+    model_config = _FROZEN
+
+    type: MountType  # "unknown" for anything the daemon does not know (it rejects those)
+    raw_type: str
+    source: str
+    target: str
+    read_only: bool
+    volume_driver: str  # VolumeOptions.DriverConfig.Name
+    volume_driver_opts: dict[str, str]  # VolumeOptions.DriverConfig.Options
+    volume_subpath: str  # VolumeOptions.Subpath (API 1.45+)
+    volume_nocopy: bool
+    bind_propagation: str  # BindOptions.Propagation
+    bind_create_mountpoint: bool  # BindOptions.CreateMountpoint: daemon creates host path
+
+
+class HostConfig(BaseModel):
+    """The policy-relevant part of a container's HostConfig."""
+
+    model_config = _FROZEN
+
+    binds: list[Bind] = Field(default_factory=list)
+    mounts: list[MountSpec] = Field(default_factory=list)
+    volume_driver: str = ""
+    volumes_from: list[str] = Field(default_factory=list)
+    privileged: bool = False
+    cap_add: list[str] = Field(default_factory=list)
+    cap_drop: list[str] = Field(default_factory=list)
+    devices: list[dict[str, str]] = Field(default_factory=list)
+    device_cgroup_rules: list[str] = Field(default_factory=list)
+    device_requests: int = 0
+    pid_mode: str = ""
+    ipc_mode: str = ""
+    network_mode: str = ""
+    uts_mode: str = ""
+    userns_mode: str = ""
+    cgroupns_mode: str = ""
+    cgroup: str = ""
+    security_opt: list[str] = Field(default_factory=list)
+    sysctls: dict[str, str] = Field(default_factory=dict)
+    tmpfs: dict[str, str] = Field(default_factory=dict)
+    group_add: list[str] = Field(default_factory=list)
+    runtime: str = ""
+    cgroup_parent: str = ""
+    restart_policy: str = ""
+    auto_remove: bool = False
+    read_only_rootfs: bool = False
+    oom_kill_disable: bool | None = None
+    init: bool | None = None
+    # None = daemon defaults; [] (e.g. from `--security-opt systempaths=unconfined`)
+    # unmasks /proc and /sys paths in a non-privileged container.
+    masked_paths: list[str] | None = None
+    readonly_paths: list[str] | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ContainerCreate(BaseModel):
+    """``POST /containers/create``: Config fields plus HostConfig."""
+
+    model_config = _FROZEN
+
+    image: str
+    user: str
+    volumes: list[str]  # Config.Volumes keys: anonymous volume targets
+    host_config: HostConfig
+
+
+class VolumeCreate(BaseModel):
+    """``POST /volumes/create``."""
+
+    model_config = _FROZEN
+
+    name: str
+    driver: str
+    driver_opts: dict[str, str]
+    labels: dict[str, str]
+
+
+class ExecCreate(BaseModel):
+    """``POST /containers/{name}/exec``."""
+
+    model_config = _FROZEN
+
+    user: str
+    privileged: bool
+    cmd: list[str]
+
+
+def _object(body: bytes) -> JsonObject:
+    if not body:
+        raise BodyError(MISSING_BODY)
+    value = decode(body)
+    if not isinstance(value, JsonObject):
+        raise BodyError("request body must be a JSON object")
+    return value
+
+
+# --- binds: daemon/volume/mounts/linux_parser.go semantics -------------------------------
+
+_RW_MODES: Final = frozenset({"rw", "ro"})
+_LABEL_MODES: Final = frozenset({"z", "Z"})
+_PROPAGATION_MODES: Final = frozenset({"private", "rprivate", "slave", "rslave", "shared", "rshared"})
+_COPY_MODES: Final = frozenset({"nocopy"})
+_CONSISTENCY_MODES: Final = frozenset({"consistent", "cached", "delegated"})
+_MODE_GROUPS: Final = (_RW_MODES, _LABEL_MODES, _PROPAGATION_MODES, _COPY_MODES, _CONSISTENCY_MODES)
+_VOLUME_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+def _valid_mode(mode: str) -> bool:
+    if not mode:
+        return True
+    counts = [0] * len(_MODE_GROUPS)
+    for opt in mode.split(","):
+        group = next((i for i, g in enumerate(_MODE_GROUPS) if opt in g), None)
+        if group is None:
+            return False
+        counts[group] += 1
+    return max(counts) <= 1
+
+
+def _clean(p: str) -> str:
+    """Go's ``path.Clean`` for an absolute path."""
+    return clean_path(p).rstrip("/") or "/"
+
+
+def _split_bind(spec: str) -> tuple[str, str, str]:
+    """(source, target, mode) of a bind spec, like ``ParseMountRaw``'s SplitN."""
+    parts = spec.split(":", 3)
+    if not parts[0] or len(parts) > 3:
+        raise BodyError(f"invalid bind specification: {spec!r}")
+    if len(parts) == 1:
+        return "", parts[0], ""
+    if len(parts) == 2:
+        if _valid_mode(parts[1]):  # "dst:mode": a volume needs a source to take a mode
+            raise BodyError(f"invalid bind specification: {spec!r}")
+        return parts[0], parts[1], ""
+    return parts[0], parts[1], parts[2]
+
+
+def parse_bind(spec: str) -> Bind:
+    """Parse a ``src:dst[:mode]`` / ``dst`` bind spec; BodyError if the daemon rejects it."""
+    source, target, mode = _split_bind(spec)
+    if not _valid_mode(mode):
+        raise BodyError(f"invalid bind mode {mode!r} in {spec!r}")
+    if not target.startswith("/"):
+        raise BodyError(f"invalid bind {spec!r}: target must be an absolute path")
+    target = _clean(target)
+    if target == "/":
+        raise BodyError(f"invalid bind {spec!r}: target can't be '/'")
+    opts = set(mode.split(",")) if mode else set()
+    kind: Literal["bind", "volume", "anonymous"]
+    if source.startswith("/"):
+        kind, source = "bind", _clean(source)
+        if "nocopy" in opts:
+            raise BodyError(f"invalid bind {spec!r}: nocopy applies to volumes only")
+    else:
+        kind = "volume" if source else "anonymous"
+        if opts & _PROPAGATION_MODES:
+            raise BodyError(f"invalid bind {spec!r}: propagation applies to bind mounts only")
+        if source and not _VOLUME_NAME.fullmatch(source):
+            raise BodyError(f"invalid volume name {source!r} in {spec!r}")
+    return Bind(source=source, target=target, mode=mode, kind=kind, read_only="ro" in opts)
+
+
+# --- container create --------------------------------------------------------------------
+
+# HostConfig (and embedded Resources) fields, plus the wrapper's "Cpuset". Daemons up to at
+# least 20.10 also read these at the top level of a create body (deprecated embedded
+# *HostConfig, used when "HostConfig" is absent, VolumeDriver etc. merged in otherwise);
+# newer daemons ignore them. No standard client sends them, so such a body is rejected.
+_LEGACY_TOP_LEVEL: Final = frozenset(
+    go_fold(n)
+    for n in [
+        "Binds",
+        "ContainerIDFile",
+        "LogConfig",
+        "NetworkMode",
+        "PortBindings",
+        "RestartPolicy",
+        "AutoRemove",
+        "VolumeDriver",
+        "VolumesFrom",
+        "ConsoleSize",
+        "Annotations",
+        "CapAdd",
+        "CapDrop",
+        "CgroupnsMode",
+        "Dns",
+        "DnsOptions",
+        "DnsSearch",
+        "ExtraHosts",
+        "GroupAdd",
+        "IpcMode",
+        "Cgroup",
+        "Links",
+        "OomScoreAdj",
+        "PidMode",
+        "Privileged",
+        "PublishAllPorts",
+        "ReadonlyRootfs",
+        "SecurityOpt",
+        "StorageOpt",
+        "Tmpfs",
+        "UTSMode",
+        "UsernsMode",
+        "ShmSize",
+        "Sysctls",
+        "Runtime",
+        "Isolation",
+        "Mounts",
+        "MaskedPaths",
+        "ReadonlyPaths",
+        "Init",
+        "CpuShares",
+        "Memory",
+        "NanoCpus",
+        "CgroupParent",
+        "BlkioWeight",
+        "BlkioWeightDevice",
+        "BlkioDeviceReadBps",
+        "BlkioDeviceWriteBps",
+        "BlkioDeviceReadIOps",
+        "BlkioDeviceWriteIOps",
+        "CpuPeriod",
+        "CpuQuota",
+        "CpuRealtimePeriod",
+        "CpuRealtimeRuntime",
+        "CpusetCpus",
+        "CpusetMems",
+        "Devices",
+        "DeviceCgroupRules",
+        "DeviceRequests",
+        "KernelMemory",
+        "KernelMemoryTCP",
+        "MemoryReservation",
+        "MemorySwap",
+        "MemorySwappiness",
+        "OomKillDisable",
+        "PidsLimit",
+        "Ulimits",
+        "CpuCount",
+        "CpuPercent",
+        "IOMaximumIOps",
+        "IOMaximumBandwidth",
+        "Cpuset",
+    ]
+)
+
+
+def _mount(m: JsonObject) -> MountSpec:
+    raw_type = str_field(m, "Type")
+    mtype: MountType = raw_type if raw_type in _MOUNT_TYPES else "unknown"  # type: ignore[assignment]
+    source, target = str_field(m, "Source"), str_field(m, "Target")
+    if mtype == "bind" and source.startswith("/"):
+        source = _clean(source)
+    if target.startswith("/"):
+        target = _clean(target)
+    vo = obj_field(m, "VolumeOptions") or JsonObject()
+    dc = obj_field(vo, "DriverConfig") or JsonObject()
+    bo = obj_field(m, "BindOptions") or JsonObject()
+    return MountSpec(
+        type=mtype,
+        raw_type=raw_type,
+        source=source,
+        target=target,
+        read_only=bool_field(m, "ReadOnly"),
+        volume_driver=str_field(dc, "Name"),
+        volume_driver_opts=str_map_field(dc, "Options"),
+        volume_subpath=str_field(vo, "Subpath"),
+        volume_nocopy=bool_field(vo, "NoCopy"),
+        bind_propagation=str_field(bo, "Propagation"),
+        bind_create_mountpoint=bool_field(bo, "CreateMountpoint"),
+    )
+
+
+def _device(d: JsonObject) -> dict[str, str]:
+    keys = ("PathOnHost", "PathInContainer", "CgroupPermissions")
+    return {k: str_field(d, k) for k in keys}
+
+
+def _host_config(hc: JsonObject) -> HostConfig:
+    restart = obj_field(hc, "RestartPolicy", pointer=False) or JsonObject()
+    return HostConfig(
+        binds=[parse_bind(b) for b in list_of_str_field(hc, "Binds")],
+        mounts=[_mount(m) for m in obj_list_field(hc, "Mounts")],
+        volume_driver=str_field(hc, "VolumeDriver"),
+        volumes_from=list_of_str_field(hc, "VolumesFrom"),
+        privileged=bool_field(hc, "Privileged"),
+        cap_add=list_of_str_field(hc, "CapAdd", str_slice=True),
+        cap_drop=list_of_str_field(hc, "CapDrop", str_slice=True),
+        devices=[_device(d) for d in obj_list_field(hc, "Devices")],
+        device_cgroup_rules=list_of_str_field(hc, "DeviceCgroupRules"),
+        device_requests=len(obj_list_field(hc, "DeviceRequests")),
+        pid_mode=str_field(hc, "PidMode"),
+        ipc_mode=str_field(hc, "IpcMode"),
+        network_mode=str_field(hc, "NetworkMode"),
+        uts_mode=str_field(hc, "UTSMode"),
+        userns_mode=str_field(hc, "UsernsMode"),
+        cgroupns_mode=str_field(hc, "CgroupnsMode"),
+        cgroup=str_field(hc, "Cgroup"),
+        security_opt=list_of_str_field(hc, "SecurityOpt"),
+        sysctls=str_map_field(hc, "Sysctls"),
+        tmpfs=str_map_field(hc, "Tmpfs"),
+        group_add=list_of_str_field(hc, "GroupAdd"),
+        runtime=str_field(hc, "Runtime"),
+        cgroup_parent=str_field(hc, "CgroupParent"),
+        restart_policy=str_field(restart, "Name"),
+        auto_remove=bool_field(hc, "AutoRemove"),
+        read_only_rootfs=bool_field(hc, "ReadonlyRootfs"),
+        oom_kill_disable=opt_bool_field(hc, "OomKillDisable"),
+        init=opt_bool_field(hc, "Init"),
+        masked_paths=opt_list_of_str_field(hc, "MaskedPaths"),
+        readonly_paths=opt_list_of_str_field(hc, "ReadonlyPaths"),
+        annotations=str_map_field(hc, "Annotations"),
+    )
+
+
+def parse_container_create(body: bytes) -> ContainerCreate:
+    """Parse a ``POST /containers/create`` body as the daemon reads it."""
+    top = _object(body)
+    legacy = sorted({k for k, _ in top.pairs if go_fold(k) in _LEGACY_TOP_LEVEL})
+    if legacy:
+        raise BodyError(
+            f"HostConfig fields at the top level of the body ({', '.join(legacy)}): "
+            "daemons differ on whether they apply; put them under HostConfig"
+        )
+    return ContainerCreate(
+        image=str_field(top, "Image"),
+        user=str_field(top, "User"),
+        volumes=key_set_field(top, "Volumes"),
+        host_config=_host_config(obj_field(top, "HostConfig") or JsonObject()),
+    )
+
+
+def parse_volume_create(body: bytes) -> VolumeCreate:
+    """Parse a ``POST /volumes/create`` body."""
+    top = _object(body)
+    return VolumeCreate(
+        name=str_field(top, "Name"),
+        driver=str_field(top, "Driver"),
+        driver_opts=str_map_field(top, "DriverOpts"),
+        labels=str_map_field(top, "Labels"),
+    )
+
+
+def parse_exec_create(body: bytes) -> ExecCreate:
+    """Parse a ``POST /containers/{name}/exec`` body."""
+    top = _object(body)
+    return ExecCreate(
+        user=str_field(top, "User"),
+        privileged=bool_field(top, "Privileged"),
+        cmd=list_of_str_field(top, "Cmd"),
+    )
+
+
+_CONTAINER_ID: Final = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_create_response(body: bytes) -> str:
+    """The container ID from a ``POST /containers/create`` response body."""
+    top = _object(body)
+    cid = str_field(top, "Id")
+    if not _CONTAINER_ID.fullmatch(cid):
+        raise BodyError(f"container create response has no valid Id: {cid!r}")
+    return cid

@@ -1,0 +1,384 @@
+"""Request body models: what the daemon will do with a create/exec/volume body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fixeduser.docker_api import (
+    MISSING_BODY,
+    Bind,
+    BodyError,
+    parse_bind,
+    parse_container_create,
+    parse_create_response,
+    parse_exec_create,
+    parse_volume_create,
+)
+
+CID = "4f2b0c2e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c"
+
+
+def create(text: str) -> Any:
+    return parse_container_create(text.encode())
+
+
+def hc(host_config: dict[str, Any]) -> Any:
+    body = json.dumps({"Image": "busybox:local", "HostConfig": host_config}).encode()
+    return parse_container_create(body).host_config
+
+
+# --- binds -------------------------------------------------------------------------------
+
+
+def bind(source: str, target: str, mode: str, kind: Any, read_only: bool) -> Bind:
+    return Bind(source=source, target=target, mode=mode, kind=kind, read_only=read_only)
+
+
+BIND_ROWS: list[tuple[str, Bind]] = [
+    ("/data", bind("", "/data", "", "anonymous", False)),
+    ("vol1:/data", bind("vol1", "/data", "", "volume", False)),
+    ("vol1:/data:ro", bind("vol1", "/data", "ro", "volume", True)),
+    ("vol1:/data:nocopy", bind("vol1", "/data", "nocopy", "volume", False)),
+    ("v.1_x-y:/d:ro,z", bind("v.1_x-y", "/d", "ro,z", "volume", True)),
+    ("/srv:/mnt", bind("/srv", "/mnt", "", "bind", False)),
+    ("/srv:/mnt:rw", bind("/srv", "/mnt", "rw", "bind", False)),
+    ("/srv:/mnt:ro,Z,rshared", bind("/srv", "/mnt", "ro,Z,rshared", "bind", True)),
+    ("/:/host", bind("/", "/host", "", "bind", False)),
+    ("/srv/../etc/:/mnt//x/", bind("/etc", "/mnt/x", "", "bind", False)),
+    ("/srv:/mnt:delegated", bind("/srv", "/mnt", "delegated", "bind", False)),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), BIND_ROWS)
+def test_parse_bind(spec: str, expected: Bind) -> None:
+    """Valid -v specs parse like the daemon's Linux parser."""
+    assert parse_bind(spec) == expected
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        ":/data",
+        "vol1:",
+        "/data:ro",  # dst:mode has no source
+        "/data:rw",
+        "a:b:c:d",
+        "vol1:/data:rx",
+        "vol1:/data:ro,rw",  # two rw modes
+        "vol1:/data:z,Z",
+        "vol1:data",  # relative target
+        "vol1:/",  # target is root
+        "vol1:/x/..",  # target cleans to root
+        "v:/data",  # one-character volume name
+        "_vol:/data",
+        "./rel:/data",
+        "rel/path:/data",
+        "~/x:/data",
+        "vol1:/data:shared",  # propagation is for binds
+        "/srv:/mnt:nocopy",  # nocopy is for volumes
+        "relative",  # anonymous volume target must be absolute
+    ],
+)
+def test_parse_bind_invalid(spec: str) -> None:
+    """Specs the daemon rejects are BodyErrors."""
+    with pytest.raises(BodyError):
+        parse_bind(spec)
+
+
+# --- container create --------------------------------------------------------------------
+
+
+def test_create_typical_cli_body() -> None:
+    """A docker-run style body yields its image, user, volumes and host config."""
+    body = {
+        "Image": "busybox:local",
+        "User": "1000:1000",
+        "Volumes": {"/anon": {}},
+        "Cmd": ["id"],
+        "HostConfig": {
+            "Binds": ["vol1:/data:ro", "/srv/share:/share"],
+            "Mounts": [
+                {
+                    "Type": "volume",
+                    "Source": "v2",
+                    "Target": "/v2",
+                    "VolumeOptions": {
+                        "DriverConfig": {"Name": "fixeduser", "Options": {"uid": "1000"}},
+                        "Subpath": "sub",
+                    },
+                },
+                {
+                    "Type": "bind",
+                    "Source": "/srv/x/",
+                    "Target": "/x",
+                    "ReadOnly": True,
+                    "BindOptions": {"Propagation": "rslave", "CreateMountpoint": True},
+                },
+            ],
+            "VolumeDriver": "fixeduser",
+            "VolumesFrom": ["other:ro"],
+            "CapAdd": ["NET_ADMIN"],
+            "CapDrop": "ALL",
+            "Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse"}],
+            "DeviceCgroupRules": ["c 10:229 rwm"],
+            "DeviceRequests": [{"Count": -1}],
+            "PidMode": "host",
+            "IpcMode": "shareable",
+            "NetworkMode": "none",
+            "UTSMode": "host",
+            "UsernsMode": "host",
+            "CgroupnsMode": "private",
+            "SecurityOpt": ["apparmor=unconfined"],
+            "Sysctls": {"net.ipv4.ip_forward": "1"},
+            "Runtime": "runc",
+            "CgroupParent": "/x",
+            "RestartPolicy": {"Name": "always", "MaximumRetryCount": 0},
+            "AutoRemove": True,
+            "ReadonlyRootfs": True,
+            "OomKillDisable": True,
+            "Init": False,
+            "MaskedPaths": [],
+            "GroupAdd": ["disk"],
+            "Tmpfs": {"/run": "rw"},
+        },
+        "NetworkingConfig": {"EndpointsConfig": {}},
+    }
+    got = parse_container_create(json.dumps(body).encode())
+    assert (got.image, got.user, got.volumes) == ("busybox:local", "1000:1000", ["/anon"])
+    h = got.host_config
+    assert [b.kind for b in h.binds] == ["volume", "bind"]
+    vol, bind = h.mounts
+    assert (vol.type, vol.source, vol.volume_driver, vol.volume_driver_opts) == (
+        "volume",
+        "v2",
+        "fixeduser",
+        {"uid": "1000"},
+    )
+    assert vol.volume_subpath == "sub"
+    assert (bind.source, bind.read_only, bind.bind_propagation) == ("/srv/x", True, "rslave")
+    assert bind.bind_create_mountpoint is True
+    assert h.volume_driver == "fixeduser"
+    assert h.volumes_from == ["other:ro"]
+    assert (h.cap_add, h.cap_drop) == (["NET_ADMIN"], ["ALL"])
+    assert h.devices == [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": ""}]
+    assert h.device_cgroup_rules == ["c 10:229 rwm"]
+    assert h.device_requests == 1
+    assert (h.pid_mode, h.ipc_mode, h.network_mode, h.uts_mode) == (
+        "host",
+        "shareable",
+        "none",
+        "host",
+    )
+    assert (h.userns_mode, h.cgroupns_mode) == ("host", "private")
+    assert h.security_opt == ["apparmor=unconfined"]
+    assert h.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert (h.runtime, h.cgroup_parent, h.restart_policy) == ("runc", "/x", "always")
+    assert (h.auto_remove, h.read_only_rootfs, h.oom_kill_disable, h.init) == (
+        True,
+        True,
+        True,
+        False,
+    )
+    assert h.masked_paths == []
+    assert h.readonly_paths is None
+    assert h.group_add == ["disk"]
+    assert h.tmpfs == {"/run": "rw"}
+
+
+def test_create_without_host_config() -> None:
+    """A body without HostConfig has default host settings."""
+    got = create('{"Image": "x"}')
+    assert got.host_config.privileged is False
+    assert got.host_config.binds == []
+    assert got.volumes == []
+
+
+@pytest.mark.parametrize(
+    ("text", "privileged"),
+    [
+        ('{"HostConfig": {"Privileged": true}}', True),
+        ('{"hostconfig": {"privileged": true}}', True),
+        ('{"HOSTCONFIG": {"PRIVILEGED": true}}', True),
+        ('{"HostConfig": {"Privileged": false, "privileged": true}}', True),
+        ('{"HostConfig": {"privileged": true, "Privileged": false}}', False),
+        ('{"HostConfig": {"Privileged": true, "privileged": null}}', True),
+        ('{"HostConfig": {"Priv\\u0131leged": true}}', False),
+        ('{"HostConfig": {"Privileged": true}, "HostConfig": {"CapAdd": []}}', True),
+        ('{"HostConfig": {"Privileged": true}, "hostConfig": null}', False),
+        ('{"HostConfig": {"Privileged": true}, "hostConfig": {"privileged": false}}', False),
+    ],
+)
+def test_create_privileged_case_folding(text: str, privileged: bool) -> None:
+    """Privileged is read with Go's folding, last-key-wins, merging and null rules."""
+    assert create(text).host_config.privileged is privileged
+
+
+def test_create_long_s_security_opt() -> None:
+    """'\u017fecurityOpt' (long s) is SecurityOpt to Go."""
+    got = create('{"HostConfig": {"\\u017fecurityOpt": ["seccomp=unconfined"]}}')
+    assert got.host_config.security_opt == ["seccomp=unconfined"]
+
+
+def test_create_kelvin_sign_field() -> None:
+    """A Kelvin sign folds to 'k', so 'Loc\u212aed' style keys match too."""
+    got = create('{"HostConfig": {"Network\\u212aode": "host", "NetworkMode": "none"}}')
+    assert got.host_config.network_mode == "none"  # no such field: the K is not an M
+    got = create('{"HostConfig": {"\\u212aernelMemory": 1, "Privileged": true}}')
+    assert got.host_config.privileged is True
+
+
+def test_create_restart_policy_null_keeps_value() -> None:
+    """RestartPolicy is a value struct: a later null does not clear it."""
+    text = '{"HostConfig": {"RestartPolicy": {"Name": "always"}, "restartpolicy": null}}'
+    assert create(text).host_config.restart_policy == "always"
+
+
+def test_create_binds_case_folded_and_last_wins() -> None:
+    """The last Binds key (any case) is the one the daemon uses."""
+    text = '{"HostConfig": {"Binds": ["/:/host"], "binds": ["vol1:/data"]}}'
+    assert [b.source for b in create(text).host_config.binds] == ["vol1"]
+
+
+def test_create_volume_driver_in_mount_is_folded() -> None:
+    """Nested Mount fields fold too: volumeoptions.driverconfig.name."""
+    text = (
+        '{"HostConfig": {"mounts": [{"type": "volume", "source": "v", "target": "/v",'
+        ' "volumeoptions": {"driverconfig": {"name": "evil", "options": {"Dev": "/"}}}}]}}'
+    )
+    (mount,) = create(text).host_config.mounts
+    assert (mount.volume_driver, mount.volume_driver_opts) == ("evil", {"Dev": "/"})
+
+
+def test_create_unknown_mount_type() -> None:
+    """An unknown mount type is 'unknown', raw_type keeps what was sent."""
+    (mount,) = create('{"HostConfig": {"Mounts": [{"Type": "BIND"}]}}').host_config.mounts
+    assert (mount.type, mount.raw_type) == ("unknown", "BIND")
+
+
+def test_create_labels_map_keys_not_folded() -> None:
+    """Sysctls keys are data: different cases are different keys."""
+    text = '{"HostConfig": {"Sysctls": {"kernel.x": "1", "KERNEL.X": "2"}}}'
+    assert create(text).host_config.sysctls == {"kernel.x": "1", "KERNEL.X": "2"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"HostConfig": {"Privileged": "true"}}',
+        '{"HostConfig": {"Privileged": 1}}',
+        '{"HostConfig": {"Binds": "vol1:/data"}}',
+        '{"HostConfig": {"Binds": ["bad:spec:x:y"]}}',
+        '{"HostConfig": {"CapAdd": [1]}}',
+        '{"HostConfig": {"Sysctls": {"a": 1}}}',
+        '{"HostConfig": {"Mounts": {"Type": "bind"}}}',
+        '{"HostConfig": {"Mounts": [{"ReadOnly": "yes"}]}}',
+        '{"HostConfig": {"Mounts": [{"VolumeOptions": {"DriverConfig": {"Options": []}}}]}}',
+        '{"HostConfig": {"Mounts": [{"Type": "bind"}], "mounts": [{"Source": "/"}]}}',
+        '{"HostConfig": {"Binds": ["vol1:/x"], "binds": [null]}}',
+        '{"HostConfig": {"RestartPolicy": "always"}}',
+        '{"HostConfig": {"Init": "no"}}',
+        '{"HostConfig": []}',
+        '{"Image": 5}',
+        '{"User": ["root"]}',
+        '{"Volumes": ["/data"]}',
+        '{"HostConfig": {"Privileged": NaN}}',
+        "[]",
+        "null",
+        '"x"',
+        '{"Image": "x"} {"HostConfig": {"Privileged": true}}',
+    ],
+)
+def test_create_rejects(text: str) -> None:
+    """Bodies the daemon would reject, or that we cannot read unambiguously, raise."""
+    with pytest.raises(BodyError):
+        create(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"Image": "x", "Privileged": true}',
+        '{"Image": "x", "binds": ["/:/host"]}',
+        '{"Image": "x", "HostConfig": {}, "VolumeDriver": "evil"}',
+        '{"Image": "x", "\\u017fecurityOpt": []}',
+        '{"Image": "x", "Cpuset": "0"}',
+    ],
+)
+def test_create_rejects_top_level_host_config_fields(text: str) -> None:
+    """Deprecated top-level HostConfig fields (honoured by 20.10) are refused."""
+    with pytest.raises(BodyError, match="top level"):
+        create(text)
+
+
+def test_create_missing_body() -> None:
+    """An empty body is reported as missing (the daemon did not forward it)."""
+    with pytest.raises(BodyError, match="request body is missing") as info:
+        parse_container_create(b"")
+    assert str(info.value) == MISSING_BODY
+
+
+# --- volume create, exec create, create response -----------------------------------------
+
+
+def test_volume_create() -> None:
+    """Name, Driver, DriverOpts and Labels are read with folding; map keys kept."""
+    body = b'{"name": "v1", "Driver": "local", "DriverOpts": {"type": "none", "o": "bind",'
+    body += b' "device": "/etc"}, "Labels": {"a": "b"}}'
+    got = parse_volume_create(body)
+    assert (got.name, got.driver, got.labels) == ("v1", "local", {"a": "b"})
+    assert got.driver_opts == {"type": "none", "o": "bind", "device": "/etc"}
+
+
+def test_volume_create_merges_driver_opts() -> None:
+    """DriverOpts given twice merge, as Go decodes into the same map."""
+    got = parse_volume_create(b'{"DriverOpts": {"a": "1"}, "driveropts": {"device": "/"}}')
+    assert got.driver_opts == {"a": "1", "device": "/"}
+
+
+@pytest.mark.parametrize("body", [b"", b'{"Name": 1}', b'{"DriverOpts": {"x": 1}}', b'{"Labels": []}', b"[]"])
+def test_volume_create_rejects(body: bytes) -> None:
+    """Invalid volume create bodies raise BodyError."""
+    with pytest.raises(BodyError):
+        parse_volume_create(body)
+
+
+def test_exec_create() -> None:
+    """User, Privileged and Cmd are read with Go semantics."""
+    got = parse_exec_create(b'{"user": "0", "PRIVILEGED": true, "Cmd": ["sh", "-c", "id"]}')
+    assert (got.user, got.privileged, got.cmd) == ("0", True, ["sh", "-c", "id"])
+    got = parse_exec_create(b'{"User": "1000", "user": null}')
+    assert (got.user, got.privileged, got.cmd) == ("1000", False, [])
+
+
+@pytest.mark.parametrize("body", [b"", b'{"User": 0}', b'{"Privileged": "yes"}', b'{"Cmd": [1]}', b"{"])
+def test_exec_create_rejects(body: bytes) -> None:
+    """Invalid exec create bodies raise BodyError."""
+    with pytest.raises(BodyError):
+        parse_exec_create(body)
+
+
+def test_create_response() -> None:
+    """The container ID comes from the create response's Id."""
+    assert parse_create_response(f'{{"Id": "{CID}", "Warnings": []}}'.encode()) == CID
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b'{"Warnings": []}',
+        b'{"Id": "abc"}',
+        b'{"Id": 5}',
+        f'{{"Id": "{CID.upper()}"}}'.encode(),
+        f'{{"Id": "{CID}x"}}'.encode(),
+        b'{"message": "No such image"}',
+    ],
+)
+def test_create_response_rejects(body: bytes) -> None:
+    """A response without a 64-hex Id raises BodyError."""
+    with pytest.raises(BodyError):
+        parse_create_response(body)

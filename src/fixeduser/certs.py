@@ -251,9 +251,9 @@ def issue_client_cert(ca: KeyPair, user: str, *, days: int = DEFAULT_DAYS) -> Ke
     validate_user_name(user)
     ca_cert, ca_key = _load_ca(ca)
     key = _new_key()
-    cert = _leaf_builder(
-        ca_cert, ca_key, key, common_name=user, days=days, eku=ExtendedKeyUsageOID.CLIENT_AUTH
-    ).sign(ca_key, hashes.SHA256())
+    cert = _leaf_builder(ca_cert, ca_key, key, common_name=user, days=days, eku=ExtendedKeyUsageOID.CLIENT_AUTH).sign(
+        ca_key, hashes.SHA256()
+    )
     return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
 
 

@@ -47,9 +47,7 @@ def resolve_uid(user: str) -> int:
     try:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
-        raise IdentityError(
-            f"unknown user {user!r}: not a number and not in the host's user database"
-        ) from None
+        raise IdentityError(f"unknown user {user!r}: not a number and not in the host's user database") from None
 
 
 def resolve_gid(group: str) -> int:
@@ -59,9 +57,7 @@ def resolve_gid(group: str) -> int:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise IdentityError(
-            f"unknown group {group!r}: not a number and not in the host's group database"
-        ) from None
+        raise IdentityError(f"unknown group {group!r}: not a number and not in the host's group database") from None
 
 
 def resolve_identity(user: str, group: str) -> Identity:

@@ -96,11 +96,7 @@ def mounts_below(path: str | os.PathLike[str]) -> list[MountEntry]:
     """Mounts on `path` or anywhere beneath it, deepest (last mounted) first: unmount order."""
     target = canonical(path)
     prefix = target.rstrip("/") + "/"
-    found = [
-        entry
-        for entry in read_mountinfo()
-        if entry.mount_point == target or entry.mount_point.startswith(prefix)
-    ]
+    found = [entry for entry in read_mountinfo() if entry.mount_point == target or entry.mount_point.startswith(prefix)]
     return list(reversed(found))
 
 

@@ -15,9 +15,7 @@ class ServeSettings(BaseModel):
     policy_dir: Path = Path("policies")
     state_dir: Path = Path("/var/lib/fixeduser")
     plugin_dir: Path = Path("/run/docker/plugins")
-    spec_dir: Path | None = Field(
-        None, description="also write NAME.spec files here (e.g. /etc/docker/plugins)"
-    )
+    spec_dir: Path | None = Field(None, description="also write NAME.spec files here (e.g. /etc/docker/plugins)")
     authz_name: str = Field("fixeduser-authz", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     volume_name: str = Field("fixeduser", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     backend: Literal["local"] = "local"

@@ -99,10 +99,7 @@ class DockerCommandError(subprocess.CalledProcessError):
 
     def __str__(self) -> str:
         who = f"as {self.user!r} over TLS" if self.user else "over the unix socket"
-        return (
-            f"{' '.join(map(str, self.cmd))} {who} exited with {self.returncode}:\n"
-            f"{(self.stderr or '').strip()}"
-        )
+        return f"{' '.join(map(str, self.cmd))} {who} exited with {self.returncode}:\n{(self.stderr or '').strip()}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -143,9 +140,7 @@ def _dockerd_binary() -> str | None:
 def dockerd_available() -> bool:
     """True when running as root with dockerd, containerd, runc and the docker CLI installed."""
     path = clean_env()["PATH"]
-    return os.geteuid() == 0 and all(
-        shutil.which(b, path=path) for b in ("dockerd", "containerd", "runc", "docker")
-    )
+    return os.geteuid() == 0 and all(shutil.which(b, path=path) for b in ("dockerd", "containerd", "runc", "docker"))
 
 
 def _temp_root() -> Path:
@@ -217,8 +212,7 @@ def find_static_busybox() -> Path:
         if candidate.is_file() and _is_static_elf(candidate):
             return candidate
     raise DockerdError(
-        "no statically linked busybox found (apt-get install busybox-static); tried "
-        + ", ".join(map(str, candidates))
+        "no statically linked busybox found (apt-get install busybox-static); tried " + ", ".join(map(str, candidates))
     )
 
 
@@ -383,9 +377,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def unix_http_request(
-    socket_path: Path, method: str, path: str, *, timeout: float = 5.0
-) -> tuple[int, bytes]:
+def unix_http_request(socket_path: Path, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
     """One HTTP request over a unix socket; returns (status, body)."""
     conn = _UnixHTTPConnection(str(socket_path), timeout)
     try:

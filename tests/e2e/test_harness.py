@@ -220,9 +220,7 @@ def test_client_without_certificate_is_refused(daemon: Dockerd, tmp_path: Path) 
 @needs_dockerd
 def test_stop_kills_daemon_and_leaves_no_mounts(daemon: Dockerd) -> None:
     """Runs last in this module: stops the shared daemon with a container still running."""
-    started = daemon.docker(
-        "run", "-d", "--network", "none", BUSYBOX_IMAGE, "sleep", "1000", user="carol", check=True
-    )
+    started = daemon.docker("run", "-d", "--network", "none", BUSYBOX_IMAGE, "sleep", "1000", user="carol", check=True)
     assert started.stdout.strip()
     assert mounts_under(daemon.data_root)
     pid = daemon.pid

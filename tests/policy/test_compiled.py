@@ -111,15 +111,15 @@ _ACTIONS = st.sampled_from(["container.create", "container.*", "mount", "create"
     queries=st.lists(st.tuples(_SUBJECTS, _OBJECTS, _ACTIONS), min_size=1, max_size=10),
 )
 def test_index_decides_like_casbin(
-    tmp_path_factory: object, rules: list[tuple[str, str, str]], links: list[tuple[str, str]],
+    tmp_path_factory: object,
+    rules: list[tuple[str, str, str]],
+    links: list[tuple[str, str]],
     queries: list[tuple[str, str, str]],
 ) -> None:
     """For random policies and requests, the compiled index allows exactly what casbin.Enforcer allows."""
     directory = tmp_path_factory.mktemp("eq")  # type: ignore[attr-defined]
     (directory / "model.conf").write_text(MODEL.read_text())
-    csv = "".join(f"p, {s}, {o}, {a}\n" for s, o, a in rules) + "".join(
-        f"g, {m}, {r}\n" for m, r in links if m != r
-    )
+    csv = "".join(f"p, {s}, {o}, {a}\n" for s, o, a in rules) + "".join(f"g, {m}, {r}\n" for m, r in links if m != r)
     (directory / "policy.csv").write_text(csv or "# empty\n")
     policy = compile_policy(read_policy_dir(directory))
     enforcer = casbin.Enforcer(str(directory / "model.conf"), str(directory / "policy.csv"))

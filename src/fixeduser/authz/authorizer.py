@@ -198,6 +198,15 @@ class Authorizer:
     async def _on_request(self, ctx: Context) -> Verdict:
         if self._is_self_query(ctx):
             return Verdict(allow=True, message="fixeduser's own read-only look-up")
+        if _is_form_body(ctx.request):
+            raise Denied(
+                f"{ctx.subject}: form-encoded request bodies are not shown to authorization plugins "
+                "but can override query parameters, so they are denied"
+            )
+        if ctx.api.action == "system.ping":
+            # Reveals nothing, and without it the docker CLI cannot negotiate the API version,
+            # so every later denial would read as a version error instead of our message.
+            return Verdict(allow=True, message="ping is always allowed")
         decision = ctx.policy.decide(ctx.subject, API_OBJECT, ctx.api.action)
         if not decision.allowed:
             raise Denied(
@@ -243,18 +252,15 @@ class Authorizer:
             "create a container",
         )
         volumes = self._container_volumes(ctx, create)
-        await self._claim(
-            ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes
-        )
+        await self._claim(ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes)
 
     def _container_volumes(self, ctx: Context, create: ContainerCreate) -> dict[str, Identity]:
         """Fixeduser volumes this container will mount, each with the identity it mounts as."""
         host = create.host_config
         ours_by_default = host.volume_driver == self._driver_name
         named: dict[str, dict[str, str] | None] = {}  # name -> create options if our driver may create it
-        anonymous = bool(
-            set(create.volumes) - {b.target for b in host.binds} - {m.target for m in host.mounts}
-        )
+        anonymous = bool(set(create.volumes) - {b.target for b in host.binds} - {m.target for m in host.mounts})
+        anonymous_ours = False
         for bind in host.binds:
             if bind.kind == "anonymous":
                 anonymous = True
@@ -263,15 +269,15 @@ class Authorizer:
         for mount in host.mounts:
             if mount.type != "volume":
                 continue
-            driver_is_ours = (mount.volume_driver or host.volume_driver) == self._driver_name
+            # The daemon picks a --mount's driver from its own DriverConfig only, never VolumeDriver.
+            driver_is_ours = mount.volume_driver == self._driver_name
             if not mount.source:
-                anonymous = anonymous or driver_is_ours
+                anonymous_ours = anonymous_ours or driver_is_ours
             else:
                 named[mount.source] = dict(mount.volume_driver_opts) if driver_is_ours else None
-        if anonymous and ours_by_default:
+        if (anonymous and ours_by_default) or anonymous_ours:
             raise Denied(
-                f"{ctx.subject} may not create anonymous fixeduser volumes: "
-                "give each volume a name (-v NAME:/path)"
+                f"{ctx.subject} may not create anonymous fixeduser volumes: give each volume a name (-v NAME:/path)"
             )
         for source in host.volumes_from:
             record = self._ledger.find(source.split(":", 1)[0])
@@ -279,9 +285,7 @@ class Authorizer:
                 named.setdefault(volume, None)
         return self._identities_for(ctx, ctx.subject, named)
 
-    def _identities_for(
-        self, ctx: Context, owner: str, named: dict[str, dict[str, str] | None]
-    ) -> dict[str, Identity]:
+    def _identities_for(self, ctx: Context, owner: str, named: dict[str, dict[str, str] | None]) -> dict[str, Identity]:
         identities: dict[str, Identity] = {}
         for name, create_options in sorted(named.items()):
             record = self._registry.get(name)
@@ -312,15 +316,11 @@ class Authorizer:
 
     def _check_volume_create(self, ctx: Context) -> None:
         create = _parsed(lambda: parse_volume_create(ctx.request.body), "volume create")
-        self._require_escalations(
-            ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume"
-        )
+        self._require_escalations(ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume")
         if create.driver != self._driver_name:
             return
         if not create.name:
-            raise Denied(
-                f"{ctx.subject} must give fixeduser volumes a name (docker volume create -d ... NAME)"
-            )
+            raise Denied(f"{ctx.subject} must give fixeduser volumes a name (docker volume create -d ... NAME)")
         if create.name in self._registry:
             return  # the daemon answers with the existing volume; nothing is created
         self._permit_create(ctx, create.name, create.driver_opts)
@@ -421,9 +421,7 @@ class Authorizer:
         return Verdict(allow=True, message="response passed")
 
     async def _record_container(self, ctx: Context) -> None:
-        container_id = _parsed(
-            lambda: parse_create_response(ctx.request.response_body), "container create response"
-        )
+        container_id = _parsed(lambda: parse_create_response(ctx.request.response_body), "container create response")
         create = _parsed(lambda: parse_container_create(ctx.request.body), "container create")
         volumes = sorted(name for name in self._container_volume_names(create) if name in self._registry)
         await self._ledger.record(
@@ -451,3 +449,8 @@ def _parsed(parse: Callable[[], T], what: str) -> T:
         return parse()
     except (BodyError, ValueError) as exc:
         raise Denied(f"cannot read the {what} body, so it is denied: {exc}") from None
+
+
+def _is_form_body(request: AuthZRequest) -> bool:
+    content_type = (request.header("Content-Type") or "").lower()
+    return content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))

@@ -68,6 +68,12 @@ def container_escalations(
         found.append(Escalation(kind="devices", detail="--device / --device-cgroup-rule / --gpus"))
     found.extend(_namespace_escalations(create, is_foreign_container))
     unsafe = [opt for opt in host.security_opt if opt not in SAFE_SECURITY_OPTS]
+    # An explicit (even empty) list replaces the daemon's /proc and /sys masking.
+    unsafe += [
+        f"{name}={paths}"
+        for name, paths in (("MaskedPaths", host.masked_paths), ("ReadonlyPaths", host.readonly_paths))
+        if paths is not None
+    ]
     if unsafe:
         found.append(Escalation(kind="security-options", detail=f"--security-opt {' '.join(unsafe)}"))
     found.extend(_bind_escalations(create, [p.resolve() for p in protected]))
@@ -102,9 +108,7 @@ def _bind_escalations(create: ContainerCreate, protected: list[Path]) -> list[Es
     found = [_bind_escalation(source, protected) for source in sources]
     for mount in create.host_config.mounts:
         if mount.type == "volume" and _is_local_bind(mount.volume_driver, mount.volume_driver_opts):
-            found.append(
-                Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'}")
-            )
+            found.append(Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'}"))
     return found
 
 

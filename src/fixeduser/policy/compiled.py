@@ -138,9 +138,7 @@ def _ambiguity_message(subject: str, what: str, origin: str, values: dict[str, l
     return f"{subject}'s fixed {what} is ambiguous: {origin} lines map it to {listing}; {fix}"
 
 
-def _identity_from_choice(
-    subject: str, chosen: dict[str, tuple[str, tuple[PolicyLine, ...]]]
-) -> IdentityResolution:
+def _identity_from_choice(subject: str, chosen: dict[str, tuple[str, tuple[PolicyLine, ...]]]) -> IdentityResolution:
     sources = tuple(line for _, lines in chosen.values() for line in lines)
     missing = [name for name in ("user", "group") if name not in chosen]
     if missing:
@@ -224,9 +222,7 @@ def _role_closure(subject: str, members: dict[str, list[str]]) -> tuple[str, ...
 def _identity_line_problems(line: PolicyLine) -> list[PolicyProblem]:
     _, user, group = line.fields
     if not user and not group:
-        return [
-            PolicyProblem(file=line.file, line=line.line, message="p2 line sets neither a user nor a group")
-        ]
+        return [PolicyProblem(file=line.file, line=line.line, message="p2 line sets neither a user nor a group")]
     problems = []
     for value, resolve in ((user, resolve_uid), (group, resolve_gid)):
         if not value:

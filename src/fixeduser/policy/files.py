@@ -92,9 +92,7 @@ def _field_counts(model_path: Path, problems: list[PolicyProblem]) -> dict[str, 
     return counts
 
 
-def _read_policy_file(
-    path: Path, field_counts: dict[str, int], problems: list[PolicyProblem]
-) -> list[PolicyLine]:
+def _read_policy_file(path: Path, field_counts: dict[str, int], problems: list[PolicyProblem]) -> list[PolicyLine]:
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -71,6 +71,7 @@ class VolumeDriver:
                 VolumeRecord(
                     name=name,
                     creator=permit.subject,
+                    owner=owner,
                     pinned=parsed.pinned,
                     mode=mode,
                     purge=parsed.purge or self._purge_default,
@@ -97,13 +98,9 @@ class VolumeDriver:
             record = self._record(name)
             users = self.registry.mounts_of(name)
             if users:
-                raise DriverError(
-                    f"volume {name} is in use by {len(users)} container mount(s); stop them first"
-                )
+                raise DriverError(f"volume {name} is in use by {len(users)} container mount(s); stop them first")
             if self._gate.take("remove", name) is None:
-                raise DriverError(
-                    f"removal of fixeduser volume {name} was not authorized by a docker request"
-                )
+                raise DriverError(f"removal of fixeduser volume {name} was not authorized by a docker request")
             await self._backend_call(self.backend.remove_volume(name, purge=record.purge))
             await self.registry.remove(name)
             log.info("volume removed", extra={"volume": name, "purged": record.purge})
@@ -129,6 +126,11 @@ class VolumeDriver:
         if record is None:
             log.warning("unmount of unknown mount ID", extra={"volume": name, "mount_id": mount_id})
             return
+        volume = self.registry.get(name)
+        if volume is not None:
+            # The daemon gives an empty volume the owner and mode of the image folder it copies
+            # in; the top folder's mode is a volume property here, so it is put back.
+            await self._backend_call(self.backend.restore_top_folder(name, owner=volume.owner, mode=volume.mode))
         async with self._identity_locks[record.identity.key]:
             if self.registry.users_of_identity(record.identity) == 0:
                 await self._backend_call(self.backend.unmount_identity(record.identity))
@@ -155,9 +157,7 @@ class VolumeDriver:
         return self._describe(self._record(name))
 
     def list(self) -> list[dict[str, Any]]:
-        return [
-            self._describe(record) for name in self.registry.names() if (record := self.registry.get(name))
-        ]
+        return [self._describe(record) for name in self.registry.names() if (record := self.registry.get(name))]
 
     def _describe(self, record: VolumeRecord) -> dict[str, Any]:
         mounts: defaultdict[str, int] = defaultdict(int)

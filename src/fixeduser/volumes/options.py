@@ -36,9 +36,7 @@ def valid_options_help() -> str:
 def parse_options(options: Mapping[str, str]) -> VolumeOptions:
     unknown = sorted(set(options) - set(VALID_OPTIONS))
     if unknown:
-        raise OptionError(
-            f"unknown fixeduser volume option(s) {', '.join(unknown)}; valid: {valid_options_help()}"
-        )
+        raise OptionError(f"unknown fixeduser volume option(s) {', '.join(unknown)}; valid: {valid_options_help()}")
     return VolumeOptions(
         pinned=_pinned(options.get("user"), options.get("group")),
         mode=_mode(options.get("mode")),

@@ -17,6 +17,7 @@ class VolumeRecord(BaseModel):
 
     name: str
     creator: str
+    owner: Identity  # of the top folder: the pin, the creator's identity, or root for shared folders
     pinned: Identity | None
     mode: int
     purge: bool
@@ -61,9 +62,7 @@ class VolumeRegistry:
 
     async def add(self, record: VolumeRecord) -> None:
         self._volumes[record.name] = record
-        await self._store.write(
-            "INSERT OR REPLACE INTO volumes VALUES (?, ?)", (record.name, record.model_dump_json())
-        )
+        await self._store.write("INSERT OR REPLACE INTO volumes VALUES (?, ?)", (record.name, record.model_dump_json()))
 
     async def remove(self, name: str) -> None:
         self._volumes.pop(name, None)

@@ -51,9 +51,7 @@ class MountIdentityResolver:
             return identity
         return await self._identity_for_daemon_restart(volume, restartable)
 
-    async def _identity_for_daemon_restart(
-        self, volume: VolumeRecord, restartable: list[ContainerRecord]
-    ) -> Identity:
+    async def _identity_for_daemon_restart(self, volume: VolumeRecord, restartable: list[ContainerRecord]) -> Identity:
         if not restartable:
             raise MountRefused(
                 f"no authorized start of a container using volume {volume.name} is in progress, "

@@ -52,6 +52,10 @@ class Backend(Protocol):
         """Forget a volume; with `purge` delete its data without following symlinks/mounts."""
         ...
 
+    async def restore_top_folder(self, volume: str, *, owner: Identity, mode: int) -> None:
+        """Reset the owner and mode of a volume's top folder to its configured ones."""
+        ...
+
     async def volume_exists(self, volume: str) -> bool:
         """True if the backing storage of `volume` exists."""
         ...

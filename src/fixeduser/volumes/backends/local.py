@@ -86,9 +86,7 @@ def prepare_host_for_fuse(*, dev_fuse: Path = DEV_FUSE, fuse_conf: Path = FUSE_C
     try:
         st = os.stat(dev_fuse)
     except FileNotFoundError:
-        raise BackendError(
-            f"{dev_fuse} does not exist: load the fuse kernel module (modprobe fuse)"
-        ) from None
+        raise BackendError(f"{dev_fuse} does not exist: load the fuse kernel module (modprobe fuse)") from None
     if stat.S_IMODE(st.st_mode) & 0o666 != 0o666:
         os.chmod(dev_fuse, stat.S_IMODE(st.st_mode) | 0o666)
         changes.append(f"chmod 0666 {dev_fuse}")
@@ -324,8 +322,7 @@ class LocalBackend:
                 problems.append(problem)
         if problems:
             raise BackendError(
-                "the local fixed-user volume backend cannot work on this host:\n  - "
-                + "\n  - ".join(problems)
+                "the local fixed-user volume backend cannot work on this host:\n  - " + "\n  - ".join(problems)
             )
 
     # ------------------------------------------------------------------ volumes
@@ -355,8 +352,7 @@ class LocalBackend:
                 st = os.lstat(volume, dir_fd=root_fd)
                 if not stat.S_ISDIR(st.st_mode):
                     raise BackendError(
-                        f"{self.root / volume} exists and is not a directory: remove it or "
-                        "choose another volume name"
+                        f"{self.root / volume} exists and is not a directory: remove it or choose another volume name"
                     ) from None
                 log.info("volume %s already exists in %s: kept as it is", volume, self.root)
                 return
@@ -370,6 +366,23 @@ class LocalBackend:
             raise BackendError(f"cannot create volume {volume!r} in {self.root}: {exc.strerror}") from exc
         finally:
             os.close(root_fd)
+
+    async def restore_top_folder(self, volume: str, *, owner: Identity, mode: int) -> None:
+        """Give `root/<volume>` its configured owner and mode back (without following symlinks)."""
+        validate_volume_name(volume)
+        async with self._volume_lock(volume):
+            await asyncio.to_thread(self._restore_sync, volume, owner, mode)
+
+    def _restore_sync(self, volume: str, owner: Identity, mode: int) -> None:
+        try:
+            vfd = os.open(self.root / volume, _O_DIR | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise BackendError(f"cannot open volume {volume} in {self.root}: {exc.strerror}") from exc
+        try:
+            os.fchown(vfd, owner.uid, owner.gid)
+            os.fchmod(vfd, mode)
+        finally:
+            os.close(vfd)
 
     async def volume_exists(self, volume: str) -> bool:
         """True if `root/<volume>` is a directory (a symlink there does not count)."""
@@ -421,8 +434,7 @@ class LocalBackend:
             _remove_tree_at(root_fd, volume, root_dev)
         except OSError as exc:
             raise BackendError(
-                f"purging volume {volume!r} failed: {exc.strerror} ({exc.filename or path}); "
-                f"what is left is in {path}"
+                f"purging volume {volume!r} failed: {exc.strerror} ({exc.filename or path}); what is left is in {path}"
             ) from exc
         finally:
             os.close(root_fd)
@@ -501,6 +513,10 @@ class LocalBackend:
             self.bindfs,
             "-o",
             "allow_other",
+            # Ownership is fixed by the view, so chown is meaningless: ignore it instead of failing,
+            # as the daemon chowns a volume's top folder when it copies image content into it.
+            "--chown-ignore",
+            "--chgrp-ignore",
             *self.bindfs_options,
             str(self.root),
             str(self.view_root(identity)),
@@ -564,12 +580,7 @@ class LocalBackend:
             guard, name = os.path.split(entry.mount_point)
             head, guard_name = os.path.split(guard)
             m = _GUARD_NAME_RE.match(guard_name)
-            if (
-                name == VIEW_DIR_NAME
-                and head == str(self.mount_root)
-                and m
-                and entry.fstype.startswith("fuse")
-            ):
+            if name == VIEW_DIR_NAME and head == str(self.mount_root) and m and entry.fstype.startswith("fuse"):
                 keys.add(f"{int(m.group(1))}:{int(m.group(2))}")
         return sorted(keys)
 

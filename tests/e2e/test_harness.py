@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from .harness import (
+from fixeduser.sandbox import (
     BUSYBOX_APPLETS,
     BUSYBOX_IMAGE,
     DockerCommandError,
     Dockerd,
     DockerdError,
     TLSUsers,
-    _unescape_mountinfo,
     build_busybox_rootfs,
     clean_env,
     docker_cli,
@@ -56,12 +55,6 @@ def test_clean_env_drops_client_variables(monkeypatch: pytest.MonkeyPatch) -> No
     assert not {"DOCKER_HOST", "DOCKER_CONTEXT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"} & set(env)
     assert env["DOCKER_CONFIG"] == "/nowhere"
     assert "/usr/sbin" in env["PATH"].split(":")
-
-
-def test_unescape_mountinfo() -> None:
-    assert _unescape_mountinfo(r"/tmp/a\040b\011c\012d\134e") == "/tmp/a b\tc\nd\\e"
-    assert _unescape_mountinfo("/plain/path") == "/plain/path"
-    assert _unescape_mountinfo("/t/\\303\\251") == "/t/é"
 
 
 def test_make_private_dir(tmp_path: Path) -> None:
@@ -116,6 +109,7 @@ def test_tls_users_layout(tmp_path: Path) -> None:
 
 @needs_root
 def test_mounts_under_and_unmount(tmp_path: Path) -> None:
+    """Nested mounts (with a space in the path) are listed deepest first and all unmounted."""
     target = tmp_path / "with space" / "mnt"
     nested = target / "inner"
     target.mkdir(parents=True)
@@ -123,7 +117,7 @@ def test_mounts_under_and_unmount(tmp_path: Path) -> None:
         subprocess.run(["mount", "-t", "tmpfs", "none", str(target)], check=True)
         nested.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "none", str(nested)], check=True)
-        assert mounts_under(tmp_path) == [str(target.resolve()), str(nested.resolve())]
+        assert mounts_under(tmp_path) == [str(nested.resolve()), str(target.resolve())]
         assert mounts_under(nested) == [str(nested.resolve())]
         assert unmount_all_under([tmp_path]) == []
         assert mounts_under(tmp_path) == []

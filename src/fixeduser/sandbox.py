@@ -1,6 +1,6 @@
-"""A real, private Docker daemon for end-to-end tests.
+"""A real, private Docker daemon (and a fixeduser plugin process) for demos and end-to-end tests.
 
-Plain classes and functions (no pytest fixtures): a conftest wraps them. Everything a
+Plain classes and functions, no pytest fixtures: `fixeduser demo` and the tests' conftest wrap them. Everything a
 `Dockerd` creates lives under its work directory (plus one short exec-root in the temp dir
 when the work directory's path is long), it talks to no network range
 (`--bridge=none --iptables=false --ip6tables=false`), listens on TCP only at 127.0.0.1,
@@ -20,10 +20,12 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -36,6 +38,7 @@ from fixeduser.certs import (
     write_client_bundle,
     write_server_bundle,
 )
+from fixeduser.mounts import mounts_below
 
 __all__ = [
     "BUSYBOX_APPLETS",
@@ -45,6 +48,7 @@ __all__ = [
     "DockerCommandError",
     "Dockerd",
     "DockerdError",
+    "PluginProcess",
     "TLSUsers",
     "build_busybox_rootfs",
     "clean_env",
@@ -302,35 +306,9 @@ class TLSUsers:
 # --------------------------------------------------------------------------- mounts
 
 
-def _unescape_mountinfo(field: str) -> str:
-    r"""Undo the octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` backslash)."""
-    out = bytearray()
-    raw = field.encode("utf-8", "surrogateescape")
-    i = 0
-    while i < len(raw):
-        if raw[i : i + 1] == b"\\" and len(raw) >= i + 4 and raw[i + 1 : i + 4].isdigit():
-            out.append(int(raw[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return out.decode("utf-8", "surrogateescape")
-
-
 def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below `path` in this process's mount namespace, in mount order."""
-    base = os.path.realpath(path)
-    prefix = base.rstrip("/") + "/"
-    found: list[str] = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split(" ")
-            if len(fields) < 5:
-                continue
-            mount_point = _unescape_mountinfo(fields[4])
-            if mount_point == base or mount_point.startswith(prefix):
-                found.append(mount_point)
-    return found
+    """Mount points at or below `path` in this process's mount namespace, deepest first."""
+    return [entry.mount_point for entry in mounts_below(path)]
 
 
 def unmount_all_under(paths: Iterable[Path], *, attempts: int = 5) -> list[str]:
@@ -493,7 +471,8 @@ class Dockerd:
             raise DockerdError("this daemon has no TCP listener (started without tls)")
         return f"tcp://127.0.0.1:{self.port}"
 
-    def _prepare_paths(self) -> None:
+    def prepare(self) -> None:
+        """Create the work directories and settle socket paths (also done by `start`)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         long_exec = len(str(self.workdir / "exec")) > _MAX_EXEC_ROOT
         long_sock = len(str(self.workdir / "docker.sock")) > _MAX_SOCKET_PATH
@@ -585,7 +564,7 @@ class Dockerd:
             raise DockerdError(f"dockerd already running as pid {self.proc.pid}")
         attempts = 3 if self.tls is not None else 1
         for attempt in range(attempts):
-            self._prepare_paths()
+            self.prepare()
             if self.tls is not None:
                 self.port = free_port()
             try:
@@ -791,3 +770,96 @@ class Dockerd:
             raise DockerdError(f"docker import failed: {result.stderr}\n{self.log_tail()}")
         self._busybox_imported = True
         return tag
+
+
+# --------------------------------------------------------------------------- plugin process
+
+SPEC_DIR = Path("/etc/docker/plugins")
+
+
+@dataclass
+class PluginProcess:
+    """`fixeduser serve` in its own process, with private sockets and unique plugin names."""
+
+    base: Path
+    authz_name: str
+    volume_name: str
+    docker_socket: Path
+    policy_source: Path
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.base / "policies"
+
+    @property
+    def local_root(self) -> Path:
+        return self.base / "volumes"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.base / "state"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "plugin.log"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.base / "audit.jsonl"
+
+    def start(self, timeout: float = 20) -> None:
+        if not self.policy_dir.exists():
+            shutil.copytree(self.policy_source, self.policy_dir)
+        argv = [
+            sys.executable, "-m", "fixeduser", "serve",
+            "--policy-dir", str(self.policy_dir),
+            "--state-dir", str(self.state_dir),
+            "--plugin-dir", str(self.base / "plugins"),
+            "--spec-dir", str(SPEC_DIR),
+            "--authz-name", self.authz_name,
+            "--volume-name", self.volume_name,
+            "--local-root", str(self.local_root),
+            "--docker-host", f"unix://{self.docker_socket}",
+            "--audit-log", str(self.audit_path),
+            *self.extra_args,
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        specs = [SPEC_DIR / f"{name}.spec" for name in (self.authz_name, self.volume_name)]
+        while not all(spec.exists() for spec in specs):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fixeduser serve did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """Crash the plugin (SIGKILL to its own PID), leaving its state and mounts as they are."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def remove_specs(self) -> None:
+        for name in (self.authz_name, self.volume_name):
+            (SPEC_DIR / f"{name}.spec").unlink(missing_ok=True)

@@ -38,6 +38,8 @@ class Claim:
     owner: str
     volumes: Mapping[str, Identity]
     expires: float
+    # A container create mounts volumes only to copy image content in; a start mounts them for real.
+    for_create: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class MountGate:
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _serials: itertools.count[int] = field(default_factory=itertools.count)
 
-    async def claim(self, key: str, *, container: str, owner: str, volumes: Mapping[str, Identity]) -> None:
+    async def claim(
+        self, key: str, *, container: str, owner: str, volumes: Mapping[str, Identity], for_create: bool = False
+    ) -> None:
         """Claim `volumes` (name -> identity) for a request; waits while another identity holds one."""
         if not volumes:
             return
@@ -84,6 +88,7 @@ class MountGate:
                     owner=owner,
                     volumes=dict(volumes),
                     expires=time.monotonic() + self.lease_seconds,
+                    for_create=for_create,
                 )
             )
 

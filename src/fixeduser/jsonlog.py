@@ -31,3 +31,4 @@ def configure(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("casbin").setLevel(logging.WARNING)  # it logs the whole model at info on every load

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import http.client
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +50,7 @@ __all__ = [
     "Dockerd",
     "DockerdError",
     "PluginProcess",
+    "Stack",
     "TLSUsers",
     "build_busybox_rootfs",
     "clean_env",
@@ -58,6 +60,7 @@ __all__ = [
     "free_port",
     "make_private_dir",
     "mounts_under",
+    "start_stack",
     "unix_http_request",
     "unmount_all_under",
 ]
@@ -785,13 +788,9 @@ class PluginProcess:
     authz_name: str
     volume_name: str
     docker_socket: Path
-    policy_source: Path
+    policy_dir: Path
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def policy_dir(self) -> Path:
-        return self.base / "policies"
 
     @property
     def local_root(self) -> Path:
@@ -806,17 +805,25 @@ class PluginProcess:
         return self.base / "plugin.log"
 
     @property
+    def plugin_dir(self) -> Path:
+        """Where the sockets go: under `base`, or a short temp dir when that path is too long."""
+        preferred = self.base / "plugins"
+        if len(str(preferred / f"{self.authz_name}.sock")) <= _MAX_SOCKET_PATH:
+            return preferred
+        short = Path(tempfile.gettempdir()) / f"fup-{self.authz_name}"
+        short.mkdir(mode=0o700, exist_ok=True)
+        return short
+
+    @property
     def audit_path(self) -> Path:
         return self.base / "audit.jsonl"
 
     def start(self, timeout: float = 20) -> None:
-        if not self.policy_dir.exists():
-            shutil.copytree(self.policy_source, self.policy_dir)
         argv = [
             sys.executable, "-m", "fixeduser", "serve",
             "--policy-dir", str(self.policy_dir),
             "--state-dir", str(self.state_dir),
-            "--plugin-dir", str(self.base / "plugins"),
+            "--plugin-dir", str(self.plugin_dir),
             "--spec-dir", str(SPEC_DIR),
             "--authz-name", self.authz_name,
             "--volume-name", self.volume_name,
@@ -861,5 +868,67 @@ class PluginProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def remove_specs(self) -> None:
+        """Remove the spec files and the (then empty) socket folder."""
         for name in (self.authz_name, self.volume_name):
             (SPEC_DIR / f"{name}.spec").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.plugin_dir.rmdir()
+
+
+@dataclass
+class Stack:
+    """A fixeduser plugin process and a private TLS dockerd that uses it as authz plugin and driver."""
+
+    plugin: PluginProcess
+    dockerd: Dockerd
+
+    @property
+    def driver(self) -> str:
+        return self.plugin.volume_name
+
+    def docker(self, *args: str, user: str | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return self.dockerd.docker(*args, user=user, timeout=timeout)
+
+    def stop(self) -> list[str]:
+        """Stop the daemon, then the plugin, by their own PIDs; unmount what is left. Returns leftovers."""
+        try:
+            self.dockerd.stop()
+        finally:
+            self.plugin.stop()
+            self.plugin.remove_specs()
+        return unmount_all_under([self.plugin.base])
+
+
+def start_stack(
+    base: Path,
+    *,
+    policy_dir: Path,
+    users: Sequence[str] = DEFAULT_USERS,
+    prefix: str = "fu",
+    extra_args: Sequence[str] = (),
+) -> Stack:
+    """Start `fixeduser serve` with unique plugin names, then a TLS dockerd using it, then import busybox."""
+    from fixeduser.volumes.backends.local import prepare_host_for_fuse  # noqa: PLC0415 - root-only helper
+
+    prepare_host_for_fuse()
+    tag = secrets.token_hex(3)
+    tls = TLSUsers(base / "tls", users=users)
+    dockerd = Dockerd(base / "dockerd", authz_plugin=f"{prefix}-{tag}-authz", tls=tls)
+    dockerd.prepare()  # settles the socket path the plugin queries
+    plugin = PluginProcess(
+        base=base,
+        authz_name=f"{prefix}-{tag}-authz",
+        volume_name=f"{prefix}-{tag}",
+        docker_socket=dockerd.socket_path,
+        policy_dir=policy_dir,
+        extra_args=tuple(extra_args),
+    )
+    stack = Stack(plugin, dockerd)
+    try:
+        plugin.start()
+        dockerd.start()
+        dockerd.import_busybox()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.sandbox import (
-    Dockerd,
-    PluginProcess,
-    TLSUsers,
-    dockerd_available,
-    make_private_dir,
-    unmount_all_under,
-)
-from fixeduser.volumes.backends.local import prepare_host_for_fuse
+from fixeduser.sandbox import PluginProcess, Stack, dockerd_available, make_private_dir, start_stack
 
 REPO = Path(__file__).resolve().parents[2]
+E2E_USERS = ("alice", "bob", "carol", "dave", "@local")
 
 
 def _e2e_possible() -> str | None:
@@ -43,16 +35,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @dataclass
-class Stack:
-    plugin: PluginProcess
-    dockerd: Dockerd
+class E2E:
+    """A running stack plus assertions that show the plugin's log when a docker command surprises."""
+
+    stack: Stack
+
+    @property
+    def plugin(self) -> PluginProcess:
+        return self.stack.plugin
 
     @property
     def driver(self) -> str:
-        return self.plugin.volume_name
+        return self.stack.driver
 
     def docker(self, *args: str, user: str | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        return self.dockerd.docker(*args, user=user, timeout=timeout)
+        return self.stack.docker(*args, user=user, timeout=timeout)
 
     def ok(self, *args: str, user: str | None = None, timeout: float = 90) -> str:
         result = self.docker(*args, user=user, timeout=timeout)
@@ -68,45 +65,16 @@ class Stack:
         return result.stderr
 
 
-def start_stack(base: Path) -> Stack:
-    prepare_host_for_fuse()
-    tag = secrets.token_hex(3)
-    daemon_dir = base / "dockerd"
-    tls = TLSUsers(base / "tls", users=("alice", "bob", "carol", "dave", "@local"))
-    dockerd = Dockerd(daemon_dir, authz_plugin=f"fu-{tag}-authz", tls=tls)
-    dockerd.prepare()  # settles the socket path the plugin must query
-    plugin = PluginProcess(
-        base=base,
-        authz_name=f"fu-{tag}-authz",
-        volume_name=f"fu-{tag}",
-        docker_socket=dockerd.socket_path,
-        policy_source=REPO / "policies",
-    )
-    try:
-        plugin.start()
-        dockerd.start()
-        dockerd.import_busybox()
-    except BaseException:
-        stop_stack(Stack(plugin, dockerd))
-        raise
-    return Stack(plugin, dockerd)
-
-
-def stop_stack(stack: Stack) -> list[str]:
-    """Stop the daemon, then the plugin, by their own PIDs; unmount what is left. Returns leftovers."""
-    try:
-        stack.dockerd.stop()
-    finally:
-        stack.plugin.stop()
-        stack.plugin.remove_specs()
-    return unmount_all_under([stack.plugin.base])
+def new_stack(base: Path) -> E2E:
+    policy_dir = base / "policies"
+    shutil.copytree(REPO / "policies", policy_dir)
+    return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS))
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = make_private_dir(tmp_path_factory.mktemp("e2e"))
-    running = start_stack(base)
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    running = new_stack(make_private_dir(tmp_path_factory.mktemp("e2e")))
     try:
         yield running
     finally:
-        stop_stack(running)
+        running.stack.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Stack
+from .conftest import E2E
 
 RUN = ("run", "--rm", "--network", "none")
 ALICE, BOB = (10001, 10000), (10002, 10000)
@@ -21,12 +21,12 @@ def owner(path: Path) -> tuple[int, int]:
     return info.st_uid, info.st_gid
 
 
-def make_volume(stack: Stack, name: str, *, user: str = "alice", opts: tuple[str, ...] = ()) -> Path:
+def make_volume(stack: E2E, name: str, *, user: str = "alice", opts: tuple[str, ...] = ()) -> Path:
     stack.ok("volume", "create", "-d", stack.driver, *opts, name, user=user)
     return stack.plugin.local_root / name
 
 
-def test_each_user_writes_as_their_own_identity(stack: Stack) -> None:
+def test_each_user_writes_as_their_own_identity(stack: E2E) -> None:
     """alice and bob mounting the same volume each create files owned by their own uid, even as container root."""
     backing = make_volume(stack, "eng-shared")
     stack.ok(*RUN, "-v", "eng-shared:/data", "busybox:local", "touch", "/data/from-alice", user="alice")
@@ -36,7 +36,7 @@ def test_each_user_writes_as_their_own_identity(stack: Stack) -> None:
     assert owner(backing) == ALICE  # the creator's identity owns the top folder
 
 
-def test_mode_600_file_is_private_even_to_container_root(stack: Stack) -> None:
+def test_mode_600_file_is_private_even_to_container_root(stack: E2E) -> None:
     """A mode-600 file of alice's cannot be read by bob's container running as root; alice can read it."""
     make_volume(stack, "eng-private")
     stack.ok(*RUN, "-v", "eng-private:/data", "busybox:local", "sh", "-c",
@@ -48,15 +48,16 @@ def test_mode_600_file_is_private_even_to_container_root(stack: Stack) -> None:
     assert owner(stack.plugin.local_root / "eng-private" / "s") == ALICE  # chown changes nothing
 
 
-def test_user_without_identity_is_denied_with_reason(stack: Stack) -> None:
+def test_user_without_identity_is_denied_with_reason(stack: E2E) -> None:
     """carol has a role but no identity: her volume mount is denied naming her and the missing mapping."""
     make_volume(stack, "eng-carol")
     message = stack.denied(*RUN, "-v", "eng-carol:/data", "busybox:local", "true", user="carol")
-    assert "carol has no fixed user or group" in message and "p2, carol" in message
+    assert "carol cannot mount fixeduser volume eng-carol: carol has no fixed user or group" in message
+    assert "p2, carol" in message
     assert "uid=0" in stack.ok(*RUN, "busybox:local", "id", user="carol")  # ordinary use stays allowed
 
 
-def test_volume_outside_permission_is_denied(stack: Stack) -> None:
+def test_volume_outside_permission_is_denied(stack: E2E) -> None:
     """Creating or mounting a volume the policy does not grant names the user, volume and missing permission."""
     message = stack.denied("volume", "create", "-d", stack.driver, "ops-data", user="alice")
     assert "alice may not create fixeduser volume ops-data" in message
@@ -67,13 +68,13 @@ def test_volume_outside_permission_is_denied(stack: Stack) -> None:
     assert "ops-data" not in stack.ok("ps", "-a", "--format", "{{.Mounts}}")
 
 
-def test_unknown_user_and_reserved_names_are_denied(stack: Stack) -> None:
+def test_unknown_user_and_reserved_names_are_denied(stack: E2E) -> None:
     """A TLS user the policy does not know gets nothing; a certificate named like a policy subject is refused."""
     assert "dave may not container.list" in stack.denied("ps", user="dave")
     assert "reserved" in stack.denied("ps", user="@local")
 
 
-def test_concurrent_runs_of_two_users_keep_identities(stack: Stack) -> None:
+def test_concurrent_runs_of_two_users_keep_identities(stack: E2E) -> None:
     """20 concurrent runs by alice and bob on one volume: every file is owned by the user who wrote it."""
     backing = make_volume(stack, "eng-busy")
     jobs = [("alice" if i % 2 == 0 else "bob", i) for i in range(20)]
@@ -90,7 +91,7 @@ def test_concurrent_runs_of_two_users_keep_identities(stack: Stack) -> None:
         assert owner(backing / f"{user}-{index}") == (ALICE if user == "alice" else BOB), (user, index)
 
 
-def test_restart_policy_restarts_keep_owner_identity(stack: Stack) -> None:
+def test_restart_policy_restarts_keep_owner_identity(stack: E2E) -> None:
     """Restarts by the daemon itself (no API request) mount as the container owner's identity."""
     backing = make_volume(stack, "eng-restart")
     cid = stack.ok("run", "-d", "--network", "none", "--restart=on-failure:3", "-v", "eng-restart:/data",
@@ -107,7 +108,7 @@ def test_restart_policy_restarts_keep_owner_identity(stack: Stack) -> None:
     stack.ok("rm", cid, user="alice")
 
 
-def test_container_started_by_name_mounts_as_owner(stack: Stack) -> None:
+def test_container_started_by_name_mounts_as_owner(stack: E2E) -> None:
     """`docker create --name` then `docker start NAME`: the mount uses the owner's identity; others may not start it."""
     backing = make_volume(stack, "eng-named")
     stack.ok("create", "--name", "alice-c1", "--network", "none", "-v", "eng-named:/data", "busybox:local",
@@ -120,15 +121,19 @@ def test_container_started_by_name_mounts_as_owner(stack: Stack) -> None:
     stack.ok("rm", "alice-c1", user="alice")
 
 
-def test_mount_during_create_copies_image_content_as_owner(stack: Stack) -> None:
-    """The daemon's copy of image content into an empty volume at create time is done as the creator."""
-    backing = make_volume(stack, "eng-copyup", user="bob")
+def test_mount_during_create_copies_image_content_as_owner(stack: E2E) -> None:
+    """The daemon's copy of image content into an empty volume of someone else's is done as the container owner."""
+    backing = make_volume(stack, "eng-copyup", user="alice")
     stack.ok(*RUN, "-v", "eng-copyup:/bin", "busybox:local", "true", user="bob")
     assert (backing / "busybox").is_file()
     assert owner(backing / "busybox") == BOB
+    assert owner(backing) == ALICE and backing.stat().st_mode & 0o7777 == 0o770  # top folder as configured
+    stack.ok(*RUN, "-v", "eng-copyup:/data", "busybox:local", "sh", "-c",
+             "echo x > /data/f && chmod 600 /data/f", user="alice")  # fmt: skip
+    assert (backing / "f").stat().st_mode & 0o777 == 0o600  # later runs use the chmod-honouring view
 
 
-def test_pinned_volume_lifecycle(stack: Stack) -> None:
+def test_pinned_volume_lifecycle(stack: E2E) -> None:
     """Pinned volumes: create/ls/inspect/rm, and only users who may assume the pinned identity use them."""
     message = stack.denied("volume", "create", "-d", stack.driver, "-o", "user=10001", "-o", "group=10000",
                            "eng-pin-bob", user="bob")  # fmt: skip
@@ -151,7 +156,7 @@ def test_pinned_volume_lifecycle(stack: Stack) -> None:
     assert (backing / "x").exists()  # removal keeps data unless purge was asked for
 
 
-def test_invalid_volume_options_list_the_valid_ones(stack: Stack) -> None:
+def test_invalid_volume_options_list_the_valid_ones(stack: E2E) -> None:
     """Unknown or malformed options are rejected with a message listing the valid options."""
     message = stack.denied("volume", "create", "-d", stack.driver, "-o", "colour=red", "eng-bad", user="alice")
     assert "unknown fixeduser volume option(s) colour" in message and "user (" in message and "purge (" in message
@@ -160,13 +165,13 @@ def test_invalid_volume_options_list_the_valid_ones(stack: Stack) -> None:
     assert "eng-bad" not in stack.ok("volume", "ls", "--format", "{{.Name}}")
 
 
-def test_anonymous_fixeduser_volumes_are_refused(stack: Stack) -> None:
+def test_anonymous_fixeduser_volumes_are_refused(stack: E2E) -> None:
     """`--volume-driver fixeduser -v /path` would create a nameless volume nobody owns: refused."""
     message = stack.denied(*RUN, "--volume-driver", stack.driver, "-v", "/data", "busybox:local", "true", user="alice")
     assert "anonymous fixeduser volumes" in message
 
 
-def test_volume_in_use_cannot_be_removed_and_mounts_are_counted(stack: Stack) -> None:
+def test_volume_in_use_cannot_be_removed_and_mounts_are_counted(stack: E2E) -> None:
     """A volume used by a running container is refused removal; the identity view goes when the last user stops."""
     make_volume(stack, "eng-inuse")
     cid = stack.ok("run", "-d", "--network", "none", "-v", "eng-inuse:/data", "busybox:local", "sleep", "60",
@@ -181,19 +186,19 @@ def test_volume_in_use_cannot_be_removed_and_mounts_are_counted(stack: Stack) ->
 
 
 @pytest.mark.parametrize("flag", [["--privileged"], ["-v", "/etc:/host-etc"], ["--pid", "host"]])
-def test_escalations_are_denied_to_engineers(stack: Stack, flag: list[str]) -> None:
+def test_escalations_are_denied_to_engineers(stack: E2E, flag: list[str]) -> None:
     """Privileged mode, host binds and host namespaces need an explicit policy grant."""
     message = stack.denied(*RUN, *flag, "busybox:local", "true", user="alice")
     assert "alice may not create a container with" in message and "escalation" in message
 
 
-def test_binding_the_backing_storage_is_denied(stack: Stack) -> None:
+def test_binding_the_backing_storage_is_denied(stack: E2E) -> None:
     """A bind of the local root would bypass the fixed-user view: it is a protected escalation."""
     message = stack.denied(*RUN, "-v", f"{stack.plugin.local_root}:/x", "busybox:local", "true", user="alice")
     assert "protected-bind" in message
 
 
-def test_audit_lines_have_no_secrets(stack: Stack) -> None:
+def test_audit_lines_have_no_secrets(stack: E2E) -> None:
     """Every decision is an audit JSON line naming user, action and result, without request bodies."""
     stack.ok(*RUN, "-e", "TOKEN=hunter2", "busybox:local", "true", user="alice")
     deadline = time.monotonic() + 5
@@ -210,7 +215,7 @@ def test_audit_lines_have_no_secrets(stack: Stack) -> None:
     assert denied and all(r["reason"].startswith("alice may not") for r in denied)
 
 
-def test_no_stray_bindfs_views(stack: Stack) -> None:
+def test_no_stray_bindfs_views(stack: E2E) -> None:
     """After all containers stopped, no identity view stays mounted (reference counts reached zero)."""
     mounts = Path("/proc/self/mountinfo").read_text()
     running = stack.ok("ps", "-q")

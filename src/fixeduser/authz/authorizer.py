@@ -252,7 +252,9 @@ class Authorizer:
             "create a container",
         )
         volumes = self._container_volumes(ctx, create)
-        await self._claim(ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes)
+        await self._claim(
+            ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes, for_create=True
+        )
 
     def _container_volumes(self, ctx: Context, create: ContainerCreate) -> dict[str, Identity]:
         """Fixeduser volumes this container will mount, each with the identity it mounts as."""
@@ -396,9 +398,11 @@ class Authorizer:
         record = self._ledger.find(reference)
         return record is None or record.owner != ctx.subject
 
-    async def _claim(self, ctx: Context, *, container: str, owner: str, volumes: dict[str, Identity]) -> None:
+    async def _claim(
+        self, ctx: Context, *, container: str, owner: str, volumes: dict[str, Identity], for_create: bool = False
+    ) -> None:
         try:
-            await self._gate.claim(ctx.key, container=container, owner=owner, volumes=volumes)
+            await self._gate.claim(ctx.key, container=container, owner=owner, volumes=volumes, for_create=for_create)
         except GateBusy as exc:
             raise Denied(f"{ctx.subject}: {exc}") from None
 

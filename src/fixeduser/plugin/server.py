@@ -14,6 +14,7 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.1+json"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -63,6 +64,11 @@ class SocketServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH:
+            raise OSError(
+                f"socket path {self.socket_path} is longer than the {MAX_SOCKET_PATH} bytes a unix socket "
+                "allows: choose a shorter --plugin-dir"
+            )
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         if self.socket_path.is_socket():
             self.socket_path.unlink()  # left over from a crash; a live plugin would hold a lock first

@@ -53,4 +53,7 @@ def mount_identity(policy: CompiledPolicy, owner: str, volume: str, pinned: Iden
     if pinned is not None:
         require_may_assume(policy, owner, pinned)
         return pinned
-    return subject_identity(policy, owner)
+    try:
+        return subject_identity(policy, owner)
+    except AccessDenied as exc:
+        raise AccessDenied(f"{owner} cannot mount fixeduser volume {volume}: {exc}") from None

@@ -111,15 +111,33 @@ class VolumeDriver:
         if existing is not None:
             return str(self.backend.volume_path(existing.identity, name))
         try:
-            identity = await self._resolver.identity_for(record)
+            plan = await self._resolver.plan_for(record)
         except MountRefused as exc:
             log.warning("mount refused", extra={"volume": name, "mount_id": mount_id, "reason": str(exc)})
             raise DriverError(str(exc)) from None
+        identity = plan.identity
+        if plan.copy_up:
+            await self._lend_top_folder(record, identity)
         async with self._identity_locks[identity.key]:
             await self._backend_call(self.backend.mount_identity(identity))
-            await self.registry.add_mount(MountRecord(mount_id=mount_id, volume=name, identity=identity))
+            await self.registry.add_mount(
+                MountRecord(mount_id=mount_id, volume=name, identity=identity, copy_up=plan.copy_up)
+            )
         log.info("volume mounted", extra={"volume": name, "mount_id": mount_id, "identity": identity.key})
         return str(self.backend.volume_path(identity, name))
+
+    async def _lend_top_folder(self, record: VolumeRecord, identity: Identity) -> None:
+        """Let the daemon copy image content into an empty volume as `identity`.
+
+        The daemon then gives the top folder the image folder's owner, mode and times, which only
+        the folder's owner may do; `unmount` hands the folder back to its configured owner and mode.
+        The gate keeps every other identity's requests on this volume waiting meanwhile.
+        """
+        lent = await self._backend_call(
+            self.backend.set_top_folder(record.name, owner=identity, mode=record.mode, only_if_empty=True)
+        )
+        if lent:
+            log.info("top folder lent for the image copy", extra={"volume": record.name, "identity": identity.key})
 
     async def unmount(self, name: str, mount_id: str) -> None:
         record = await self.registry.remove_mount(mount_id, name)
@@ -127,10 +145,10 @@ class VolumeDriver:
             log.warning("unmount of unknown mount ID", extra={"volume": name, "mount_id": mount_id})
             return
         volume = self.registry.get(name)
-        if volume is not None:
+        if volume is not None and not any(m.copy_up for m in self.registry.mounts_of(name)):
             # The daemon gives an empty volume the owner and mode of the image folder it copies
             # in; the top folder's mode is a volume property here, so it is put back.
-            await self._backend_call(self.backend.restore_top_folder(name, owner=volume.owner, mode=volume.mode))
+            await self._backend_call(self.backend.set_top_folder(name, owner=volume.owner, mode=volume.mode))
         async with self._identity_locks[record.identity.key]:
             if self.registry.users_of_identity(record.identity) == 0:
                 await self._backend_call(self.backend.unmount_identity(record.identity))

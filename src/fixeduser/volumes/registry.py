@@ -33,6 +33,7 @@ class MountRecord(BaseModel):
     mount_id: str
     volume: str
     identity: Identity
+    copy_up: bool = False  # mounted while a container create was in flight (see VolumeDriver)
 
 
 def now_rfc3339() -> str:

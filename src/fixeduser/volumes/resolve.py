@@ -7,6 +7,7 @@ only when the evidence names exactly one; otherwise it is refused, never guessed
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
 from fixeduser.daemon import DaemonClient, DaemonError
@@ -19,6 +20,12 @@ from fixeduser.volumes.registry import VolumeRecord
 
 class MountRefused(Exception):
     """The driver cannot be certain whose identity a mount is for."""
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    identity: Identity
+    copy_up: bool  # a container create is in flight: the daemon may copy image content in
 
 
 class MountIdentityResolver:
@@ -35,8 +42,14 @@ class MountIdentityResolver:
         self._policy = policy
         self._daemon = daemon
 
-    async def identity_for(self, volume: VolumeRecord) -> Identity:
-        claimed = {identity for _, identity in self._gate.claims_on(volume.name)}
+    async def plan_for(self, volume: VolumeRecord) -> MountPlan:
+        claims = self._gate.claims_on(volume.name)
+        identity = await self._identity_for(volume, {identity for _, identity in claims})
+        # A live create may copy image content in. All live claims share `identity`, so preparing the
+        # volume for that identity's copy cannot hand anything to another identity.
+        return MountPlan(identity=identity, copy_up=any(c.for_create for c, _ in claims))
+
+    async def _identity_for(self, volume: VolumeRecord, claimed: set[Identity]) -> Identity:
         if len(claimed) > 1:  # the gate makes this impossible; refuse rather than trust that
             raise MountRefused(f"volume {volume.name} is claimed for several identities at once")
         restartable = self._ledger.restartable_using(volume.name)

@@ -52,8 +52,10 @@ class Backend(Protocol):
         """Forget a volume; with `purge` delete its data without following symlinks/mounts."""
         ...
 
-    async def restore_top_folder(self, volume: str, *, owner: Identity, mode: int) -> None:
-        """Reset the owner and mode of a volume's top folder to its configured ones."""
+    async def set_top_folder(self, volume: str, *, owner: Identity, mode: int, only_if_empty: bool = False) -> bool:
+        """Set the owner and mode of a volume's top folder; with `only_if_empty`, only of an empty one.
+
+        Returns whether it was set."""
         ...
 
     async def volume_exists(self, volume: str) -> bool:

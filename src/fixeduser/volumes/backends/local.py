@@ -367,20 +367,23 @@ class LocalBackend:
         finally:
             os.close(root_fd)
 
-    async def restore_top_folder(self, volume: str, *, owner: Identity, mode: int) -> None:
-        """Give `root/<volume>` its configured owner and mode back (without following symlinks)."""
+    async def set_top_folder(self, volume: str, *, owner: Identity, mode: int, only_if_empty: bool = False) -> bool:
+        """Set the owner and mode of `root/<volume>` (never following symlinks); False if skipped."""
         validate_volume_name(volume)
         async with self._volume_lock(volume):
-            await asyncio.to_thread(self._restore_sync, volume, owner, mode)
+            return await asyncio.to_thread(self._set_top_sync, volume, owner, mode, only_if_empty)
 
-    def _restore_sync(self, volume: str, owner: Identity, mode: int) -> None:
+    def _set_top_sync(self, volume: str, owner: Identity, mode: int, only_if_empty: bool) -> bool:
         try:
             vfd = os.open(self.root / volume, _O_DIR | os.O_NOFOLLOW)
         except OSError as exc:
             raise BackendError(f"cannot open volume {volume} in {self.root}: {exc.strerror}") from exc
         try:
+            if only_if_empty and os.listdir(vfd):
+                return False
             os.fchown(vfd, owner.uid, owner.gid)
             os.fchmod(vfd, mode)
+            return True
         finally:
             os.close(vfd)
 

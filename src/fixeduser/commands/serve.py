@@ -1,0 +1,47 @@
+"""`fixeduser serve`: run the authz plugin and the volume driver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from fixeduser import jsonlog
+from fixeduser.settings import ServeSettings, load_settings
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subcommands.add_parser("serve", help="run the authz plugin and the volume driver")
+    serve.add_argument("--config", type=Path, help="TOML file with the options below (dashes or underscores)")
+    for name, field in ServeSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            serve.add_argument(flag, dest=name, action="store_const", const=True, help=field.description)
+        elif name == "bindfs_options":
+            serve.add_argument(flag, dest=name, action="append", help="extra bindfs option (repeatable)")
+        else:
+            serve.add_argument(flag, dest=name, help=field.description or f"default: {field.default}")
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {name: getattr(args, name, None) for name in ServeSettings.model_fields}
+    try:
+        settings = load_settings(args.config, overrides)
+    except (ValidationError, OSError, ValueError) as exc:
+        print(f"fixeduser serve: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    jsonlog.configure(settings.log_level)
+    from fixeduser.app import serve  # noqa: PLC0415 - the admin tools need none of the server
+
+    try:
+        asyncio.run(serve(settings))
+    except Exception as exc:  # one clear line for operators, the traceback is in the JSON log
+        logging.getLogger("fixeduser").exception("fatal")
+        print(f"fixeduser serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -7,11 +7,13 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.audit import JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.ledger import ContainerLedger
+from fixeduser.control import control_app
 from fixeduser.daemon import DaemonClient
 from fixeduser.handoff import MountGate
 from fixeduser.plugin.server import SocketServer, plugin_app
@@ -37,7 +39,33 @@ class Plugin:
     daemon: DaemonClient
     backend: Backend
     driver: VolumeDriver
+    ledger: ContainerLedger
     servers: list[SocketServer]
+
+    async def status(self) -> dict[str, Any]:
+        """What `fixeduser status` shows: policy in force, decisions so far, mounts per identity."""
+        return {
+            "policy": {
+                "version": self.policy.current.version,
+                "directory": str(self.settings.policy_dir),
+                "reloads": self.policy.reloads,
+                "failed_reloads": self.policy.failed_reloads,
+            },
+            "decisions": dict(self.auditor.counts),
+            "mounts_per_identity": dict(self.driver.registry.mounts_per_identity()),
+            "volumes": len(self.driver.registry.names()),
+            "containers_known": len(self.ledger),
+            "backend": self.backend.name,
+        }
+
+    async def health(self) -> list[str]:
+        """Problems that make the plugin unusable (empty when healthy)."""
+        problems = [str(p) for p in self.policy.current.problems]
+        try:
+            await self.backend.check()
+        except Exception as exc:  # any failure of the check is a health problem, reported as text
+            problems.append(f"backend {self.backend.name}: {exc}")
+        return problems
 
 
 async def build(settings: ServeSettings) -> Plugin:
@@ -84,7 +112,10 @@ async def build(settings: ServeSettings) -> Plugin:
         _server(settings, settings.authz_name, ["authz"], authz_handlers(authorizer)),
         _server(settings, settings.volume_name, ["VolumeDriver"], volume_handlers(driver)),
     ]
-    return Plugin(settings, policy, store, auditor, daemon, backend, driver, servers)
+    plugin = Plugin(settings, policy, store, auditor, daemon, backend, driver, ledger, servers)
+    control = control_app(status=plugin.status, health=plugin.health)
+    servers.append(SocketServer(control, settings.control_socket, mode=0o600))
+    return plugin
 
 
 def _server(settings: ServeSettings, name: str, implements: list[str], handlers: dict) -> SocketServer:  # type: ignore[type-arg]

@@ -40,6 +40,11 @@ class ServeSettings(BaseModel):
         return self.mount_root or self.state_dir / "mnt"
 
     @property
+    def control_socket(self) -> Path:
+        """The plugin's own status/health socket (root only), read by `fixeduser status`."""
+        return self.state_dir / "control.sock"
+
+    @property
     def database(self) -> Path:
         return self.state_dir / "state.db"
 

@@ -57,10 +57,13 @@ def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
 class SocketServer:
     """Runs one plugin app on a unix socket; optionally advertises it with a Docker spec file."""
 
-    def __init__(self, app: web.Application, socket_path: Path, spec_path: Path | None = None) -> None:
+    def __init__(
+        self, app: web.Application, socket_path: Path, spec_path: Path | None = None, *, mode: int = 0o660
+    ) -> None:
         self._app = app
         self.socket_path = socket_path
         self._spec_path = spec_path
+        self._mode = mode
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -75,7 +78,7 @@ class SocketServer:
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.UnixSite(self._runner, str(self.socket_path)).start()
-        os.chmod(self.socket_path, 0o660)
+        os.chmod(self.socket_path, self._mode)
         if self._spec_path is not None:
             self._spec_path.parent.mkdir(parents=True, exist_ok=True)
             self._spec_path.write_text(f"unix://{self.socket_path}\n")

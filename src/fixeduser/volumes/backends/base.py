@@ -44,6 +44,10 @@ class Backend(Protocol):
     name: str
     scope: Literal["local", "global"]
 
+    async def check(self) -> None:
+        """Verify the host can serve volumes; BackendError lists every problem found."""
+        ...
+
     async def create_volume(self, volume: str, *, owner: Identity, mode: int) -> None:
         """Create the backing storage; an existing volume is kept as it is, never emptied."""
         ...

@@ -1,0 +1,124 @@
+"""The floor: a minimal allow-all Docker authz plugin on aiohttp, the same transport as fixeduser.
+
+It reads each request, parses the JSON body (every real plugin has to) and answers
+`{"Allow": true}`. Whatever fixeduser costs above this is the price of its decisions.
+
+With `--record FILE` it also appends every plugin call it receives (path and JSON body) to
+FILE as JSON lines, and answers the `VolumeDriver.*` calls with a trivial local driver that
+serves directories under `--volume-root`: `python -m bench capture` uses that to record the
+AuthZReq/AuthZRes bodies a real daemon sends for docker run, ps, inspect and exec.
+
+Run: python -m bench.floor SOCKET [--record FILE --volume-root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+CONTENT_TYPE = "application/vnd.docker.plugins.v1.1+json"
+ALLOW = json.dumps({"Allow": True, "Msg": "", "Err": ""}).encode()
+
+
+def floor_app() -> web.Application:
+    """Allow-all authz: Plugin.Activate, AuthZReq, AuthZRes."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+
+    async def activate(_: web.Request) -> web.Response:
+        return web.Response(body=b'{"Implements": ["authz"]}', content_type=CONTENT_TYPE)
+
+    async def allow(request: web.Request) -> web.Response:
+        json.loads(await request.read())
+        return web.Response(body=ALLOW, content_type=CONTENT_TYPE)
+
+    app.router.add_post("/Plugin.Activate", activate)
+    app.router.add_post("/AuthZPlugin.AuthZReq", allow)
+    app.router.add_post("/AuthZPlugin.AuthZRes", allow)
+    return app
+
+
+def recorder_app(record: Path, volume_root: Path) -> web.Application:
+    """Allow-all authz plus a trivial volume driver; logs every call to `record`."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    out = record.open("a", encoding="utf-8")
+    volumes: dict[str, Path] = {}
+
+    def reply(payload: dict[str, Any]) -> web.Response:
+        return web.Response(body=json.dumps(payload).encode(), content_type=CONTENT_TYPE)
+
+    async def handle(request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = json.loads(raw) if raw.strip() else {}
+        method = request.path.lstrip("/")
+        out.write(json.dumps({"call": method, "body": body}) + "\n")
+        out.flush()
+        name = body.get("Name", "")
+        if method == "Plugin.Activate":
+            return reply({"Implements": ["authz", "VolumeDriver"]})
+        if method.startswith("AuthZPlugin."):
+            return reply({"Allow": True})
+        if method == "VolumeDriver.Create":
+            path = volume_root / name
+            path.mkdir(parents=True, exist_ok=True)
+            volumes[name] = path
+            return reply({"Err": ""})
+        if method == "VolumeDriver.Remove":
+            volumes.pop(name, None)
+            return reply({"Err": ""})
+        if method in ("VolumeDriver.Mount", "VolumeDriver.Path"):
+            return reply({"Err": "", "Mountpoint": str(volumes.get(name, ""))})
+        if method == "VolumeDriver.Unmount":
+            return reply({"Err": ""})
+        if method == "VolumeDriver.Get":
+            if name not in volumes:
+                return reply({"Err": f"no such volume {name}"})
+            return reply({"Err": "", "Volume": {"Name": name, "Mountpoint": str(volumes[name])}})
+        if method == "VolumeDriver.List":
+            return reply({"Err": "", "Volumes": [{"Name": n, "Mountpoint": str(p)} for n, p in volumes.items()]})
+        if method == "VolumeDriver.Capabilities":
+            return reply({"Capabilities": {"Scope": "local"}})
+        return reply({"Err": f"unknown call {method}"})
+
+    app.router.add_post("/{call}", handle)
+    return app
+
+
+async def _serve(socket_path: Path, app: web.Application) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    socket_path.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(socket_path)).start()
+    os.chmod(socket_path, 0o660)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        socket_path.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor")
+    parser.add_argument("socket", type=Path)
+    parser.add_argument("--record", type=Path)
+    parser.add_argument("--volume-root", type=Path)
+    args = parser.parse_args()
+    if args.record:
+        app = recorder_app(args.record, args.volume_root or args.socket.parent / "volumes")
+    else:
+        app = floor_app()
+    asyncio.run(_serve(args.socket, app))
+
+
+if __name__ == "__main__":
+    main()

@@ -69,10 +69,10 @@ def test_roles_that_disagree_are_a_policy_error(policy_dir: Callable[[str], Path
 def test_nested_roles_resolve(policy_dir: Callable[[str], Path]) -> None:
     """Roles of roles grant permissions and identities; cycles do not hang."""
     directory = policy_dir(
-        "g, ann, role:a\ng, role:a, role:b\ng, role:b, role:a\np, role:b, api, x.*\np2, role:b, 20001, 20000\n"
+        "g, ann, role:a\ng, role:a, role:b\ng, role:b, role:a\np, role:b, api, container.*\np2, role:b, 20001, 20000\n"
     )
     policy = load_policy(directory)
-    assert policy.decide("ann", "api", "x.y").allowed
+    assert policy.decide("ann", "api", "container.create").allowed
     assert policy.roles("ann") == ("role:a", "role:b")
     assert policy.identity("ann").identity is not None
 
@@ -87,7 +87,7 @@ def test_root_and_unknown_names_are_problems(policy_dir: Callable[[str], Path]) 
 
 def test_malformed_lines_are_located(policy_dir: Callable[[str], Path]) -> None:
     """Wrong field counts, unknown types, quotes and a missing final newline are each reported."""
-    text = 'p, ann, api\nq, ann, x, y\np, "ann", api, x\np, ann, api, ok\ng, ann, role:x'
+    text = 'p, ann, api\nq, ann, x, y\np, "ann", api, x\np, ann, api, container.list\ng, ann, role:x'
     policy = compile_policy(read_policy_dir(policy_dir(text)))
     lines = sorted(p.line for p in policy.problems if p.line is not None)
     assert lines == [1, 2, 3, 5]

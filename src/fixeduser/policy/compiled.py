@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fixeduser.identity import Identity, IdentityError, resolve_gid, resolve_uid
 from fixeduser.policy.files import PolicyLine, PolicyProblem, PolicySource
+from fixeduser.policy.vocabulary import pattern_problems
 
 ROLE_PREFIX = "role:"
 LOCAL_SUBJECT = "@local"
@@ -58,6 +59,7 @@ class CompiledPolicy:
     _roles: dict[str, tuple[str, ...]]
     _rules: dict[str, tuple[_Rule, ...]]
     _identity_lines: dict[str, tuple[PolicyLine, ...]]
+    _membership_lines: dict[str, tuple[PolicyLine, ...]]
     problems: tuple[PolicyProblem, ...]
     _decisions: dict[tuple[str, str, str], Decision] = field(default_factory=dict)
     _identities: dict[str, IdentityResolution] = field(default_factory=dict)
@@ -65,6 +67,18 @@ class CompiledPolicy:
     def roles(self, subject: str) -> tuple[str, ...]:
         """Every role the subject has, directly or through other roles."""
         return self._roles.get(subject, ())
+
+    def membership_lines(self, subject: str) -> tuple[PolicyLine, ...]:
+        """The `g` lines that give this subject (user or role) its direct roles."""
+        return self._membership_lines.get(subject, ())
+
+    def rule_lines(self, holder: str) -> tuple[PolicyLine, ...]:
+        """The `p` lines written for this exact subject or role (not inherited ones)."""
+        return tuple(rule.line for rule in self._rules.get(holder, ()))
+
+    def identity_lines(self, holder: str) -> tuple[PolicyLine, ...]:
+        """The `p2` lines written for this exact subject or role."""
+        return self._identity_lines.get(holder, ())
 
     def subjects(self) -> list[str]:
         """Every user-like subject the policy names (roles excluded)."""
@@ -172,12 +186,23 @@ def _identity_from_choice(subject: str, chosen: dict[str, tuple[str, tuple[Polic
 def compile_policy(source: PolicySource) -> CompiledPolicy:
     """Index a policy source and collect every problem a running plugin would trip over."""
     members: dict[str, list[str]] = defaultdict(list)
+    membership_lines: dict[str, list[PolicyLine]] = defaultdict(list)
     rules: dict[str, list[_Rule]] = defaultdict(list)
     identity_lines: dict[str, list[PolicyLine]] = defaultdict(list)
     problems = list(source.problems)
     for line in source.lines:
         if line.ptype == "g":
-            members[line.fields[0]].append(line.fields[1])
+            member, role = line.fields
+            if not role.startswith(ROLE_PREFIX) or role == ROLE_PREFIX:
+                problems.append(
+                    PolicyProblem(
+                        file=line.file,
+                        line=line.line,
+                        message=f"g lines give a role: the second field must be role:<name>, not {role!r}",
+                    )
+                )
+            members[member].append(role)
+            membership_lines[member].append(line)
         elif line.ptype == "p":
             subject, obj, act = line.fields
             if not obj or not act:
@@ -189,6 +214,9 @@ def compile_policy(source: PolicySource) -> CompiledPolicy:
                     )
                 )
                 continue
+            problems.extend(
+                PolicyProblem(file=line.file, line=line.line, message=message) for message in pattern_problems(obj, act)
+            )
             rules[subject].append(_Rule(obj=obj, act=act, line=line))
         elif line.ptype == "p2":
             problems.extend(_identity_line_problems(line))
@@ -200,6 +228,7 @@ def compile_policy(source: PolicySource) -> CompiledPolicy:
         _roles=roles,
         _rules={subject: tuple(lines) for subject, lines in rules.items()},
         _identity_lines={subject: tuple(lines) for subject, lines in identity_lines.items()},
+        _membership_lines={subject: tuple(lines) for subject, lines in membership_lines.items()},
         problems=(),
     )
     problems.extend(_ambiguity_problems(policy))

@@ -63,7 +63,7 @@ def read_policy_dir(directory: Path) -> PolicySource:
     """Read the model and every `*.csv` file; collect problems instead of stopping at the first."""
     problems: list[PolicyProblem] = []
     model_path = directory / MODEL_FILE
-    field_counts = _field_counts(model_path, problems)
+    field_counts = model_field_counts(model_path, problems)
     csv_files = sorted(directory.glob(POLICY_GLOB))
     if not csv_files:
         problems.append(PolicyProblem(file=str(directory), line=None, message="no *.csv policy files"))
@@ -78,7 +78,7 @@ def read_policy_dir(directory: Path) -> PolicySource:
     )
 
 
-def _field_counts(model_path: Path, problems: list[PolicyProblem]) -> dict[str, int]:
+def model_field_counts(model_path: Path, problems: list[PolicyProblem]) -> dict[str, int]:
     """Field count of every policy and role type the Casbin model defines."""
     try:
         model = casbin.Enforcer(str(model_path)).get_model()
@@ -103,7 +103,11 @@ def _read_policy_file(path: Path, field_counts: dict[str, int], problems: list[P
     except UnicodeDecodeError as exc:
         problems.append(PolicyProblem(file=str(path), line=None, message=f"not UTF-8: {exc}"))
         return []
-    if text and not text.endswith("\n"):
+    if not text.strip():
+        # A zero-length file is what an interrupted save or a `> policy.csv` leaves behind.
+        problems.append(PolicyProblem(file=str(path), line=None, message="file is empty (truncated?)"))
+        return []
+    if not text.endswith("\n"):
         # An editor that saves in place can leave a half-written last line behind.
         problems.append(
             PolicyProblem(
@@ -138,15 +142,35 @@ def _parse_line(
         problem("quotes are not allowed: Casbin does not honour them, so they would become part of a name")
         return None
     tokens = [token.strip() for token in _FIELD_SPLIT.split(stripped)]
-    ptype, fields = tokens[0], tuple(tokens[1:])
+    return make_line(
+        tokens[0], tuple(tokens[1:]), file=file, number=number, field_counts=field_counts, problems=problems
+    )
+
+
+def make_line(
+    ptype: str,
+    fields: tuple[str, ...],
+    *,
+    file: str,
+    number: int,
+    field_counts: dict[str, int],
+    problems: list[PolicyProblem],
+) -> PolicyLine | None:
+    """A policy line from its type and fields (from a file or a database row), or None and a problem."""
+
+    def problem(message: str) -> None:
+        problems.append(PolicyProblem(file=file, line=number, message=message))
+
     if ptype not in field_counts:
         known = ", ".join(sorted(field_counts)) or "none (model failed to load)"
         problem(f"unknown line type {ptype!r}; the model defines: {known}")
         return None
     if len(fields) != field_counts[ptype]:
-        problem(f"{ptype} lines take {field_counts[ptype]} fields, this one has {len(fields)}: {stripped!r}")
+        text = ", ".join((ptype, *fields))
+        problem(f"{ptype} lines take {field_counts[ptype]} fields, this one has {len(fields)}: {text!r}")
         return None
     if fields and not fields[0]:
         problem("the subject (first field) is empty")
         return None
-    return PolicyLine(ptype=ptype, fields=fields, file=file, line=number)
+    # Validated above; skipping pydantic's validation keeps a 100,000-line load fast.
+    return PolicyLine.model_construct(ptype=ptype, fields=fields, file=file, line=number)

@@ -1,15 +1,25 @@
-"""The live policy: built beside the old one, validated, and swapped in with one assignment."""
+"""The live policy: built beside the old one, validated, and swapped in with one assignment.
+
+Where the lines come from is a `PolicyLoader`: a policy directory (`DirectoryLoader`) or a
+PostgreSQL table shared by many hosts (`fixeduser.policy.database.DatabaseLoader`). Either way a
+new policy is compiled off the event loop, checked completely, and only then published; readers
+take `store.current` once per decision, so no request ever sees a half-loaded policy.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
+from typing import Protocol
 
 from fixeduser.policy.compiled import CompiledPolicy, compile_policy
-from fixeduser.policy.files import PolicyProblem, read_policy_dir
+from fixeduser.policy.files import MODEL_FILE, POLICY_GLOB, PolicyProblem, read_policy_dir
 
 log = logging.getLogger(__name__)
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
 class PolicyInvalid(Exception):
@@ -18,59 +28,126 @@ class PolicyInvalid(Exception):
         super().__init__("; ".join(str(p) for p in problems))
 
 
+class PolicyLoader(Protocol):
+    """A place policies are read from."""
+
+    @property
+    def description(self) -> str: ...
+
+    def load(self) -> CompiledPolicy:
+        """Read and compile the policy (blocking; called in a worker thread). Never raises PolicyInvalid."""
+        ...
+
+
 def load_policy(directory: Path) -> CompiledPolicy:
     """Read and compile a policy directory; PolicyInvalid lists every problem found."""
-    policy = compile_policy(read_policy_dir(directory))
+    return _checked(compile_policy(read_policy_dir(directory)))
+
+
+def _checked(policy: CompiledPolicy) -> CompiledPolicy:
     if policy.problems:
         raise PolicyInvalid(policy.problems)
     return policy
 
 
-class PolicyStore:
-    """Holds the policy in force. Readers take `current` once per decision; it never changes under them."""
-
+class DirectoryLoader:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.current = load_policy(directory)
-        self.reloads = 0
-        self.failed_reloads = 0
-        self._fingerprint = self._files_fingerprint()
 
-    def _files_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+    @property
+    def description(self) -> str:
+        return str(self.directory)
+
+    def load(self) -> CompiledPolicy:
+        return compile_policy(read_policy_dir(self.directory))
+
+    def fingerprint(self) -> Fingerprint:
+        """Name, inode, mtime and size of every file a policy is read from."""
         entries = []
-        for path in sorted(self.directory.iterdir()):
+        paths = [self.directory / MODEL_FILE, *sorted(self.directory.glob(POLICY_GLOB))]
+        for path in paths:
             try:
                 stat = path.stat()
             except OSError:
                 continue
-            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+            entries.append((path.name, stat.st_ino, stat.st_mtime_ns, stat.st_size))
         return tuple(entries)
 
-    async def reload(self) -> bool:
-        """Build a new policy off the event loop; keep the old one if the new one has any problem."""
-        try:
-            policy = await asyncio.to_thread(load_policy, self.directory)
-        except PolicyInvalid as exc:
-            self.failed_reloads += 1
-            for problem in exc.problems:
-                log.error(
-                    "policy reload rejected, keeping version %s: %s",
-                    self.current.version,
-                    problem,
-                    extra={"file": problem.file, "line": problem.line, "problem": problem.message},
-                )
-            return False
-        if policy.version != self.current.version:
-            self.current = policy
-            self.reloads += 1
-            log.info("policy version %s in force", policy.version, extra={"policy_version": policy.version})
-        return True
 
-    async def watch(self, interval: float = 0.5) -> None:
-        """Reload whenever a file in the policy directory changes (mtime or size)."""
+def rejection_message(version: str, problems: tuple[PolicyProblem, ...]) -> str:
+    """One log message for a rejected policy: every problem, each with its file and line."""
+    listing = "\n".join(f"  {problem}" for problem in problems)
+    return f"policy reload rejected ({len(problems)} problem(s)), keeping version {version}:\n{listing}"
+
+
+class PolicyStore:
+    """Holds the policy in force. Readers take `current` once per decision; it never changes under them."""
+
+    def __init__(self, directory: Path, *, loader: PolicyLoader | None = None) -> None:
+        self.directory = directory
+        self._directory_loader = DirectoryLoader(directory)
+        self.loader: PolicyLoader = loader or self._directory_loader
+        self.current = _checked(self.loader.load())
+        self.loaded_at = time.time()
+        self.reloads = 0
+        self.failed_reloads = 0
+        self.last_error: str | None = None
+        self._fingerprint = self._directory_loader.fingerprint()
+        self._lock = asyncio.Lock()
+
+    async def reload(self, reason: str = "requested") -> bool:
+        """Build a new policy off the event loop; keep the old one if the new one has any problem."""
+        async with self._lock:  # a SIGHUP during a file-triggered reload waits, then reads again
+            try:
+                policy = await asyncio.to_thread(self.loader.load)
+            except Exception as exc:  # a database that is down, a file that vanished mid-read, ...
+                self.failed_reloads += 1
+                self.last_error = f"cannot read the policy from {self.loader.description}: {exc}"
+                log.error("%s; keeping version %s", self.last_error, self.current.version, extra={"reason": reason})
+                return False
+            if policy.problems:
+                self.failed_reloads += 1
+                self.last_error = rejection_message(self.current.version, policy.problems)
+                log.error(
+                    self.last_error,
+                    extra={
+                        "reason": reason,
+                        "policy_version": self.current.version,
+                        "problems": [{"file": p.file, "line": p.line, "problem": p.message} for p in policy.problems],
+                    },
+                )
+                return False
+            self.last_error = None
+            if policy.version != self.current.version:
+                self.current = policy  # the one assignment readers can observe
+                self.loaded_at = time.time()
+                self.reloads += 1
+                log.info(
+                    "policy version %s in force (%s lines, %s)",
+                    policy.version,
+                    len(policy.source.lines),
+                    reason,
+                    extra={"policy_version": policy.version, "reason": reason},
+                )
+            return True
+
+    async def watch(self, interval: float = 0.25, settle: float = 0.1) -> None:
+        """Reload whenever a policy file changes (inode, mtime or size), once it has stopped changing."""
         while True:
             await asyncio.sleep(interval)
-            fingerprint = await asyncio.to_thread(self._files_fingerprint)
-            if fingerprint != self._fingerprint:
-                self._fingerprint = fingerprint
-                await self.reload()
+            fingerprint = await asyncio.to_thread(self._directory_loader.fingerprint)
+            if fingerprint == self._fingerprint:
+                continue
+            # An editor may write a file in several steps: wait until two looks agree.
+            while True:
+                await asyncio.sleep(settle)
+                again = await asyncio.to_thread(self._directory_loader.fingerprint)
+                if again == fingerprint:
+                    break
+                fingerprint = again
+            self._fingerprint = fingerprint
+            if self.loader is self._directory_loader:
+                await self.reload("policy files changed")
+            else:
+                # The lines live in the database; the directory only holds the model.
+                await self.reload("model file changed")

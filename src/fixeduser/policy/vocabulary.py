@@ -1,0 +1,130 @@
+"""What a `p` line may name: the objects and actions the plugin ever asks the policy about.
+
+keyMatch patterns always "compile", so a typo would silently grant nothing (or, with a `*` in the
+middle, more than meant: keyMatch ignores everything after the first `*`). This module turns such
+lines into located problems instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from functools import cache
+
+from casbin.util import key_match  # type: ignore[import-untyped]
+
+OBJECT_KINDS = ("api", "others", "escalation", "volume:<name>", "bind:<host path>", "identity:<uid>:<gid>")
+VOLUME_ACTIONS = frozenset({"create", "mount", "remove"})
+_IDENTITY_OBJECT = re.compile(r"^identity:(\d+):(\d+)$")
+_IDENTITY_PATTERN = re.compile(r"^identity:(\d*|\d+:\d*)\*$")
+
+
+@cache
+def _api_actions() -> frozenset[str]:
+    from fixeduser.docker_api import ROUTES  # noqa: PLC0415 - keeps `policy` importable without the route table
+
+    return frozenset(route.action for route in ROUTES)
+
+
+@cache
+def _others_actions() -> frozenset[str]:
+    from fixeduser.authz.authorizer import OWNED_ACTIONS  # noqa: PLC0415 - authz imports policy: avoid the cycle
+
+    return frozenset(OWNED_ACTIONS)
+
+
+@cache
+def _escalation_actions() -> frozenset[str]:
+    from fixeduser.authz.escalations import CLASSES  # noqa: PLC0415 - authz imports policy: avoid the cycle
+
+    return frozenset(CLASSES) - {"bind"}  # a host path is granted on `bind:<path>`, action `bind`
+
+
+def actions_for_kind(kind: str) -> frozenset[str]:
+    """Every action the plugin asks about for objects of this kind."""
+    if kind == "api":
+        return _api_actions()
+    if kind == "others":
+        return _others_actions()
+    if kind == "escalation":
+        return _escalation_actions()
+    return {"volume": VOLUME_ACTIONS, "bind": frozenset({"bind"}), "identity": frozenset({"assume"})}[kind]
+
+
+_KIND_SAMPLES = {
+    "api": "api",
+    "others": "others",
+    "escalation": "escalation",
+    "volume": "volume:",
+    "bind": "bind:/",
+    "identity": "identity:",
+}
+
+
+def _kinds_covered(obj: str) -> tuple[list[str], str | None]:
+    """The object kinds an object pattern can match, or an error saying why it matches none."""
+    return _pattern_kinds(obj) if "*" in obj else _exact_kind(obj)
+
+
+def _pattern_kinds(obj: str) -> tuple[list[str], str | None]:
+    prefix = obj[: obj.index("*")]
+    kinds = [k for k, sample in _KIND_SAMPLES.items() if sample.startswith(prefix) or prefix.startswith(sample)]
+    error = None
+    if not kinds:
+        error = f"object {obj!r} matches no object the plugin asks about ({', '.join(OBJECT_KINDS)})"
+    elif prefix.startswith("bind:") and not prefix.startswith("bind:/"):
+        error = f"object {obj!r}: bind paths are absolute host paths (bind:/srv/...)"
+    elif prefix.startswith("identity:") and not _IDENTITY_PATTERN.match(obj):
+        error = f"object {obj!r}: identity objects are numeric, identity:<uid>:<gid> (e.g. identity:10001:*)"
+    return ([], error) if error else (kinds, None)
+
+
+def _exact_kind(obj: str) -> tuple[list[str], str | None]:
+    if obj in ("api", "others", "escalation"):
+        return [obj], None
+    kind, sep, rest = obj.partition(":")
+    error = None
+    if not sep or kind not in ("volume", "bind", "identity"):
+        error = f"unknown object {obj!r}; objects are {', '.join(OBJECT_KINDS)}"
+    elif not rest:
+        error = f"object {obj!r} names no {kind}"
+    elif kind == "bind" and not rest.startswith("/"):
+        error = f"object {obj!r}: bind paths are absolute host paths (bind:/srv/...)"
+    elif kind == "identity" and not _IDENTITY_OBJECT.match(obj):
+        error = f"object {obj!r}: identity objects are numeric, identity:<uid>:<gid> (e.g. identity:10001:10000)"
+    return ([], error) if error else ([kind], None)
+
+
+def _star_problem(what: str, value: str) -> str | None:
+    if "*" in value and value.index("*") != len(value) - 1:
+        return (
+            f"{what} {value!r} has a `*` before its end; keyMatch ignores everything after the first `*`, "
+            f"so it means {value[: value.index('*') + 1]!r} (write that, or split the line)"
+        )
+    return None
+
+
+@cache
+def pattern_problems(obj: str, act: str) -> tuple[str, ...]:
+    """Why a `p` line's object and action cannot mean what the admin wrote (empty when fine)."""
+    problems = tuple(p for p in (_star_problem("object", obj), _star_problem("action", act)) if p)
+    if problems:
+        return problems
+    kinds, error = _kinds_covered(obj)
+    if error:
+        return (error,)
+    known: set[str] = set()
+    for kind in kinds:
+        known |= actions_for_kind(kind)
+    if not any(key_match(action, act) for action in known):
+        close = difflib.get_close_matches(act, known, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return (f"action {act!r} is never asked for on {obj!r}; {hint}known actions: {_listing(known)}",)
+    return ()
+
+
+def _listing(actions: Iterable[str], limit: int = 12) -> str:
+    ordered = sorted(actions)
+    shown = ", ".join(ordered[:limit])
+    return shown + (f", ... ({len(ordered)} in all)" if len(ordered) > limit else "")

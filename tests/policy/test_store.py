@@ -1,0 +1,113 @@
+"""Live reload: edits take effect within a second; broken edits keep the last good policy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fixeduser.policy.store import PolicyInvalid, PolicyStore
+
+GOOD = "g, ann, role:eng\np2, ann, 20001, 20000\np, role:eng, api, container.*\n"
+
+
+async def _until(predicate: Callable[[], bool], within: float = 1.0) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not predicate():
+        if loop.time() - start > within:
+            raise AssertionError(f"not true within {within} s")
+        await asyncio.sleep(0.01)
+    return loop.time() - start
+
+
+async def test_edit_takes_effect_within_a_second(policy_dir: Callable[[str], Path]) -> None:
+    """Appending a line to a policy file changes decisions within one second, no restart."""
+    directory = policy_dir(GOOD)
+    store = PolicyStore(directory)
+    assert not store.current.decide("ann", "api", "image.list").allowed
+    watcher = asyncio.create_task(store.watch())
+    try:
+        with (directory / "policy.csv").open("a") as handle:
+            handle.write("p, role:eng, api, image.list\n")
+        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed)
+        assert store.reloads == 1
+    finally:
+        watcher.cancel()
+
+
+@pytest.mark.parametrize(
+    ("broken", "expected"),
+    [
+        ("p, role:eng, api\n", "p lines take 3 fields"),
+        ("p2, bob, no-such-user-xyz, 20000\n", "unknown user"),
+        ("g, bob, role:a\ng, bob, role:b\np2, role:a, 20001, 20000\np2, role:b, 20002, 20000\n", "ambiguous"),
+        ("p, role:eng, volum:x, mount\n", "unknown object 'volum:x'"),
+        ("p, role:eng, volume:*-data, mount\n", "has a `*` before its end"),
+        ("p, role:eng, api, container.craete\n", "did you mean container.create"),
+        ("p, role:eng, api, container.list", "does not end with a newline"),
+    ],
+)
+async def test_broken_edit_keeps_last_good_policy_and_logs_one_error(
+    policy_dir: Callable[[str], Path], caplog: pytest.LogCaptureFixture, broken: str, expected: str
+) -> None:
+    """A broken edit is rejected as a whole, with ONE error record naming file, line and problem."""
+    directory = policy_dir(GOOD)
+    store = PolicyStore(directory)
+    version = store.current.version
+    (directory / "policy.csv").write_text(GOOD + broken)
+    caplog.set_level(logging.ERROR)
+    assert not await store.reload()
+    assert store.current.version == version and store.failed_reloads == 1
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    message = errors[0].getMessage()
+    assert expected in message and f"{directory / 'policy.csv'}:" in message, message
+    assert errors[0].problems and errors[0].problems[0]["line"] is not None  # type: ignore[attr-defined]
+
+
+async def test_emptied_file_is_rejected(policy_dir: Callable[[str], Path]) -> None:
+    """Truncating the policy file to nothing is an error, never a deny-all (or allow-all) policy."""
+    directory = policy_dir(GOOD)
+    store = PolicyStore(directory)
+    (directory / "policy.csv").write_text("")
+    assert not await store.reload()
+    assert store.last_error is not None and "file is empty" in store.last_error
+    assert store.current.decide("ann", "api", "container.create").allowed
+
+
+def test_broken_policy_refuses_to_start(policy_dir: Callable[[str], Path]) -> None:
+    """The first load has no last good policy to keep: the plugin must not start."""
+    with pytest.raises(PolicyInvalid):
+        PolicyStore(policy_dir("p, ann, api\n"))
+
+
+async def test_decisions_during_reloads_never_see_a_half_policy(policy_dir: Callable[[str], Path]) -> None:
+    """While policies A and B alternate, every decision matches A or B as a whole."""
+    directory = policy_dir(GOOD)
+    store = PolicyStore(directory)
+    texts = [GOOD, GOOD.replace("container.*", "image.*")]
+    seen: set[tuple[bool, bool]] = set()
+
+    async def decide_forever() -> None:
+        while True:
+            policy = store.current
+            seen.add(
+                (
+                    policy.decide("ann", "api", "container.create").allowed,
+                    policy.decide("ann", "api", "image.list").allowed,
+                )
+            )
+            await asyncio.sleep(0)
+
+    reader = asyncio.create_task(decide_forever())
+    try:
+        for index in range(20):
+            (directory / "policy.csv").write_text(texts[index % 2])
+            assert await store.reload()
+    finally:
+        reader.cancel()
+    assert seen <= {(True, False), (False, True)}

@@ -179,3 +179,22 @@ def _os_name() -> str:
             if line.startswith("PRETTY_NAME="):
                 return line.split("=", 1)[1].strip('"')
     return platform.platform()
+
+
+@contextlib.contextmanager
+def work_dir(prefix: str = "fu-bench-"):  # type: ignore[no-untyped-def]
+    """A private temp directory other uids can traverse (bindfs runs as the identity); removed after,
+    once nothing is mounted below it (leftover mounts are unmounted lazily first)."""
+    import tempfile  # noqa: PLC0415
+
+    from fixeduser.sandbox import make_private_dir, unmount_all_under  # noqa: PLC0415
+
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix=prefix)
+    try:
+        yield base
+    finally:
+        left = unmount_all_under([base])
+        if left:
+            print(f"bench: could not unmount {left}; leaving {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,147 @@
+"""Part 1: decision latency and throughput at the plugin socket, fixeduser against the floor."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bench.client import LoadResult, run_load
+from bench.common import FloorServer, proc_cpu_seconds, summarize
+from bench.plugin import FixeduserServer
+from bench.report import Chart, Part, Table, Target
+from bench.workload import READ_OPS, SESSION_OPS, Renderer, bench_policy_lines, load_capture, make_clients, \
+    write_policy_dir
+
+CONCURRENCY = (1, 8, 64)
+KEY_LABELS = (
+    "system.ping Req",
+    "container.list Req",
+    "container.create Req",
+    "container.create -v vol Req",
+    "container.create --mount vol Req",
+    "container.create -v vol Res",
+    "container.start Req",
+    "container.start Res",
+    "container.inspect Req",
+    "exec.create Req",
+    "exec.start Req",
+    "container.remove Res",
+)
+MIXES = {"docker session": SESSION_OPS, "read-only": READ_OPS}
+
+
+def ms(ns: float) -> float:
+    return ns / 1e6
+
+
+async def measure(server_pid: int, socket: Path, per_client: list, seconds: float) -> tuple[LoadResult, float]:
+    cpu0 = proc_cpu_seconds(server_pid)
+    result = await run_load(socket, per_client, seconds=seconds)
+    return result, proc_cpu_seconds(server_pid) - cpu0
+
+
+async def run(base: Path, *, quick: bool) -> Part:
+    part = Part(
+        key="decision",
+        title="1. Decision latency and throughput at the plugin socket",
+        measures=(
+            "Replays AuthZReq/AuthZRes bodies recorded from a real dockerd (bench/data/authz-capture.json: "
+            "`docker run --rm` with `-v vol`, with `--mount ...volume-driver=fixeduser`, without volumes, "
+            "`docker ps`, `docker run -d --name`, `docker inspect`, `docker exec`, `docker rm -f`) against "
+            "`fixeduser serve` and against the floor, a minimal allow-all aiohttp plugin (bench/floor.py), "
+            "both on a unix socket in their own process. Each simulated client is one keep-alive "
+            "connection with its own TLS user, container and volumes, sending the calls in daemon order "
+            "(closed loop). Latency is one request/response on the socket, measured by the client. "
+            "Server and client CPU are per call, from /proc and process_time."
+        ),
+    )
+    seconds = 1.5 if quick else 10.0
+    capture = load_capture()
+    policy = write_policy_dir(base / "policy", bench_policy_lines(64))
+    server = FixeduserServer(base / "plugin", policy).start()
+    floor = FloorServer(base / "floor.sock", base / "floor.log").start()
+    try:
+        renderer = Renderer(capture, server.driver)
+        all_clients = make_clients(max(CONCURRENCY), [f"u{i}" for i in range(64)])
+        await server.create_volumes(renderer, all_clients)
+        throughput = Table(
+            key="decision_throughput",
+            title="Plugin socket throughput, docker-session mix (calls/s; CPU µs per call)",
+            columns=["mix", "clients", "floor calls/s", "fixeduser calls/s", "floor/fixeduser",
+                     "floor p99 ms", "fixeduser p99 ms", "server CPU µs/call (floor)",
+                     "server CPU µs/call (fixeduser)", "client CPU µs/call", "client CPU busy %"],
+            chart=Chart(x="clients", ys=["floor calls/s", "fixeduser calls/s"], ylabel="calls/s"),
+        )
+        latency = Table(
+            key="decision_latency",
+            title="Per-call latency, docker-session mix (ms)",
+            columns=["call", "floor p50 (1)", "floor p99 (1)", "fixeduser p50 (1)", "fixeduser p99 (1)",
+                     "fixeduser p99 (8)", "fixeduser p99 (64)"],
+            chart=Chart(x="call", ys=["floor p99 (1)", "fixeduser p99 (1)"], ylabel="ms (p99, 1 client)"),
+        )
+        results: dict[tuple[str, str, int], tuple[LoadResult, float]] = {}
+        for mix, ops in MIXES.items():
+            for c in CONCURRENCY:
+                clients = all_clients[:c]
+                per_client = [renderer.calls(ops, cl) for cl in clients]
+                # floor first, then fixeduser, back to back: same machine state for both
+                results[("floor", mix, c)] = await measure(floor.pid, floor.socket_path, per_client, seconds)
+                results[("fixeduser", mix, c)] = await measure(server.pid, server.authz_socket, per_client, seconds)
+                fl, fl_cpu = results[("floor", mix, c)]
+                fu, fu_cpu = results[("fixeduser", mix, c)]
+                fl_s, fu_s = summarize(fl.all_latencies()), summarize(fu.all_latencies())
+                client_us = 1e6 * (fl.client_cpu + fu.client_cpu) / max(1, fl.calls + fu.calls)
+                client_busy = 100 * fl.client_cpu / fl.seconds
+                throughput.rows.append([
+                    mix, c, fl.throughput, fu.throughput, fl.throughput / fu.throughput if fu.throughput else None,
+                    ms(fl_s.p99), ms(fu_s.p99), 1e6 * fl_cpu / max(1, fl.calls), 1e6 * fu_cpu / max(1, fu.calls),
+                    client_us, client_busy,
+                ])
+                for who, (res, _) in (("floor", (fl, 0)), ("fixeduser", (fu, 0))):
+                    bad = {k: v for k, v in {**res.denied, **res.errors}.items() if v}
+                    if bad and who == "fixeduser":
+                        part.notes.append(f"{mix}, {c} clients: fixeduser denied or failed calls: {bad}")
+        session = "docker session"
+        for label in KEY_LABELS:
+            def q(who: str, c: int, p: str, label: str = label) -> float | None:
+                values = results[(who, session, c)][0].latencies.get(label)
+                return ms(getattr(summarize(values), p)) if values else None
+            if not results[("fixeduser", session, 1)][0].latencies.get(label):
+                continue
+            latency.rows.append([label, q("floor", 1, "median"), q("floor", 1, "p99"), q("fixeduser", 1, "median"),
+                                 q("fixeduser", 1, "p99"), q("fixeduser", 8, "p99"), q("fixeduser", 64, "p99")])
+        part.tables += [throughput, latency]
+        part.data["memory_kib"] = server.memory()
+
+        create_p99 = max(
+            (row[4] for row in latency.rows if str(row[0]).startswith("container.create") and row[0].endswith("Req")),
+            default=None,
+        )
+        part.targets.append(Target(
+            "p99 of a container-create AuthZReq decision, 1 client (worst of the create variants)",
+            "< 1 ms", f"{create_p99:.3f} ms" if create_p99 is not None else "n/a",
+            None if create_p99 is None else create_p99 < 1.0))
+        worst = max((row for row in throughput.rows if row[0] == session), key=lambda r: r[4] or 0)
+        part.targets.append(Target(
+            "throughput, docker-session mix: floor/fixeduser (worst concurrency)",
+            "≤ 1.5x", f"{worst[4]:.2f}x at {worst[1]} clients", (worst[4] or 99) <= 1.5))
+        part.notes.append(
+            "Client cost: 'client CPU busy %' is the load client's CPU time over the floor run's wall time; "
+            "below ~90 % the client is not what limits the floor's throughput, and 'client CPU µs/call' "
+            "is what the client adds per call on this machine (it shares the 2 cores with the server).")
+        return part
+    finally:
+        floor.stop()
+        server.stop()
+
+
+def main() -> None:
+    from bench.common import work_dir  # noqa: PLC0415
+    from bench.report import print_part  # noqa: PLC0415
+
+    with work_dir() as tmp:
+        print_part(asyncio.run(run(tmp, quick=True)))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,17 @@ class ServeSettings(BaseModel):
     plugin_dir: Path = Path("/run/docker/plugins")
     spec_dir: Path | None = Field(None, description="also write NAME.spec files here (e.g. /etc/docker/plugins)")
     authz_name: str = Field("fixeduser-authz", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    volume_name: str = Field("fixeduser", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    volume_name: str = Field(
+        "fixeduser",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+)?$",
+        description="volume driver name; a managed plugin's is its reference, e.g. fixeduser:latest",
+    )
+    plugin_socket: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.sock$",
+        description="serve authz and the volume driver on this one socket in --plugin-dir "
+        "(a managed plugin's interface.socket, e.g. fixeduser.sock)",
+    )
     backend: Literal["local"] = "local"
     local_root: Path = Path("/srv/fixeduser/volumes")
     mount_root: Path | None = None

@@ -16,6 +16,7 @@ from fixeduser.authz.ledger import ContainerLedger
 from fixeduser.control import control_app
 from fixeduser.daemon import DaemonClient
 from fixeduser.handoff import MountGate
+from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
 from fixeduser.plugin.server import SocketServer, plugin_app
 from fixeduser.policy.store import PolicyStore
 from fixeduser.settings import ServeSettings
@@ -41,6 +42,7 @@ class Plugin:
     driver: VolumeDriver
     ledger: ContainerLedger
     servers: list[SocketServer]
+    metrics: Metrics
 
     async def status(self) -> dict[str, Any]:
         """What `fixeduser status` shows: policy in force, decisions so far, mounts per identity."""
@@ -74,10 +76,14 @@ async def build(settings: ServeSettings) -> Plugin:
     store = StateStore(settings.database)
     ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate()
     daemon = DaemonClient(settings.docker_host)
-    backend = LocalBackend(
-        root=settings.local_root,
-        mount_root=settings.effective_mount_root,
-        bindfs_options=settings.bindfs_options,
+    metrics = Metrics()
+    backend = CountingBackend(
+        LocalBackend(
+            root=settings.local_root,
+            mount_root=settings.effective_mount_root,
+            bindfs_options=settings.bindfs_options,
+        ),
+        metrics,
     )
     await backend.check()
     auditor = JsonLineAuditor(settings.audit_log)
@@ -96,7 +102,7 @@ async def build(settings: ServeSettings) -> Plugin:
         ledger=ledger,
         registry=registry,
         gate=gate,
-        auditor=auditor,
+        auditor=CountingAuditor(auditor, metrics),
         driver_name=settings.volume_name,
         protected_paths=[
             settings.state_dir,
@@ -108,12 +114,29 @@ async def build(settings: ServeSettings) -> Plugin:
         local_subject=settings.local_subject,
         allow_unknown_routes=settings.allow_unknown_routes,
     )
-    servers = [
-        _server(settings, settings.authz_name, ["authz"], authz_handlers(authorizer)),
-        _server(settings, settings.volume_name, ["VolumeDriver"], volume_handlers(driver)),
-    ]
-    plugin = Plugin(settings, policy, store, auditor, daemon, backend, driver, ledger, servers)
-    control = control_app(status=plugin.status, health=plugin.health)
+    authz = metrics.timed_authz(authz_handlers(authorizer))
+    volume = metrics.counted_volume_calls(volume_handlers(driver))
+    if settings.plugin_socket is not None:  # a managed plugin: one socket implements both
+        both = SocketServer(
+            plugin_app(["authz", "VolumeDriver"], authz | volume), settings.plugin_dir / settings.plugin_socket
+        )
+        servers = [both]
+    else:
+        servers = [
+            _server(settings, settings.authz_name, ["authz"], authz),
+            _server(settings, settings.volume_name, ["VolumeDriver"], volume),
+        ]
+    plugin = Plugin(settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics)
+    metrics.watch(
+        PluginGauges(
+            reloads=lambda: policy.reloads,
+            failed_reloads=lambda: policy.failed_reloads,
+            policy_problems=lambda: len(policy.current.problems),
+            mounts_per_identity=registry.mounts_per_identity,
+            volumes=lambda: len(registry.names()),
+        )
+    )
+    control = control_app(status=plugin.status, health=plugin.health, metrics=metrics.render)
     servers.append(SocketServer(control, settings.control_socket, mode=0o600))
     return plugin
 

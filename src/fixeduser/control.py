@@ -1,4 +1,4 @@
-"""The plugin's own control socket (root only): status for `fixeduser status`, and health.
+"""The plugin's own control socket (root only): status for `fixeduser status`, health, metrics.
 
 Docker never talks to it; it lives in the state folder, beside the database.
 """
@@ -12,10 +12,14 @@ from aiohttp import web
 
 Probe = Callable[[], Awaitable[dict[str, Any]]]
 HealthCheck = Callable[[], Awaitable[list[str]]]
+Exposition = Callable[[], bytes]
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def control_app(*, status: Probe, health: HealthCheck) -> web.Application:
-    """GET /status: a JSON snapshot; GET /healthz: 200 when usable, 503 with the problems otherwise."""
+def control_app(*, status: Probe, health: HealthCheck, metrics: Exposition | None = None) -> web.Application:
+    """GET /status: a JSON snapshot; GET /healthz: 200 when usable, 503 with the problems otherwise;
+    GET /metrics (when `metrics` is given): the Prometheus text exposition."""
     app = web.Application()
 
     async def get_status(_: web.Request) -> web.Response:
@@ -27,4 +31,13 @@ def control_app(*, status: Probe, health: HealthCheck) -> web.Application:
 
     app.router.add_get("/status", get_status)
     app.router.add_get("/healthz", get_health)
+    if metrics is not None:
+        exposition = metrics
+
+        async def get_metrics(_: web.Request) -> web.Response:
+            response = web.Response(body=exposition())
+            response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
+            return response
+
+        app.router.add_get("/metrics", get_metrics)
     return app

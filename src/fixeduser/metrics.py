@@ -1,0 +1,249 @@
+"""Prometheus metrics for `fixeduser serve`, served as `GET /metrics` on the control socket.
+
+Hot-path metrics (decisions, latency, volume calls, backend errors) are prometheus-client
+counters and histograms updated in memory: no I/O on the decision path. Values the plugin
+already keeps (policy reloads, active mounts per identity, policy problems) are read only
+when Prometheus scrapes, through callables, so nothing extra runs per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from fixeduser.authz.audit import Auditor, AuditRecord
+from fixeduser.identity import Identity
+from fixeduser.plugin.server import Handler
+from fixeduser.volumes.backends.base import Backend, BackendError
+
+__all__ = ["CONTENT_TYPE", "CountingAuditor", "CountingBackend", "Metrics", "PluginGauges"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Decisions are in-memory look-ups (sub-millisecond) unless the daemon is asked about a container.
+DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class PluginGauges:
+    """Read-at-scrape values of a running plugin, given as callables (no polling, no hooks)."""
+
+    def __init__(
+        self,
+        *,
+        reloads: Callable[[], int],
+        failed_reloads: Callable[[], int],
+        policy_problems: Callable[[], int],
+        mounts_per_identity: Callable[[], Mapping[str, int]],
+        volumes: Callable[[], int],
+    ) -> None:
+        self.reloads = reloads
+        self.failed_reloads = failed_reloads
+        self.policy_problems = policy_problems
+        self.mounts_per_identity = mounts_per_identity
+        self.volumes = volumes
+
+
+class _GaugeCollector(Collector):
+    def __init__(self, gauges: PluginGauges) -> None:
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        g = self._gauges
+        yield CounterMetricFamily(
+            "fixeduser_policy_reloads", "Policy reloads that replaced the policy in force", value=g.reloads()
+        )
+        yield CounterMetricFamily(
+            "fixeduser_policy_reload_failures",
+            "Policy reloads rejected (the previous policy stayed in force)",
+            value=g.failed_reloads(),
+        )
+        yield GaugeMetricFamily(
+            "fixeduser_policy_problems", "Problems in the policy in force (0 when usable)", value=g.policy_problems()
+        )
+        mounts = GaugeMetricFamily(
+            "fixeduser_active_mounts", "Container mounts of fixeduser volumes per storage identity", labels=["identity"]
+        )
+        for identity, count in sorted(g.mounts_per_identity().items()):
+            mounts.add_metric([identity], count)
+        yield mounts
+        yield GaugeMetricFamily("fixeduser_volumes", "Volumes known to the driver", value=g.volumes())
+
+
+class Metrics:
+    """The plugin's metrics in their own registry (not the process-global one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "fixeduser_decisions",
+            "Authorization decisions by phase (request/response), Docker action and result",
+            ["phase", "action", "result"],
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "fixeduser_decision_seconds",
+            "Time to answer an AuthZReq/AuthZRes call, parsing included",
+            ["phase"],
+            buckets=DECISION_BUCKETS,
+            registry=self.registry,
+        )
+        self.volume_calls = Counter(
+            "fixeduser_volume_calls",
+            "VolumeDriver calls by name and result (ok/error)",
+            ["call", "result"],
+            registry=self.registry,
+        )
+        self.backend_errors = Counter(
+            "fixeduser_backend_errors",
+            "Storage backend failures by backend and operation",
+            ["backend", "operation"],
+            registry=self.registry,
+        )
+
+    def watch(self, gauges: PluginGauges) -> None:
+        """Expose `gauges` at every scrape."""
+        self.registry.register(_GaugeCollector(gauges))
+
+    def record_decision(self, record: AuditRecord) -> None:
+        self.decisions.labels(record.phase, record.action, "allow" if record.allow else "deny").inc()
+
+    def timed_authz(self, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+        """`handlers` (AuthZPlugin.AuthZReq/AuthZRes) with their latency observed."""
+
+        def wrap(method: str, handler: Handler) -> Handler:
+            histogram = self.decision_seconds.labels("response" if method.endswith("AuthZRes") else "request")
+
+            async def timed(payload: dict[str, Any]) -> dict[str, Any]:
+                began = time.perf_counter()
+                try:
+                    return await handler(payload)
+                finally:
+                    histogram.observe(time.perf_counter() - began)
+
+            return timed
+
+        return {method: wrap(method, handler) for method, handler in handlers.items()}
+
+    def counted_volume_calls(self, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+        """`handlers` (VolumeDriver.*) with each answer counted as ok or error (`Err` set)."""
+
+        def wrap(method: str, handler: Handler) -> Handler:
+            call = method.rsplit(".", 1)[-1]
+            ok, error = self.volume_calls.labels(call, "ok"), self.volume_calls.labels(call, "error")
+
+            async def counted(payload: dict[str, Any]) -> dict[str, Any]:
+                try:
+                    answer = await handler(payload)
+                except BaseException:
+                    error.inc()
+                    raise
+                (error if answer.get("Err") else ok).inc()
+                return answer
+
+            return counted
+
+        return {method: wrap(method, handler) for method, handler in handlers.items()}
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class CountingAuditor:
+    """An `Auditor` that counts each decision, then hands the record on (still no I/O here)."""
+
+    def __init__(self, inner: Auditor, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def record(self, record: AuditRecord) -> None:
+        self._metrics.record_decision(record)
+        self._inner.record(record)
+
+
+class CountingBackend:
+    """A `Backend` that counts the `BackendError`s of the backend it wraps, by operation."""
+
+    def __init__(self, inner: Backend, metrics: Metrics) -> None:
+        self._inner = inner
+        self._errors = metrics.backend_errors
+        self.name: str = inner.name
+        self.scope: Literal["local", "global"] = inner.scope
+
+    @property
+    def inner(self) -> Backend:
+        return self._inner
+
+    def _failed(self, operation: str) -> None:
+        self._errors.labels(self.name, operation).inc()
+
+    async def check(self) -> None:
+        try:
+            await self._inner.check()
+        except BackendError:
+            self._failed("check")
+            raise
+
+    async def create_volume(self, volume: str, *, owner: Identity, mode: int) -> None:
+        try:
+            await self._inner.create_volume(volume, owner=owner, mode=mode)
+        except BackendError:
+            self._failed("create_volume")
+            raise
+
+    async def remove_volume(self, volume: str, *, purge: bool) -> None:
+        try:
+            await self._inner.remove_volume(volume, purge=purge)
+        except BackendError:
+            self._failed("remove_volume")
+            raise
+
+    async def set_top_folder(self, volume: str, *, owner: Identity, mode: int, only_if_empty: bool = False) -> bool:
+        try:
+            return await self._inner.set_top_folder(volume, owner=owner, mode=mode, only_if_empty=only_if_empty)
+        except BackendError:
+            self._failed("set_top_folder")
+            raise
+
+    async def volume_exists(self, volume: str) -> bool:
+        try:
+            return await self._inner.volume_exists(volume)
+        except BackendError:
+            self._failed("volume_exists")
+            raise
+
+    async def mount_identity(self, identity: Identity) -> Path:
+        try:
+            return await self._inner.mount_identity(identity)
+        except BackendError:
+            self._failed("mount_identity")
+            raise
+
+    def volume_path(self, identity: Identity, volume: str) -> Path:
+        try:
+            return self._inner.volume_path(identity, volume)
+        except BackendError:
+            self._failed("volume_path")
+            raise
+
+    async def unmount_identity(self, identity: Identity) -> None:
+        try:
+            await self._inner.unmount_identity(identity)
+        except BackendError:
+            self._failed("unmount_identity")
+            raise
+
+    async def mounted_identities(self) -> list[str]:
+        try:
+            return await self._inner.mounted_identities()
+        except BackendError:
+            self._failed("mounted_identities")
+            raise
+
+    async def close(self) -> None:
+        await self._inner.close()

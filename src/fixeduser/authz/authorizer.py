@@ -10,25 +10,33 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from fixeduser.authz.audit import Auditor, AuditRecord, now
 from fixeduser.authz.escalations import (
     Escalation,
+    build_escalations,
     container_escalations,
     exec_escalations,
+    local_volume_escalation,
+    service_escalations,
     volume_create_escalations,
 )
-from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
+from fixeduser.authz.ledger import ContainerLedger, ContainerRecord, OwnedRecord
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
 from fixeduser.daemon import SELF_ACTIONS, SELF_HEADER, DaemonClient, DaemonError
 from fixeduser.docker_api import (
     ApiRequest,
     BodyError,
     ContainerCreate,
+    MountSpec,
     classify,
     parse_container_create,
     parse_create_response,
     parse_exec_create,
+    parse_exec_create_response,
+    parse_service_create_response,
+    parse_service_spec,
     parse_volume_create,
 )
 from fixeduser.handoff import GateBusy, MountGate
@@ -68,6 +76,25 @@ OWNED_ACTIONS = MOUNTING_ACTIONS | frozenset(
         "container.wait", "container.remove", "container.commit", "exec.create",
     }
 )  # fmt: skip
+# Requests on an exec instance (by exec ID): only the owner of its container, or `others`.
+EXEC_ACTIONS = frozenset({"exec.start", "exec.resize", "exec.inspect"})
+# Requests on a swarm service: only its creator, or `others`.
+SERVICE_OWNED_ACTIONS = frozenset({"service.inspect", "service.update", "service.remove", "service.logs"})
+# Requests that act on every user's containers at once.
+ALL_CONTAINER_ACTIONS = frozenset({"container.prune"})
+# Daemon-level requests that could switch fixeduser off or let something else start containers here,
+# each an escalation on top of its `api` permission (so `api, *` alone never grants them).
+CONTROL_ESCALATIONS = {
+    **{
+        f"plugin.{verb}": "plugin-management"
+        for verb in ("enable", "disable", "remove", "upgrade", "set", "create", "push", "pull")
+    },
+    **{f"swarm.{verb}": "swarm-membership" for verb in ("init", "join", "leave", "update", "unlock", "unlockkey")},
+    "node.update": "swarm-membership",
+    "node.remove": "swarm-membership",
+}
+# Look-ups fixeduser itself makes through the daemon (authenticated by a per-process header).
+OWN_LOOKUPS = SELF_ACTIONS | {"volume.inspect"}
 
 
 class Denied(Exception):
@@ -213,7 +240,15 @@ class Authorizer:
                 f"{ctx.subject} may not {ctx.api.action}: no policy line grants "
                 f"`p, <{ctx.subject} or one of its roles>, api, {ctx.api.action}`"
             )
+        await self._check_action(ctx)
+        return Verdict(allow=True, message="allowed", rule=decision.rule)
+
+    async def _check_action(self, ctx: Context) -> None:
+        """What the action itself needs beyond its `api` permission: escalations, ownership, permits."""
         action = ctx.api.action
+        if action in CONTROL_ESCALATIONS:
+            escalation = Escalation(kind=CONTROL_ESCALATIONS[action], detail=f"{action} {ctx.api.target or ''}".strip())
+            self._require_escalations(ctx, [escalation], action)
         if action == "container.create":
             await self._check_container_create(ctx)
         elif action == "volume.create":
@@ -224,13 +259,22 @@ class Authorizer:
             self._check_volume_prune(ctx)
         elif action in OWNED_ACTIONS:
             await self._check_container_action(ctx)
-        return Verdict(allow=True, message="allowed", rule=decision.rule)
+        elif action in EXEC_ACTIONS:
+            self._check_owned(ctx, self._ledger.execs.find(ctx.api.target or ""), "exec instance")
+        elif action in ALL_CONTAINER_ACTIONS:
+            self._require_others(ctx, "every user's stopped containers")
+        elif action == "image.build":
+            self._require_escalations(ctx, build_escalations(ctx.api.query), "build an image")
+        if action in SERVICE_OWNED_ACTIONS:
+            self._check_owned(ctx, self._ledger.services.find(ctx.api.target or ""), "service")
+        if action in ("service.create", "service.update"):
+            self._check_service_spec(ctx)
 
     def _is_self_query(self, ctx: Context) -> bool:
         return (
             self._daemon is not None
             and not ctx.request.user
-            and ctx.api.action in SELF_ACTIONS
+            and ctx.api.action in OWN_LOOKUPS
             and ctx.request.header(SELF_HEADER) == self._daemon.token
         )
 
@@ -243,14 +287,12 @@ class Authorizer:
                 )
 
     async def _check_container_create(self, ctx: Context) -> None:
-        create = _parsed(lambda: parse_container_create(ctx.request.body), "container create")
-        self._require_escalations(
-            ctx,
-            container_escalations(
-                create, protected=self._protected, is_foreign_container=lambda ref: self._is_foreign(ctx, ref)
-            ),
-            "create a container",
+        create = _parsed(ctx, lambda: parse_container_create(ctx.request.body), "container create")
+        found = container_escalations(
+            create, protected=self._protected, is_foreign_container=lambda ref: self._is_foreign(ctx, ref)
         )
+        found += await self._disguised_binds(ctx, create)
+        self._require_escalations(ctx, found, "create a container")
         volumes = self._container_volumes(ctx, create)
         await self._claim(
             ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes, for_create=True
@@ -287,6 +329,40 @@ class Authorizer:
                 named.setdefault(volume, None)
         return self._identities_for(ctx, ctx.subject, named)
 
+    async def _disguised_binds(self, ctx: Context, create: ContainerCreate) -> list[Escalation]:
+        """Existing `local` volumes with driver options (bind mounts in disguise) this container would use."""
+        host = create.host_config
+        names = {b.source for b in host.binds if b.kind == "volume"}
+        # A --mount with its own driver options creates the volume only if it is new; if it exists the
+        # daemon uses it as it is, so every named --mount volume is checked.
+        names |= {m.source for m in host.mounts if m.type == "volume" and m.source}
+        found = []
+        for name in sorted(names - set(self._registry.names())):
+            inspected = await self._inspect_volume(ctx, name)
+            if inspected is None:
+                continue
+            options = inspected.get("Options")
+            driver = inspected.get("Driver")
+            if not isinstance(driver, str) or (options is not None and not isinstance(options, dict)):
+                raise Denied(f"{ctx.subject}: the daemon described volume {name} in a way fixeduser cannot check")
+            escalation = local_volume_escalation(name, driver, {str(k): str(v) for k, v in (options or {}).items()})
+            if escalation is not None:
+                found.append(escalation)
+        return found
+
+    async def _inspect_volume(self, ctx: Context, name: str) -> dict[str, object] | None:
+        if self._daemon is None:
+            raise Denied(
+                f"{ctx.subject} may not use volume {name}: fixeduser has no daemon connection to check "
+                "that it is not a bind mount in disguise"
+            )
+        try:
+            # TODO(daemon.py owner): a public DaemonClient.inspect_volume; _get is the shared reader.
+            result = await self._daemon._get(f"/volumes/{quote(name, safe='')}")
+        except DaemonError as exc:
+            raise Denied(f"{ctx.subject} may not use volume {name}: cannot check what it is ({exc})") from None
+        return result if isinstance(result, dict) else None
+
     def _identities_for(self, ctx: Context, owner: str, named: dict[str, dict[str, str] | None]) -> dict[str, Identity]:
         identities: dict[str, Identity] = {}
         for name, create_options in sorted(named.items()):
@@ -317,7 +393,7 @@ class Authorizer:
         return parsed.pinned
 
     def _check_volume_create(self, ctx: Context) -> None:
-        create = _parsed(lambda: parse_volume_create(ctx.request.body), "volume create")
+        create = _parsed(ctx, lambda: parse_volume_create(ctx.request.body), "volume create")
         self._require_escalations(ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume")
         if create.driver != self._driver_name:
             return
@@ -347,20 +423,35 @@ class Authorizer:
             )
         self._gate.grant(ctx.key, kind="remove", volume="*", subject=ctx.subject, options={})
 
+    def _require_others(self, ctx: Context, whose: str) -> None:
+        if not ctx.policy.decide(ctx.subject, OTHERS_OBJECT, ctx.api.action).allowed:
+            target = f" {ctx.api.target}" if ctx.api.target else ""
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action}{target}: it acts on {whose}; needs "
+                f"`p, <{ctx.subject} or one of its roles>, {OTHERS_OBJECT}, {ctx.api.action}`"
+            )
+
+    def _check_owned(self, ctx: Context, record: OwnedRecord | ContainerRecord | None, kind: str) -> None:
+        owner = record.owner if record else None
+        if owner != ctx.subject:
+            self._require_others(ctx, f"{owner}'s {kind}" if owner else f"a {kind} fixeduser has no owner for")
+
+    def _check_service_spec(self, ctx: Context) -> None:
+        spec = _parsed(ctx, lambda: parse_service_spec(ctx.request.body), "service spec")
+        found = service_escalations(spec, protected=self._protected, is_fixeduser_volume=self._is_ours)
+        self._require_escalations(ctx, found, "run a service")
+
+    def _is_ours(self, mount: MountSpec) -> bool:
+        if mount.type != "volume":
+            return False
+        return mount.volume_driver == self._driver_name or (bool(mount.source) and mount.source in self._registry)
+
     async def _check_container_action(self, ctx: Context) -> None:
         reference = ctx.api.target or ""
         record = await self._find_container(reference, mounting=ctx.api.action in MOUNTING_ACTIONS)
-        owner = record.owner if record else None
-        if owner != ctx.subject:
-            decision = ctx.policy.decide(ctx.subject, OTHERS_OBJECT, ctx.api.action)
-            if not decision.allowed:
-                whose = f"{owner}'s container" if owner else "a container fixeduser has no owner for"
-                raise Denied(
-                    f"{ctx.subject} may not {ctx.api.action} {reference}: it is {whose}; needs "
-                    f"`p, <{ctx.subject} or one of its roles>, others, {ctx.api.action}`"
-                )
+        self._check_owned(ctx, record, "container")
         if ctx.api.action == "exec.create":
-            exec_create = _parsed(lambda: parse_exec_create(ctx.request.body), "exec create")
+            exec_create = _parsed(ctx, lambda: parse_exec_create(ctx.request.body), "exec create")
             self._require_escalations(ctx, exec_escalations(exec_create), "exec")
         if record is not None and ctx.api.action in MOUNTING_ACTIONS:
             named: dict[str, dict[str, str] | None] = dict.fromkeys(record.volumes)
@@ -422,11 +513,35 @@ class Authorizer:
             await self._ledger.rename(ctx.api.target or "", ctx.api.query.get("name", [""])[0])
         elif action == "container.remove" and status == 204:
             await self._ledger.forget(ctx.api.target or "")
+        elif action == "exec.create" and status == 201:
+            await self._record_exec(ctx)
+        elif action == "service.create" and status == 201:
+            service_id = _parsed(ctx, lambda: parse_service_create_response(ctx.request.response_body),
+                                 "service create response")  # fmt: skip
+            spec = _parsed(ctx, lambda: parse_service_spec(ctx.request.body), "service spec")
+            await self._ledger.services.record(OwnedRecord(id=service_id, name=spec.name, owner=ctx.subject))
+        elif action == "service.remove" and status == 200:
+            await self._ledger.services.forget(ctx.api.target or "")
         return Verdict(allow=True, message="response passed")
 
+    async def _record_exec(self, ctx: Context) -> None:
+        exec_id = _parsed(ctx, lambda: parse_exec_create_response(ctx.request.response_body), "exec create response")
+        container = self._ledger.find(ctx.api.target or "")
+        # The exec belongs to whoever owns its container (the creator when fixeduser has no owner).
+        await self._ledger.execs.record(
+            OwnedRecord(
+                id=exec_id,
+                name="",
+                owner=container.owner if container else ctx.subject,
+                container=container.id if container else "",
+            )
+        )
+
     async def _record_container(self, ctx: Context) -> None:
-        container_id = _parsed(lambda: parse_create_response(ctx.request.response_body), "container create response")
-        create = _parsed(lambda: parse_container_create(ctx.request.body), "container create")
+        container_id = _parsed(
+            ctx, lambda: parse_create_response(ctx.request.response_body), "container create response"
+        )
+        create = _parsed(ctx, lambda: parse_container_create(ctx.request.body), "container create")
         volumes = sorted(name for name in self._container_volume_names(create) if name in self._registry)
         await self._ledger.record(
             ContainerRecord(
@@ -448,11 +563,14 @@ class Authorizer:
         return names
 
 
-def _parsed(parse: Callable[[], T], what: str) -> T:
+def _parsed(ctx: Context, parse: Callable[[], T], what: str) -> T:
     try:
         return parse()
     except (BodyError, ValueError) as exc:
-        raise Denied(f"cannot read the {what} body, so it is denied: {exc}") from None
+        raise Denied(
+            f"{ctx.subject} may not {ctx.api.action}: fixeduser cannot read the {what} body ({exc}) "
+            "and denies what it cannot check"
+        ) from None
 
 
 def _is_form_body(request: AuthZRequest) -> bool:

@@ -12,29 +12,88 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from fixeduser.docker_api import ContainerCreate, ExecCreate
+from fixeduser.docker_api import ContainerCreate, ExecCreate, MountSpec, ServiceSpec
 
 ESCALATION_OBJECT = "escalation"
-NAMESPACE_MODES = ("pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns_mode", "network_mode")
+NAMESPACE_MODES = ("pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns_mode", "network_mode", "cgroup")
+# Values of each namespace field that keep the container in namespaces of its own.
+SAFE_NAMESPACE_VALUES = {
+    "pid_mode": frozenset({""}),
+    "ipc_mode": frozenset({"", "none", "private", "shareable"}),
+    "uts_mode": frozenset({""}),
+    "userns_mode": frozenset({""}),
+    "cgroupns_mode": frozenset({"", "private"}),
+    "cgroup": frozenset({""}),
+}
 SAFE_SECURITY_OPTS = frozenset({"no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"})
-LOCAL_BIND_OPTIONS = frozenset({"device", "o", "type"})
+LOCAL_DRIVERS = frozenset({"", "local"})
+# Folders where the daemon discovers plugins (a bind there can replace fixeduser's socket) and
+# the daemon's own socket: protected whatever the deployment passes in.
+BUILTIN_PROTECTED = (
+    Path("/run/docker/plugins"),
+    Path("/etc/docker/plugins"),
+    Path("/usr/lib/docker/plugins"),
+    Path("/run/docker.sock"),
+    Path("/var/run/docker.sock"),
+)
 
-# The table in README.md ("Escalations") documents each class; keep them in step.
-CLASSES = {
-    "privileged": "privileged mode",
-    "capabilities": "added capabilities",
-    "devices": "host devices, device cgroup rules or device requests",
-    "namespaces": "host or another container's namespaces",
-    "security-options": "security options that change confinement",
-    "bind": "a bind mount of a host path (granted per path: `bind:<path>`, action `bind`)",
-    "protected-bind": "a bind mount of fixeduser's own state, storage or mount folders",
-    "volume-driver-bind": "a `local` volume with driver options (a bind mount in disguise)",
-    "volumes-from": "volumes of a container owned by someone else",
-    "sysctls": "kernel parameters",
-    "runtime": "a runtime other than runc",
-    "cgroup-parent": "a custom cgroup parent",
-    "exec-privileged": "a privileged exec",
-    "exec-user": "an exec as a chosen user",
+
+class EscalationClass(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    description: str
+    grant: str = ""  # the policy line that grants it, when it is not `p, X, escalation, <class>`
+
+
+# docs/escalations.md is generated from this table (tests/authz/test_escalations_doc.py checks).
+CLASSES: dict[str, EscalationClass] = {
+    "privileged": EscalationClass(description="privileged mode (`--privileged`)"),
+    "capabilities": EscalationClass(
+        description="added capabilities (`--cap-add`, `HostConfig.Capabilities`, a service's `CapabilityAdd`)"
+    ),
+    "devices": EscalationClass(
+        description="host devices, device cgroup rules or device requests (`--device`, `--gpus`)"
+    ),
+    "namespaces": EscalationClass(
+        description="host namespaces or those of a container you do not own "
+        "(`--pid/--ipc/--uts/--userns/--cgroupns/--network host`, `container:X`, a service on the host network)"
+    ),
+    "links": EscalationClass(description="a link to a container you do not own (`--link`: exposes its environment)"),
+    "security-options": EscalationClass(
+        description="security options that change confinement (`--security-opt` other than no-new-privileges, "
+        "`systempaths=unconfined`, a service's loosened `Privileges`)"
+    ),
+    "bind": EscalationClass(
+        description="a bind mount of a host path (`-v /path:...`, `--mount type=bind`), checked on the path "
+        "with symlinks and `..` resolved",
+        grant="p, <subject>, bind:<path pattern>, bind",
+    ),
+    "protected-bind": EscalationClass(
+        description="a bind mount reaching fixeduser's state, storage, mount or policy folders, the plugin "
+        "sockets or the Docker socket"
+    ),
+    "volume-driver-bind": EscalationClass(
+        description="a `local` volume with driver options (`-o type=none -o device=/ -o o=bind`: a bind mount in "
+        "disguise), created or used"
+    ),
+    "volumes-from": EscalationClass(description="volumes of a container you do not own (`--volumes-from`)"),
+    "sysctls": EscalationClass(description="kernel parameters (`--sysctl`, a service's `Sysctls`)"),
+    "runtime": EscalationClass(description="a runtime other than runc (`--runtime`)"),
+    "cgroup-parent": EscalationClass(description="a custom cgroup parent (`--cgroup-parent`, also on builds)"),
+    "exec-privileged": EscalationClass(description="a privileged exec (`docker exec --privileged`)"),
+    "exec-user": EscalationClass(description="an exec as a chosen user (`docker exec --user`)"),
+    "service-volumes": EscalationClass(
+        description="a swarm service mounting fixeduser volumes: the daemon starts its tasks without an API "
+        "request, so no owner identity can be checked"
+    ),
+    "plugin-management": EscalationClass(
+        description="installing, enabling, disabling, configuring, upgrading, pushing or removing plugins, and "
+        "services that run plugins: a disabled authorization plugin lets everything through"
+    ),
+    "swarm-membership": EscalationClass(
+        description="initializing, joining, leaving, updating or unlocking a swarm: a swarm manager elsewhere "
+        "could start containers here without any API request"
+    ),
 }
 
 
@@ -64,6 +123,8 @@ def container_escalations(
         found.append(Escalation(kind="privileged", detail="--privileged"))
     if host.cap_add:
         found.append(Escalation(kind="capabilities", detail=f"--cap-add {','.join(host.cap_add)}"))
+    if host.capabilities is not None:
+        found.append(Escalation(kind="capabilities", detail=f"HostConfig.Capabilities {host.capabilities}"))
     if host.devices or host.device_cgroup_rules or host.device_requests:
         found.append(Escalation(kind="devices", detail="--device / --device-cgroup-rule / --gpus"))
     found.extend(_namespace_escalations(create, is_foreign_container))
@@ -76,7 +137,7 @@ def container_escalations(
     ]
     if unsafe:
         found.append(Escalation(kind="security-options", detail=f"--security-opt {' '.join(unsafe)}"))
-    found.extend(_bind_escalations(create, [p.resolve() for p in protected]))
+    found.extend(_bind_escalations(create, _protected_roots(protected)))
     if host.sysctls:
         found.append(Escalation(kind="sysctls", detail=f"--sysctl {','.join(sorted(host.sysctls))}"))
     if host.runtime and host.runtime != "runc":
@@ -87,7 +148,15 @@ def container_escalations(
         container = source.split(":", 1)[0]
         if is_foreign_container(container):
             found.append(Escalation(kind="volumes-from", detail=f"--volumes-from {container}"))
+    for link in [*host.links, *create.endpoint_links]:
+        container = link.split(":", 1)[0]
+        if is_foreign_container(container):
+            found.append(Escalation(kind="links", detail=f"--link {container}"))
     return found
+
+
+def _protected_roots(protected: Iterable[Path]) -> list[Path]:
+    return [Path(os.path.realpath(p)) for p in (*protected, *BUILTIN_PROTECTED)]
 
 
 def _namespace_escalations(create: ContainerCreate, is_foreign: Callable[[str], bool]) -> list[Escalation]:
@@ -95,40 +164,132 @@ def _namespace_escalations(create: ContainerCreate, is_foreign: Callable[[str], 
     for field in NAMESPACE_MODES:
         mode: str = getattr(create.host_config, field)
         name = field.removesuffix("_mode")
-        if mode == "host":
-            found.append(Escalation(kind="namespaces", detail=f"--{name}=host"))
-        elif mode.startswith("container:") and is_foreign(mode.removeprefix("container:")):
-            found.append(Escalation(kind="namespaces", detail=f"--{name}={mode}"))
+        if field == "network_mode":
+            # The daemon reads "host" and "container:<ref>"; anything else names a network.
+            if mode == "host":
+                found.append(Escalation(kind="namespaces", detail="--network=host"))
+            elif mode.partition(":")[0] == "container" and ":" in mode and is_foreign(mode.partition(":")[2]):
+                found.append(Escalation(kind="namespaces", detail=f"--network={mode}"))
+            continue
+        if mode in SAFE_NAMESPACE_VALUES[field]:
+            continue
+        kind, _, ref = mode.partition(":")
+        if kind == "container" and ref and not is_foreign(ref):
+            continue  # a namespace of one's own container
+        found.append(Escalation(kind="namespaces", detail=f"--{name}={mode}"))
     return found
 
 
 def _bind_escalations(create: ContainerCreate, protected: list[Path]) -> list[Escalation]:
-    sources = [b.source for b in create.host_config.binds if b.kind == "bind"]
-    sources += [m.source for m in create.host_config.mounts if m.type == "bind"]
-    found = [_bind_escalation(source, protected) for source in sources]
-    for mount in create.host_config.mounts:
-        if mount.type == "volume" and _is_local_bind(mount.volume_driver, mount.volume_driver_opts):
+    found = [_bind_escalation(b.source, protected) for b in create.host_config.binds if b.kind == "bind"]
+    found += _mount_escalations(create.host_config.mounts, protected)
+    return found
+
+
+def _mount_escalations(mounts: Iterable[MountSpec], protected: list[Path]) -> list[Escalation]:
+    found = []
+    for mount in mounts:
+        if mount.type == "bind":
+            found.append(_bind_escalation(mount.source, protected, flag="--mount type=bind,source="))
+        elif mount.type == "volume" and _is_local_bind(mount.volume_driver, mount.volume_driver_opts):
             found.append(Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'}"))
     return found
 
 
-def _bind_escalation(source: str, protected: list[Path]) -> Escalation:
-    # The daemon bind-mounts what the path resolves to on the host, symlinks and `..` included.
-    resolved = Path(os.path.realpath(source))
+def _bind_escalation(source: str, protected: list[Path], *, flag: str = "-v ") -> Escalation:
+    # The daemon bind-mounts what the path resolves to on the host, symlinks and `..` included;
+    # a relative source (which the daemon rejects) is checked as the root it could reach.
+    resolved = Path(os.path.realpath(source if source.startswith("/") else "/"))
     for root in protected:
         if resolved == root or root in resolved.parents or resolved in root.parents:
-            return Escalation(kind="protected-bind", detail=f"-v {source} (reaches {root})")
-    return Escalation(kind="bind", detail=f"-v {source}", obj=f"bind:{resolved}", act="bind")
+            return Escalation(kind="protected-bind", detail=f"{flag}{source} (reaches {root})")
+    return Escalation(kind="bind", detail=f"{flag}{source}", obj=f"bind:{resolved}", act="bind")
 
 
 def _is_local_bind(driver: str, options: dict[str, str]) -> bool:
-    return driver in ("", "local") and bool(LOCAL_BIND_OPTIONS & set(options))
+    # The local driver takes only type/device/o (and size): any option is a mount of its choosing.
+    return driver in LOCAL_DRIVERS and bool(options)
 
 
 def volume_create_escalations(driver: str, options: dict[str, str]) -> list[Escalation]:
     if _is_local_bind(driver, options):
         return [Escalation(kind="volume-driver-bind", detail=f"volume driver options {sorted(options)}")]
     return []
+
+
+def local_volume_escalation(name: str, driver: str, options: dict[str, str]) -> Escalation | None:
+    """An existing volume used by name that is a `local` volume with options (a disguised bind)."""
+    if _is_local_bind(driver, options):
+        return Escalation(kind="volume-driver-bind", detail=f"volume {name} (local driver options {sorted(options)})")
+    return None
+
+
+def service_escalations(
+    spec: ServiceSpec, *, protected: Iterable[Path], is_fixeduser_volume: Callable[[MountSpec], bool]
+) -> list[Escalation]:
+    """Every escalation class in a swarm service spec: its tasks start with no API request to check."""
+    found: list[Escalation] = []
+    if spec.has_plugin_spec or spec.runtime not in ("", "container"):
+        found.append(Escalation(kind="plugin-management", detail=f"a service with runtime {spec.runtime or 'plugin'}"))
+    if "host" in spec.networks:
+        found.append(Escalation(kind="namespaces", detail="a service on the host network"))
+    container = spec.container
+    if container is None:
+        return found
+    if container.cap_add:
+        found.append(Escalation(kind="capabilities", detail=f"--cap-add {','.join(container.cap_add)}"))
+    if container.sysctls:
+        found.append(Escalation(kind="sysctls", detail=f"--sysctl {','.join(sorted(container.sysctls))}"))
+    if container.loosened:
+        found.append(Escalation(kind="security-options", detail=f"privileges {' '.join(container.loosened)}"))
+    found += _mount_escalations(container.mounts, _protected_roots(protected))
+    ours = sorted({m.source or "anonymous" for m in container.mounts if is_fixeduser_volume(m)})
+    if ours:
+        found.append(Escalation(kind="service-volumes", detail=f"--mount of fixeduser volume(s) {', '.join(ours)}"))
+    return found
+
+
+def build_escalations(query: dict[str, list[str]]) -> list[Escalation]:
+    """Escalations in `POST /build` query parameters (the build's RUN steps are containers too)."""
+    found = []
+    network = (query.get("networkmode") or [""])[-1]
+    if network == "host" or network.startswith("container:"):
+        found.append(Escalation(kind="namespaces", detail=f"docker build --network {network}"))
+    parent = (query.get("cgroupparent") or [""])[-1]
+    if parent:
+        found.append(Escalation(kind="cgroup-parent", detail=f"docker build --cgroup-parent {parent}"))
+    return found
+
+
+def policy_line(kind: str) -> str:
+    """The policy line that grants escalation class `kind`."""
+    return CLASSES[kind].grant or f"p, <subject>, {ESCALATION_OBJECT}, {kind}"
+
+
+def escalations_markdown() -> str:
+    """docs/escalations.md: every class, its default and the line that grants it."""
+    lines = [
+        "# Escalations",
+        "",
+        "<!-- Generated from fixeduser.authz.escalations.CLASSES by "
+        "`python -m fixeduser.authz.escalations > docs/escalations.md`; do not edit. -->",
+        "",
+        "Anything in a request that could reach the host, another user's container or storage outside",
+        "the fixed-user path is an *escalation*. Each is denied unless the policy grants its class to",
+        "the user or one of their roles (`p, role:admin, *, *` grants all of them). A denial names the",
+        "class and the missing line.",
+        "",
+        "| Class | What it covers | Default | Policy line that grants it |",
+        "|---|---|---|---|",
+    ]
+    for kind, cls in CLASSES.items():
+        description = cls.description.replace("|", "\\|")
+        lines.append(f"| `{kind}` | {description} | denied | `{policy_line(kind)}` |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(escalations_markdown(), end="")
 
 
 def exec_escalations(create: ExecCreate) -> list[Escalation]:

@@ -1,4 +1,5 @@
-"""Who created each container: the ownership ledger, filled from container-create responses."""
+"""Who owns what: containers (filled from container-create responses), and the exec instances and
+swarm services that belong to someone (filled from exec-create and service-create responses)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from pydantic import BaseModel, ConfigDict
 from fixeduser.state import StateStore, to_json
 
 _MIN_PREFIX = 4
+_OWNED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owned_objects (
+    kind TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL,
+    container TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (kind, id)
+)
+"""
 
 
 class ContainerRecord(BaseModel):
@@ -29,6 +36,9 @@ class ContainerLedger:
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
+        store.execute(_OWNED_SCHEMA)
+        self.execs = OwnedLedger(store, "exec", prefixes=False)
+        self.services = OwnedLedger(store, "service", prefixes=True)
         self._by_id: dict[str, ContainerRecord] = {}
         self._by_name: dict[str, str] = {}
         for row in store.query("SELECT id, name, owner, volumes, restart FROM containers ORDER BY created"):
@@ -77,6 +87,7 @@ class ContainerLedger:
         if self._by_name.get(record.name) == record.id:
             del self._by_name[record.name]
         await self._store.write("DELETE FROM containers WHERE id = ?", (record.id,))
+        await self.execs.forget_container(record.id)
 
     def find(self, reference: str) -> ContainerRecord | None:
         """Resolve a reference the way the daemon does: full ID, then exact name, then unique ID prefix."""
@@ -93,6 +104,70 @@ class ContainerLedger:
     def restartable_using(self, volume: str) -> list[ContainerRecord]:
         """Containers with a restart policy that mount `volume`: the daemon may start them unasked."""
         return [r for r in self._by_id.values() if r.restart and volume in r.volumes]
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+class OwnedRecord(BaseModel):
+    """An exec instance or swarm service, with who may act on it (`container`: an exec's container)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    owner: str
+    container: str = ""
+
+
+class OwnedLedger:
+    """Owners of one kind of object, looked up the way the daemon resolves its references."""
+
+    def __init__(self, store: StateStore, kind: str, *, prefixes: bool) -> None:
+        self._store = store
+        self._kind = kind
+        self._prefixes = prefixes
+        self._by_id: dict[str, OwnedRecord] = {}
+        rows = store.query(
+            "SELECT id, name, owner, container FROM owned_objects WHERE kind = ? ORDER BY created", (kind,)
+        )
+        for row in rows:
+            self._by_id[row[0]] = OwnedRecord(id=row[0], name=row[1], owner=row[2], container=row[3])
+
+    async def record(self, record: OwnedRecord) -> None:
+        self._by_id[record.id] = record
+        await self._store.write(
+            "INSERT OR REPLACE INTO owned_objects VALUES (?, ?, ?, ?, ?, ?)",
+            (self._kind, record.id, record.name, record.owner, record.container, time.time()),
+        )
+
+    def find(self, reference: str) -> OwnedRecord | None:
+        """Exact ID; for kinds the daemon resolves that way, then exact name, then unique ID prefix."""
+        if reference in self._by_id:
+            return self._by_id[reference]
+        if not self._prefixes or not reference:
+            return None
+        named = [r for r in self._by_id.values() if r.name == reference]
+        if len(named) == 1:
+            return named[0]
+        matches = [r for cid, r in self._by_id.items() if cid.startswith(reference)]
+        return matches[0] if len(matches) == 1 else None
+
+    async def forget(self, reference: str) -> None:
+        record = self.find(reference)
+        if record is not None:
+            del self._by_id[record.id]
+            await self._store.write("DELETE FROM owned_objects WHERE kind = ? AND id = ?", (self._kind, record.id))
+
+    async def forget_container(self, container_id: str) -> None:
+        """Drop the records that belong to a removed container (its exec instances)."""
+        gone = [r.id for r in self._by_id.values() if r.container == container_id]
+        for oid in gone:
+            del self._by_id[oid]
+        if gone:
+            await self._store.write(
+                "DELETE FROM owned_objects WHERE kind = ? AND container = ?", (self._kind, container_id)
+            )
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -34,14 +34,19 @@ __all__ = [
     "MISSING_BODY",
     "Bind",
     "ContainerCreate",
+    "ContainerSpec",
     "ExecCreate",
     "HostConfig",
     "MountSpec",
+    "ServiceSpec",
     "VolumeCreate",
     "parse_bind",
     "parse_container_create",
     "parse_create_response",
     "parse_exec_create",
+    "parse_exec_create_response",
+    "parse_service_create_response",
+    "parse_service_spec",
     "parse_volume_create",
 ]
 
@@ -122,6 +127,9 @@ class HostConfig(BaseModel):
     masked_paths: list[str] | None = None
     readonly_paths: list[str] | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
+    links: list[str] = Field(default_factory=list)  # "container[:alias]"
+    # API 1.40's HostConfig.Capabilities (a full capability set); None when absent or null.
+    capabilities: list[str] | None = None
 
 
 class ContainerCreate(BaseModel):
@@ -133,6 +141,7 @@ class ContainerCreate(BaseModel):
     user: str
     volumes: list[str]  # Config.Volumes keys: anonymous volume targets
     host_config: HostConfig
+    endpoint_links: list[str] = Field(default_factory=list)  # NetworkingConfig.EndpointsConfig.*.Links
 
 
 class VolumeCreate(BaseModel):
@@ -382,7 +391,27 @@ def _host_config(hc: JsonObject) -> HostConfig:
         masked_paths=opt_list_of_str_field(hc, "MaskedPaths"),
         readonly_paths=opt_list_of_str_field(hc, "ReadonlyPaths"),
         annotations=str_map_field(hc, "Annotations"),
+        links=list_of_str_field(hc, "Links"),
+        capabilities=opt_list_of_str_field(hc, "Capabilities"),
     )
+
+
+def _endpoint_links(top: JsonObject) -> list[str]:
+    networking = obj_field(top, "NetworkingConfig") or JsonObject()
+    endpoints = obj_field(networking, "EndpointsConfig") or JsonObject()
+    links: list[str] = []
+    # map[string]*EndpointSettings: keys are network names (data, not folded); repeated keys merge.
+    merged: dict[str, list[tuple[str, object]]] = {}
+    for name, value in endpoints.pairs:
+        if value is None:
+            merged[name] = []
+            continue
+        if not isinstance(value, JsonObject):
+            raise BodyError(f"field 'EndpointsConfig[{name!r}]': expected an object")
+        merged.setdefault(name, []).extend(value.pairs)
+    for pairs in merged.values():
+        links += list_of_str_field(JsonObject(pairs), "Links")
+    return links
 
 
 def parse_container_create(body: bytes) -> ContainerCreate:
@@ -399,6 +428,7 @@ def parse_container_create(body: bytes) -> ContainerCreate:
         user=str_field(top, "User"),
         volumes=key_set_field(top, "Volumes"),
         host_config=_host_config(obj_field(top, "HostConfig") or JsonObject()),
+        endpoint_links=_endpoint_links(top),
     )
 
 
@@ -424,12 +454,95 @@ def parse_exec_create(body: bytes) -> ExecCreate:
 
 
 _CONTAINER_ID: Final = re.compile(r"[0-9a-f]{64}")
+_SWARM_ID: Final = re.compile(r"[0-9a-z]{25}")
+
+
+def _response_id(body: bytes, key: str, pattern: re.Pattern[str], what: str) -> str:
+    top = _object(body)
+    value = str_field(top, key)
+    if not pattern.fullmatch(value):
+        raise BodyError(f"{what} response has no valid {key}: {value!r}")
+    return value
 
 
 def parse_create_response(body: bytes) -> str:
     """The container ID from a ``POST /containers/create`` response body."""
+    return _response_id(body, "Id", _CONTAINER_ID, "container create")
+
+
+def parse_exec_create_response(body: bytes) -> str:
+    """The exec ID from a ``POST /containers/{name}/exec`` response body (``{"Id": ...}``)."""
+    return _response_id(body, "Id", _CONTAINER_ID, "exec create")
+
+
+def parse_service_create_response(body: bytes) -> str:
+    """The service ID from a ``POST /services/create`` response body (``{"ID": ...}``)."""
+    return _response_id(body, "ID", _SWARM_ID, "service create")
+
+
+# --- swarm services ----------------------------------------------------------------------
+
+
+class ContainerSpec(BaseModel):
+    """The policy-relevant part of a service's ``TaskTemplate.ContainerSpec``."""
+
+    model_config = _FROZEN
+
+    mounts: list[MountSpec] = Field(default_factory=list)
+    cap_add: list[str] = Field(default_factory=list)
+    sysctls: dict[str, str] = Field(default_factory=dict)
+    # Privileges that loosen confinement, as "name=value" (e.g. "seccomp=unconfined").
+    loosened: list[str] = Field(default_factory=list)
+
+
+class ServiceSpec(BaseModel):
+    """``POST /services/create`` and ``POST /services/{id}/update`` bodies (swarm.ServiceSpec)."""
+
+    model_config = _FROZEN
+
+    name: str
+    runtime: str  # TaskTemplate.Runtime: "" / "container", "plugin", "attachment"
+    has_plugin_spec: bool
+    container: ContainerSpec | None
+    networks: list[str]  # TaskTemplate.Networks[].Target and the deprecated Spec.Networks[].Target
+
+
+def _loosened_privileges(privileges: JsonObject) -> list[str]:
+    out: list[str] = []
+    selinux = obj_field(privileges, "SELinuxContext")
+    if selinux is not None and bool_field(selinux, "Disable"):
+        out.append("selinux=disable")
+    for name, safe in (("Seccomp", ("", "default")), ("AppArmor", ("", "default"))):
+        section = obj_field(privileges, name)
+        mode = str_field(section, "Mode") if section is not None else ""
+        if mode not in safe:
+            out.append(f"{name.lower()}={mode}")
+    if obj_field(privileges, "CredentialSpec") is not None:
+        out.append("credentialspec")
+    return out
+
+
+def _container_spec(cs: JsonObject) -> ContainerSpec:
+    privileges = obj_field(cs, "Privileges") or JsonObject()
+    return ContainerSpec(
+        mounts=[_mount(m) for m in obj_list_field(cs, "Mounts")],
+        cap_add=list_of_str_field(cs, "CapabilityAdd"),
+        sysctls=str_map_field(cs, "Sysctls"),
+        loosened=_loosened_privileges(privileges),
+    )
+
+
+def parse_service_spec(body: bytes) -> ServiceSpec:
+    """Parse a service create/update body as the daemon (swarmkit) reads it."""
     top = _object(body)
-    cid = str_field(top, "Id")
-    if not _CONTAINER_ID.fullmatch(cid):
-        raise BodyError(f"container create response has no valid Id: {cid!r}")
-    return cid
+    task = obj_field(top, "TaskTemplate", pointer=False) or JsonObject()
+    container = obj_field(task, "ContainerSpec")
+    networks = [str_field(n, "Target") for n in obj_list_field(task, "Networks")]
+    networks += [str_field(n, "Target") for n in obj_list_field(top, "Networks")]
+    return ServiceSpec(
+        name=str_field(top, "Name"),
+        runtime=str_field(task, "Runtime"),
+        has_plugin_spec=obj_field(task, "PluginSpec") is not None,
+        container=_container_spec(container) if container is not None else None,
+        networks=networks,
+    )

@@ -28,6 +28,9 @@ def _inprocess(policy_dir: Path, users: list[str], casbin_budget: float) -> dict
 
     out: dict[str, float] = {}
     gc.collect()
+    policy = load_policy(policy_dir)  # first load pays for imports and caches; time the second
+    del policy
+    gc.collect()
     t = time.perf_counter()
     policy = load_policy(policy_dir)
     out["fixeduser_load_s"] = time.perf_counter() - t
@@ -57,6 +60,24 @@ def _inprocess(policy_dir: Path, users: list[str], casbin_budget: float) -> dict
             break
     s = summarize(times)
     out["casbin_median_ms"], out["casbin_p99_ms"], out["casbin_n"] = s.median / 1e6, s.p99 / 1e6, s.n
+    # A denial has no early match: casbin evaluates every line, the index only the subject's own rules.
+    denied = [(u, "api", "image.remove") for u in sample]
+    times = []
+    deadline = time.perf_counter() + casbin_budget / 2
+    for i, r in enumerate(denied):
+        t0 = time.perf_counter_ns()
+        assert not enforcer.enforce(*r)
+        times.append(time.perf_counter_ns() - t0)
+        if i >= 3 and time.perf_counter() > deadline:
+            break
+    out["casbin_deny_median_ms"] = summarize(times).median / 1e6
+    out["casbin_deny_n"] = len(times)
+    del enforcer
+    policy = load_policy(policy_dir)
+    t = time.perf_counter_ns()
+    for r in denied:
+        assert not policy.decide(*r).allowed
+    out["fixeduser_deny_cold_us"] = (time.perf_counter_ns() - t) / len(denied) / 1e3
     return out
 
 
@@ -125,9 +146,9 @@ async def run(base: Path, *, quick: bool) -> Part:
     decisions = Table(
         key="scale_decisions", title="Decision cost by policy size",
         columns=["policy lines", "fixeduser load s", "casbin load s", "fixeduser cold µs", "fixeduser warm µs",
-                 "casbin median ms", "casbin p99 ms", "socket create p50 ms (1)", "socket create p99 ms (1)",
+                 "casbin median ms", "casbin p99 ms", "fixeduser deny cold µs", "casbin deny median ms", "socket create p50 ms (1)", "socket create p99 ms (1)",
                  "socket create p99 ms (8)", "calls/s (8)"],
-        chart=Chart(x="policy lines", ys=["socket create p99 ms (1)", "casbin median ms"], ylabel="ms", log=True),
+        chart=Chart(x="policy lines", ys=["socket create p99 ms (1)", "casbin median ms", "casbin deny median ms"], ylabel="ms", log=True),
     )
     reload = Table(
         key="scale_reload", title="Reload under load and memory",
@@ -162,6 +183,7 @@ async def run(base: Path, *, quick: bool) -> Part:
             server.stop()
         decisions.rows.append([size, inproc["fixeduser_load_s"], inproc["casbin_load_s"], inproc["fixeduser_cold_us"],
                                inproc["fixeduser_warm_us"], inproc["casbin_median_ms"], inproc["casbin_p99_ms"],
+                               inproc["fixeduser_deny_cold_us"], inproc["casbin_deny_median_ms"],
                                creates(one, "median"), creates(one, "p99"), creates(eight, "p99"), eight.throughput])
         reload.rows.append([size, rl["reload_s"], rl["before_p50_ms"], rl["before_p99_ms"], rl["during_p50_ms"],
                             rl["during_p99_ms"], rl["during_max_ms"], rl["during_n"],
@@ -171,15 +193,18 @@ async def run(base: Path, *, quick: bool) -> Part:
     big_d, big_r = decisions.rows[-1], reload.rows[-1]
     part.targets += [
         Target("socket p99 of container-create AuthZReq at 100,000 lines, 1 client", "< 1 ms",
-               f"{big_d[8]:.3f} ms", big_d[8] < 1.0),
+               f"{big_d[10]:.3f} ms", big_d[10] < 1.0),
         Target("reload of 100,000 lines (write → new policy decides)", "< 2 s", f"{big_r[1]:.2f} s", big_r[1] < 2.0),
         Target("decisions during that reload: worst call latency", "not blocked (< 100 ms)",
                f"max {big_r[6]:.1f} ms, p99 {big_r[5]:.1f} ms", big_r[6] < 100),
         Target("plugin memory at 100,000 lines (VmHWM, includes the reload)", "< 200 MB", f"{big_r[9]:.0f} MB",
                big_r[9] < 200),
     ]
-    part.notes.append("casbin runs are capped by time, so their sample count is small at 100,000 lines "
-                      f"(n = {part.data[str(SIZES[-1])]['inprocess']['casbin_n']:.0f}).")
+    part.notes.append("casbin runs are capped by time; at 100,000 lines: "
+                      f"n = {part.data[str(SIZES[-1])]['inprocess']['casbin_n']:.0f} allowed and "
+                      f"{part.data[str(SIZES[-1])]['inprocess']['casbin_deny_n']:.0f} denied decisions. "
+                      "Allowed decisions stop at the first matching line (the department rules come first in "
+                      "the generated file), denials scan the whole policy.")
     return part
 
 

@@ -1,0 +1,128 @@
+"""Part 3: end-to-end Docker overhead: the docker CLI against a daemon with fixeduser and one without."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from bench.common import POLICY_DIR, FloorServer, summarize
+from bench.report import Chart, Part, Table, Target
+from fixeduser.sandbox import SPEC_DIR, Dockerd, Stack, TLSUsers, start_stack
+
+USER = "alice"  # an engineer with a fixed identity in policies/policy.csv
+VOLUME = "eng-e2e"
+KEEP = "e2e-keep"
+
+
+def _commands() -> list[tuple[str, list[str]]]:
+    return [
+        ("docker run --rm -v vol", ["run", "--rm", "--network", "none", "-v", f"{VOLUME}:/data", "busybox:local",
+                                    "true"]),
+        ("docker run --rm (no volume)", ["run", "--rm", "--network", "none", "busybox:local", "true"]),
+        ("docker ps", ["ps"]),
+        ("docker inspect", ["inspect", KEEP]),
+    ]
+
+
+def _timed(daemon: Dockerd, args: list[str]) -> float:
+    t = time.perf_counter()
+    result = daemon.docker(*args, user=USER, timeout=120)
+    elapsed = time.perf_counter() - t
+    if result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
+    return elapsed
+
+
+async def run(base: Path, *, quick: bool) -> Part:
+    part = Part(
+        key="docker",
+        title="3. End-to-end Docker overhead",
+        measures=(
+            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against two private sandbox "
+            "daemons running at the same time: one with fixeduser as authorization plugin and volume driver "
+            "(volume created with `-d fixeduser`), one without any plugin (a `local` driver volume), and one "
+            "with the allow-all floor plugin (bench/floor.py) as authz plugin, which shows what any authz "
+            "plugin costs in the daemon. Runs "
+            "alternate between the daemons, command by command, after one warm-up run each. "
+            "`docker run --rm -v vol` mounts the fixed-user bindfs view; `docker inspect` targets a running "
+            "container."
+        ),
+    )
+    rounds = 5 if quick else 30
+    policy = base / "policy"
+    shutil.copytree(POLICY_DIR, policy)
+    plain = Dockerd(base / "plain", tls=TLSUsers(base / "plain-tls", users=[USER]))
+    floor_name = f"fubench-floor-{secrets.token_hex(3)}"
+    floor_spec = SPEC_DIR / f"{floor_name}.spec"
+    floor = FloorServer(base / "floor.sock", base / "floor.log")
+    floored = Dockerd(base / "floored", authz_plugin=floor_name, tls=TLSUsers(base / "floor-tls", users=[USER]))
+    stack: Stack | None = None
+    try:
+        stack = start_stack(base / "fu", policy_dir=policy, users=(USER,), prefix="fubench")
+        plain.start()
+        plain.import_busybox()
+        floor.start()
+        SPEC_DIR.mkdir(parents=True, exist_ok=True)
+        floor_spec.write_text(f"unix://{floor.socket_path}\n")
+        floored.start()
+        floored.import_busybox()
+        daemons = (("plain", plain), ("floor authz", floored), ("fixeduser", stack.dockerd))
+        for daemon, driver in ((plain, "local"), (floored, "local"), (stack.dockerd, stack.driver)):
+            daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
+            r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
+                              user=USER, timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError(f"cannot start {KEEP}: {r.stderr}")
+        table = Table(
+            key="docker_overhead", title=f"docker CLI wall time ({rounds} interleaved runs each, ms)",
+            columns=["command", "plain median", "plain p99", "floor authz median", "fixeduser median",
+                     "fixeduser p99", "added ms (median)", "added % (median)", "added % vs floor authz"],
+            chart=Chart(x="command", ys=["plain median", "floor authz median", "fixeduser median"],
+                        ylabel="ms (median)"),
+        )
+        times: dict[tuple[str, str], list[float]] = {}
+        for name, args in _commands():
+            for _, daemon in daemons:
+                _timed(daemon, args)
+            for i in range(rounds):
+                for who, daemon in (daemons if i % 2 == 0 else daemons[::-1]):
+                    times.setdefault((name, who), []).append(1000 * _timed(daemon, args))
+            p, fl, f = (summarize(times[(name, who)]) for who, _ in daemons)
+            table.rows.append([name, p.median, p.p99, fl.median, f.median, f.p99, f.median - p.median,
+                               100 * (f.median - p.median) / p.median, 100 * (f.median - fl.median) / fl.median])
+        part.tables.append(table)
+        part.data["times_ms"] = {f"{k[0]} | {k[1]}": v for k, v in times.items()}
+        rows = {row[0]: row for row in table.rows}
+        run_pct, ps_pct = rows["docker run --rm -v vol"][7], rows["docker ps"][7]
+        part.targets += [
+            Target("added wall time, docker run --rm with a fixeduser volume", "< 5 %", f"{run_pct:+.1f} %",
+                   run_pct < 5),
+            Target("added wall time, docker ps", "< 10 %", f"{ps_pct:+.1f} %", ps_pct < 10),
+        ]
+        if quick:
+            part.notes.append(f"quick mode: {rounds} runs per command; medians of so few runs are noisy.")
+        return part
+    finally:
+        if stack is not None:
+            leftover = stack.stop()
+            if leftover:
+                part.notes.append(f"mounts left after stopping the plugin stack: {leftover}")
+        plain.stop()
+        floored.stop()
+        floor.stop()
+        floor_spec.unlink(missing_ok=True)
+
+
+def main() -> None:
+    from bench.common import work_dir  # noqa: PLC0415
+    from bench.report import print_part  # noqa: PLC0415
+
+    with work_dir() as tmp:
+        print_part(asyncio.run(run(tmp, quick=True)))
+
+
+if __name__ == "__main__":
+    main()

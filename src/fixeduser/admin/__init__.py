@@ -1,0 +1,1 @@
+"""Helpers behind the admin commands (explain, whois, status, policy import/export)."""

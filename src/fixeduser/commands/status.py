@@ -1,0 +1,55 @@
+"""`fixeduser status`: ask the running plugin (its root-only control socket) what it is doing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fixeduser.admin.common import table
+from fixeduser.sandbox import unix_http_request
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser("status", help="policy version, decisions and mounts of the running plugin")
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/fixeduser"), help="the plugin's --state-dir")
+    parser.add_argument("--socket", type=Path, help="the control socket (default: STATE_DIR/control.sock)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def fetch_status(socket: Path, timeout: float = 5.0) -> dict[str, Any]:
+    status, body = unix_http_request(socket, "GET", "/status", timeout=timeout)
+    if status != 200:
+        raise OSError(f"control socket answered HTTP {status}")
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    socket = args.socket or args.state_dir / "control.sock"
+    try:
+        status = fetch_status(socket)
+    except (OSError, ValueError) as exc:
+        print(f"fixeduser status: cannot reach the plugin at {socket}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(status, indent=2) if args.json else human(status))
+    return 0
+
+
+def human(status: dict[str, Any]) -> str:
+    policy = status.get("policy", {})
+    out = [f"policy version {policy.get('version')}  from {policy.get('source') or policy.get('directory')}"]
+    out.append(f"  reloads {policy.get('reloads', 0)}, rejected reloads {policy.get('failed_reloads', 0)}")
+    if policy.get("last_error"):
+        out.append(f"  last rejected reload: {policy['last_error']}")
+    decisions = status.get("decisions", {})
+    out += ["", table(("DECISION", "COUNT"), sorted(decisions.items())) if decisions else "no decisions yet"]
+    mounts = status.get("mounts_per_identity", {})
+    out += ["", table(("IDENTITY", "ACTIVE MOUNTS"), sorted(mounts.items())) if mounts else "no active mounts"]
+    rest = {k: v for k, v in status.items() if k not in ("policy", "decisions", "mounts_per_identity")}
+    if rest:
+        out += ["", *(f"{key}: {value}" for key, value in sorted(rest.items()))]
+    return "\n".join(out)

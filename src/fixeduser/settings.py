@@ -36,6 +36,11 @@ class ServeSettings(BaseModel):
     local_subject: str = "@local"
     allow_unknown_routes: bool = False
     purge_on_remove: bool = False
+    policy_database: str | None = Field(
+        None,
+        description="read the policy lines from this PostgreSQL database (URL, e.g. postgresql://user@host/db) "
+        "instead of the *.csv files, and reload on every change (LISTEN/NOTIFY); the model stays in --policy-dir",
+    )
     bindfs_options: tuple[str, ...] = ()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

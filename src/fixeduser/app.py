@@ -18,7 +18,7 @@ from fixeduser.daemon import DaemonClient
 from fixeduser.handoff import MountGate
 from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
 from fixeduser.plugin.server import SocketServer, plugin_app
-from fixeduser.policy.store import PolicyStore
+from fixeduser.policy.store import PolicyLoader, PolicyStore
 from fixeduser.settings import ServeSettings
 from fixeduser.state import StateStore
 from fixeduser.volumes.api import volume_handlers
@@ -50,8 +50,12 @@ class Plugin:
             "policy": {
                 "version": self.policy.current.version,
                 "directory": str(self.settings.policy_dir),
+                "source": self.policy.loader.description,
+                "loaded_at": self.policy.loaded_at,
+                "lines": len(self.policy.current.source.lines),
                 "reloads": self.policy.reloads,
                 "failed_reloads": self.policy.failed_reloads,
+                "last_error": self.policy.last_error,
             },
             "decisions": dict(self.auditor.counts),
             "mounts_per_identity": dict(self.driver.registry.mounts_per_identity()),
@@ -70,8 +74,16 @@ class Plugin:
         return problems
 
 
+def _policy_loader(settings: ServeSettings) -> PolicyLoader | None:
+    if settings.policy_database is None:
+        return None  # the *.csv files in --policy-dir
+    from fixeduser.policy.database import DatabaseLoader  # noqa: PLC0415 - SQLAlchemy only when configured
+
+    return DatabaseLoader(settings.policy_database, settings.policy_dir)
+
+
 async def build(settings: ServeSettings) -> Plugin:
-    policy = PolicyStore(settings.policy_dir)
+    policy = PolicyStore(settings.policy_dir, loader=_policy_loader(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(settings.database)
     ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate()
@@ -152,8 +164,12 @@ async def serve(settings: ServeSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(plugin.policy.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(plugin.policy.reload("SIGHUP")))
     tasks = [asyncio.create_task(plugin.policy.watch()), asyncio.create_task(plugin.auditor.run())]
+    if settings.policy_database is not None:
+        from fixeduser.policy.database import listen  # noqa: PLC0415 - psycopg only when configured
+
+        tasks.append(asyncio.create_task(listen(settings.policy_database, plugin.policy.reload)))
     for server in plugin.servers:
         await server.start()
     log.info(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fixeduser.sandbox import PluginProcess, Stack, dockerd_available, make_private_dir, start_stack
+from fixeduser.sandbox import PluginProcess, Stack, dockerd_available, make_private_dir, mounts_under, start_stack
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_USERS = ("alice", "bob", "carol", "dave", "@local")
@@ -71,10 +72,26 @@ def new_stack(base: Path) -> E2E:
     return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS))
 
 
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A folder that the identities' bindfs processes can traverse.
+
+    Not under pytest's temp tree: pytest resets `/tmp/pytest-of-root` to 0700 whenever a session
+    starts, which would cut the FUSE daemons (running as uid 10001...) off their source folders.
+    """
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-e2e-")
+    yield base
+    if not mounts_under(base):  # never delete through a mount
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    running = new_stack(make_private_dir(tmp_path_factory.mktemp("e2e")))
+def stack() -> Iterator[E2E]:
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-e2e-")
+    running = new_stack(base)
     try:
         yield running
     finally:
-        running.stack.stop()
+        leftovers = running.stack.stop()
+        if not leftovers:
+            shutil.rmtree(base, ignore_errors=True)

@@ -4,14 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixeduser.sandbox import make_private_dir, mounts_under
+from fixeduser.sandbox import mounts_under
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_demo_once_runs_examples_and_cleans_up(tmp_path: Path) -> None:
+def test_demo_once_runs_examples_and_cleans_up(workdir: Path) -> None:
     """`fixeduser demo --once` (the README's main job, non-interactive) shows fixed-user files and leaves nothing."""
-    workdir = make_private_dir(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "fixeduser", "demo", "--once", "--workdir", str(workdir),
          "--policy-dir", str(REPO / "policies")],

@@ -35,6 +35,7 @@ def test_valid_patterns(obj: str, act: str) -> None:
     [
         ("volum:x", "mount", "unknown object 'volum:x'"),
         ("apis", "container.create", "unknown object"),
+        ("volum:eng-*", "mount", "unknown object kind 'volum'"),
         ("volume:*-data", "mount", "`*` before its end"),
         ("api", "container.*.get", "`*` before its end"),
         ("api", "contianer.create", "did you mean container.create"),

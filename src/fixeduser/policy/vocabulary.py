@@ -71,7 +71,10 @@ def _pattern_kinds(obj: str) -> tuple[list[str], str | None]:
     prefix = obj[: obj.index("*")]
     kinds = [k for k, sample in _KIND_SAMPLES.items() if sample.startswith(prefix) or prefix.startswith(sample)]
     error = None
-    if not kinds:
+    kind, sep, _ = prefix.partition(":")
+    if sep and kind not in _KIND_SAMPLES:
+        error = f"unknown object kind {kind!r} in {obj!r}; objects are {', '.join(OBJECT_KINDS)}"
+    elif not kinds:
         error = f"object {obj!r} matches no object the plugin asks about ({', '.join(OBJECT_KINDS)})"
     elif prefix.startswith("bind:") and not prefix.startswith("bind:/"):
         error = f"object {obj!r}: bind paths are absolute host paths (bind:/srv/...)"

@@ -189,16 +189,24 @@ class CountingBackend:
             self._failed("check")
             raise
 
-    async def create_volume(self, volume: str, *, owner: Identity, mode: int) -> None:
+    async def create_volume(
+        self, volume: str, *, owner: Identity, mode: int, options: Mapping[str, str] | None = None
+    ) -> None:
         try:
-            await self._inner.create_volume(volume, owner=owner, mode=mode)
+            if options is None:
+                await self._inner.create_volume(volume, owner=owner, mode=mode)
+            else:
+                await self._inner.create_volume(volume, owner=owner, mode=mode, options=options)
         except BackendError:
             self._failed("create_volume")
             raise
 
-    async def remove_volume(self, volume: str, *, purge: bool) -> None:
+    async def remove_volume(self, volume: str, *, purge: bool, options: Mapping[str, str] | None = None) -> None:
         try:
-            await self._inner.remove_volume(volume, purge=purge)
+            if options is None:
+                await self._inner.remove_volume(volume, purge=purge)
+            else:
+                await self._inner.remove_volume(volume, purge=purge, options=options)
         except BackendError:
             self._failed("remove_volume")
             raise

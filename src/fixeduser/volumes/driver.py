@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
+from fixeduser.daemon import DaemonError
 from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.access import AccessDenied, subject_identity
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.volumes.backends.base import Backend, BackendError
 from fixeduser.volumes.options import OptionError, parse_options
-from fixeduser.volumes.registry import MountRecord, VolumeRecord, VolumeRegistry, now_rfc3339
+from fixeduser.volumes.registry import (
+    MountRecord,
+    VolumeRecord,
+    VolumeRegistry,
+    current_boot_id,
+    new_mount_record,
+    now_rfc3339,
+)
 from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
 
 log = logging.getLogger(__name__)
@@ -23,6 +33,16 @@ log = logging.getLogger(__name__)
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 ROOT = Identity(uid=0, gid=0, user="root", group="root")
 SHARED_MODE = 0o1777
+# Container states in which a container may hold its volume mounts (`removing`: not sure yet).
+LIVE_STATES = frozenset({"running", "paused", "restarting", "removing"})
+
+
+class ContainerLookup(Protocol):
+    """The read-only daemon look-ups the stale-mount pruner needs (`fixeduser.daemon.DaemonClient`)."""
+
+    async def container_states(self, volume: str) -> dict[str, str]: ...
+
+    async def inspect_container(self, reference: str) -> dict[str, Any] | None: ...
 
 
 class DriverError(Exception):
@@ -39,6 +59,7 @@ class VolumeDriver:
         resolver: MountIdentityResolver,
         policy: Callable[[], CompiledPolicy],
         purge_default: bool = False,
+        daemon: ContainerLookup | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -46,6 +67,7 @@ class VolumeDriver:
         self._resolver = resolver
         self._policy = policy
         self._purge_default = purge_default
+        self._daemon = daemon
         self._identity_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._volume_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -62,11 +84,13 @@ class VolumeDriver:
                     "anonymous fixeduser volumes are not supported"
                 )
             try:
-                parsed = parse_options(options)
+                parsed = parse_options(options, backend=self.backend.name)
             except OptionError as exc:
                 raise DriverError(str(exc)) from None
             owner, mode = self._top_folder_owner(permit.subject, parsed.pinned, parsed.mode, options)
-            await self._backend_call(self.backend.create_volume(name, owner=owner, mode=mode))
+            # Backend first, record second: a crash in between leaves storage without a record, which
+            # the next Create of the name adopts as it is (backends never empty an existing volume).
+            await self._backend_call(self.backend.create_volume(name, owner=owner, mode=mode, options=options))
             await self.registry.add(
                 VolumeRecord(
                     name=name,
@@ -74,7 +98,7 @@ class VolumeDriver:
                     owner=owner,
                     pinned=parsed.pinned,
                     mode=mode,
-                    purge=parsed.purge or self._purge_default,
+                    purge=self._purge_default if parsed.purge is None else parsed.purge,
                     created_at=now_rfc3339(),
                     options=dict(options),
                 )
@@ -95,20 +119,32 @@ class VolumeDriver:
 
     async def remove(self, name: str) -> None:
         async with self._volume_locks[name]:
-            record = self._record(name)
+            record = self.registry.get(name)
+            if record is None:
+                # Nothing to delete: answering success lets the daemon drop its own entry (a retried
+                # Remove, or a volume the daemon knew from before a lost state directory).
+                log.warning("remove of unknown volume: nothing to do", extra={"volume": name})
+                return
             users = self.registry.mounts_of(name)
             if users:
                 raise DriverError(f"volume {name} is in use by {len(users)} container mount(s); stop them first")
             if self._gate.take("remove", name) is None:
                 raise DriverError(f"removal of fixeduser volume {name} was not authorized by a docker request")
-            await self._backend_call(self.backend.remove_volume(name, purge=record.purge))
+            await self._backend_call(self.backend.remove_volume(name, purge=record.purge, options=record.options))
             await self.registry.remove(name)
             log.info("volume removed", extra={"volume": name, "purged": record.purge})
 
     async def mount(self, name: str, mount_id: str) -> str:
-        record = self._record(name)
-        existing = self.registry.mount(mount_id, name)
-        if existing is not None:
+        """Mount `name` for one container mount point; the same `mount_id` again is the same mount.
+
+        The mount is recorded *before* the view is mounted (write-ahead): a crash in between leaves
+        a record the pruner can judge, never a view nobody accounts for. A failure rolls back both.
+        """
+        async with self._volume_locks[name]:
+            record = self._record(name)
+            existing = self.registry.mount(mount_id, name)
+        if existing is not None:  # a retried Mount: make sure its view is (still) up
+            await self._ensure_view(existing.identity)
             return str(self.backend.volume_path(existing.identity, name))
         try:
             plan = await self._resolver.plan_for(record)
@@ -116,15 +152,34 @@ class VolumeDriver:
             log.warning("mount refused", extra={"volume": name, "mount_id": mount_id, "reason": str(exc)})
             raise DriverError(str(exc)) from None
         identity = plan.identity
-        if plan.copy_up:
-            await self._lend_top_folder(record, identity)
+        mount = new_mount_record(mount_id, name, identity, copy_up=plan.copy_up, containers=plan.containers)
+        async with self._volume_locks[name]:
+            if name not in self.registry:
+                raise DriverError(f"fixeduser volume {name} was removed while it was being mounted")
+            if (raced := self.registry.mount(mount_id, name)) is not None:
+                mount = raced  # a concurrent call with the same ID recorded it first
+            else:
+                await self.registry.add_mount(mount)
+        try:
+            if mount.copy_up:
+                await self._lend_top_folder(record, mount.identity)
+            await self._ensure_view(mount.identity)
+        except BaseException:
+            await asyncio.shield(self._roll_back(mount))
+            raise
+        log.info("volume mounted", extra={"volume": name, "mount_id": mount_id, "identity": identity.key})
+        return str(self.backend.volume_path(mount.identity, name))
+
+    async def _ensure_view(self, identity: Identity) -> None:
         async with self._identity_locks[identity.key]:
             await self._backend_call(self.backend.mount_identity(identity))
-            await self.registry.add_mount(
-                MountRecord(mount_id=mount_id, volume=name, identity=identity, copy_up=plan.copy_up)
-            )
-        log.info("volume mounted", extra={"volume": name, "mount_id": mount_id, "identity": identity.key})
-        return str(self.backend.volume_path(identity, name))
+
+    async def _roll_back(self, mount: MountRecord) -> None:
+        """Undo a failed mount: its record, a lent top folder, and its view if nobody else uses it."""
+        try:
+            await self._forget(mount)
+        except Exception:
+            log.exception("rolling back a failed mount failed", extra={"volume": mount.volume})
 
     async def _lend_top_folder(self, record: VolumeRecord, identity: Identity) -> None:
         """Let the daemon copy image content into an empty volume as `identity`.
@@ -140,29 +195,120 @@ class VolumeDriver:
             log.info("top folder lent for the image copy", extra={"volume": record.name, "identity": identity.key})
 
     async def unmount(self, name: str, mount_id: str) -> None:
-        record = await self.registry.remove_mount(mount_id, name)
+        record = self.registry.mount(mount_id, name)
         if record is None:
             log.warning("unmount of unknown mount ID", extra={"volume": name, "mount_id": mount_id})
             return
-        volume = self.registry.get(name)
-        if volume is not None and not any(m.copy_up for m in self.registry.mounts_of(name)):
-            # The daemon gives an empty volume the owner and mode of the image folder it copies
-            # in; the top folder's mode is a volume property here, so it is put back.
-            await self._backend_call(self.backend.set_top_folder(name, owner=volume.owner, mode=volume.mode))
-        async with self._identity_locks[record.identity.key]:
-            if self.registry.users_of_identity(record.identity) == 0:
-                await self._backend_call(self.backend.unmount_identity(record.identity))
-        log.info("volume unmounted", extra={"volume": name, "mount_id": mount_id})
+        if await self._forget(record):
+            log.info("volume unmounted", extra={"volume": name, "mount_id": mount_id})
+
+    async def _forget(self, mount: MountRecord) -> bool:
+        """Drop one mount record (if it is still there), then tidy up what it leaves unused.
+
+        Once the record is gone the count is right; a failure to tidy up (restore the top folder,
+        unmount an idle view) is logged, and the reconciler retries the view later.
+        """
+        async with self._volume_locks[mount.volume]:
+            if self.registry.mount(mount.mount_id, mount.volume) != mount:
+                return False
+            await self.registry.remove_mount(mount.mount_id, mount.volume)
+            volume = self.registry.get(mount.volume)
+            if volume is not None and not any(m.copy_up for m in self.registry.mounts_of(mount.volume)):
+                # The daemon gives an empty volume the owner and mode of the image folder it copies
+                # in; the top folder's mode is a volume property here, so it is put back.
+                try:
+                    await self.backend.set_top_folder(mount.volume, owner=volume.owner, mode=volume.mode)
+                except BackendError as exc:
+                    log.warning("cannot restore the top folder", extra={"volume": mount.volume, "error": str(exc)})
+        await self._release_view(mount.identity)
+        return True
+
+    async def _release_view(self, identity: Identity) -> None:
+        async with self._identity_locks[identity.key]:
+            if self.registry.users_of_identity(identity) == 0:
+                try:
+                    await self.backend.unmount_identity(identity)
+                except BackendError as exc:
+                    log.warning("cannot unmount an idle view", extra={"identity": identity.key, "error": str(exc)})
 
     async def unmount_idle_views(self) -> None:
-        """Unmount every identity view no container uses (at shutdown; views in use stay)."""
+        """Unmount every identity view no container uses (at shutdown and start; views in use stay)."""
         in_use = self.registry.mounts_per_identity()
         for key in await self.backend.mounted_identities():
             if not in_use.get(key):
                 uid, gid = (int(part) for part in key.split(":"))
                 identity = Identity(uid=uid, gid=gid, user=str(uid), group=str(gid))
-                async with self._identity_locks[key]:
-                    await self._backend_call(self.backend.unmount_identity(identity))
+                await self._release_view(identity)
+
+    # ------------------------------------------------------------------ restarts
+
+    async def reconcile(self) -> None:
+        """At start, before serving: make the mounts on this host match the recorded ones.
+
+        Records from an earlier boot are dropped (a reboot ends every mount, and the daemon never
+        unmounts what was mounted before it restarted). Views recorded as in use are mounted again
+        if missing (e.g. unmounted by hand) or stale (their FUSE daemon died); views nobody uses
+        (left by a crash) are unmounted.
+        """
+        boot = current_boot_id()
+        for mount in self.registry.all_mounts():
+            if boot and mount.boot_id and mount.boot_id != boot:
+                log.info("dropping a mount record from an earlier boot", extra=_mount_log(mount))
+                async with self._volume_locks[mount.volume]:
+                    await self.registry.remove_mount(mount.mount_id, mount.volume)
+        for identity in {m.identity for m in self.registry.all_mounts()}:
+            try:
+                await self._ensure_view(identity)
+            except DriverError as exc:  # the next Mount for it tries again
+                log.warning("cannot remount a view in use", extra={"identity": identity.key, "error": str(exc)})
+        await self.unmount_idle_views()
+
+    async def prune_stale_mounts(self, *, grace: float) -> int:
+        """Drop mount records the daemon shows to be over; returns how many.
+
+        A record is only judged when older than `grace` seconds (a Mount's container may not be
+        running yet), and only dropped when the daemon answers for certain: the container is gone
+        or not running, or it finished after the mount (the record is from an earlier run whose
+        Unmount was lost while the plugin was down). Any doubt, or no daemon, keeps the record.
+        """
+        if self._daemon is None:
+            return 0
+        cutoff = time.time() - grace
+        old = [m for m in self.registry.all_mounts() if m.mounted_at <= cutoff]
+        pruned = 0
+        for volume in sorted({m.volume for m in old}):
+            try:
+                states = await self._daemon.container_states(volume)
+            except DaemonError as exc:
+                log.info("cannot check mount records now", extra={"volume": volume, "error": str(exc)})
+                continue
+            for mount in (m for m in old if m.volume == volume):
+                if await self._is_over(mount, states) and await self._forget(mount):
+                    log.warning("dropped the record of a mount that is over", extra=_mount_log(mount))
+                    pruned += 1
+        return pruned
+
+    async def _is_over(self, mount: MountRecord, states: Mapping[str, str]) -> bool:
+        assert self._daemon is not None
+        if mount.copy_up:  # the daemon unmounts a create's copy mount before the create returns
+            return True
+        if not mount.containers:
+            return not any(state in LIVE_STATES for state in states.values())
+        for container in mount.containers:
+            if states.get(container) not in LIVE_STATES:
+                continue  # gone, or not running: this container does not hold the mount
+            try:
+                info = await self._daemon.inspect_container(container)
+            except DaemonError:
+                return False
+            if info is None:
+                continue
+            finished = _daemon_time(info.get("State", {}).get("FinishedAt", ""))
+            if finished is None or finished < mount.mounted_at:
+                return False  # running, and not stopped since the mount: may well hold it
+        return True
+
+    # ------------------------------------------------------------------ queries
 
     def path(self, name: str) -> str:
         record = self._record(name)
@@ -207,6 +353,23 @@ class VolumeDriver:
             return await call
         except BackendError as exc:
             raise DriverError(str(exc)) from None
+
+
+def _mount_log(mount: MountRecord) -> dict[str, Any]:
+    return {"volume": mount.volume, "mount_id": mount.mount_id, "identity": mount.identity.key}
+
+
+def _daemon_time(value: str) -> float | None:
+    """An RFC 3339 time from the daemon (nanoseconds, `Z`) as epoch seconds; None if unusable."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", value)
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    try:
+        stamp = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
+    except ValueError:
+        return None
+    return stamp + float(fraction or 0)
 
 
 def _check_name(name: str) -> None:

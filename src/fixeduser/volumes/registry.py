@@ -1,10 +1,17 @@
-"""Volume metadata and active mounts, kept in memory and persisted in the state store."""
+"""Volume metadata and active mounts, kept in memory and persisted in the state store.
+
+The store is written *before* memory changes, so a failed write leaves memory as it was and
+what is in memory is always what a restarted plugin will load.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +41,36 @@ class MountRecord(BaseModel):
     volume: str
     identity: Identity
     copy_up: bool = False  # mounted while a container create was in flight (see VolumeDriver)
+    # What the stale-record pruner needs (absent in records written by older versions):
+    containers: tuple[str, ...] = ()  # IDs of the container(s) this mount may be for
+    mounted_at: float = 0.0  # wall-clock time of the Mount (compared with the daemon's FinishedAt)
+    boot_id: str = ""  # the kernel boot it was mounted in: no mount survives a reboot
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@cache
+def current_boot_id() -> str:
+    """This boot's random ID (empty where the kernel has none)."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def new_mount_record(
+    mount_id: str, volume: str, identity: Identity, *, copy_up: bool = False, containers: tuple[str, ...] = ()
+) -> MountRecord:
+    return MountRecord(
+        mount_id=mount_id,
+        volume=volume,
+        identity=identity,
+        copy_up=copy_up,
+        containers=containers,
+        mounted_at=time.time(),
+        boot_id=current_boot_id(),
+    )
 
 
 def now_rfc3339() -> str:
@@ -41,6 +78,8 @@ def now_rfc3339() -> str:
 
 
 class VolumeRegistry:
+    """Callers serialize changes per volume (the driver's volume locks); reads never wait."""
+
     def __init__(self, store: StateStore) -> None:
         self._store = store
         self._volumes = {
@@ -62,27 +101,31 @@ class VolumeRegistry:
         return name in self._volumes
 
     async def add(self, record: VolumeRecord) -> None:
-        self._volumes[record.name] = record
         await self._store.write("INSERT OR REPLACE INTO volumes VALUES (?, ?)", (record.name, record.model_dump_json()))
+        self._volumes[record.name] = record
 
     async def remove(self, name: str) -> None:
-        self._volumes.pop(name, None)
         await self._store.write("DELETE FROM volumes WHERE name = ?", (name,))
+        self._volumes.pop(name, None)
 
     def mount(self, mount_id: str, volume: str) -> MountRecord | None:
         return self._mounts.get((mount_id, volume))
 
     async def add_mount(self, record: MountRecord) -> None:
-        self._mounts[(record.mount_id, record.volume)] = record
         await self._store.write(
             "INSERT OR REPLACE INTO mounts VALUES (?, ?, ?)",
             (record.mount_id, record.volume, record.model_dump_json()),
         )
+        self._mounts[(record.mount_id, record.volume)] = record
 
     async def remove_mount(self, mount_id: str, volume: str) -> MountRecord | None:
-        record = self._mounts.pop((mount_id, volume), None)
+        if (mount_id, volume) not in self._mounts:
+            return None
         await self._store.write("DELETE FROM mounts WHERE mount_id = ? AND volume = ?", (mount_id, volume))
-        return record
+        return self._mounts.pop((mount_id, volume), None)
+
+    def all_mounts(self) -> list[MountRecord]:
+        return list(self._mounts.values())
 
     def mounts_of(self, volume: str) -> list[MountRecord]:
         return [m for m in self._mounts.values() if m.volume == volume]

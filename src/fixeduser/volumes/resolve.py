@@ -26,6 +26,7 @@ class MountRefused(Exception):
 class MountPlan:
     identity: Identity
     copy_up: bool  # a container create is in flight: the daemon may copy image content in
+    containers: tuple[str, ...] = ()  # the container(s) the mount may be for (IDs; names for a create)
 
 
 class MountIdentityResolver:
@@ -45,9 +46,19 @@ class MountIdentityResolver:
     async def plan_for(self, volume: VolumeRecord) -> MountPlan:
         claims = self._gate.claims_on(volume.name)
         identity = await self._identity_for(volume, {identity for _, identity in claims})
+        if claims:
+            containers = {c.container for c, _ in claims if c.container}
+        else:  # a daemon restart: any restartable container expected to use this identity
+            containers = {
+                r.id for r in self._ledger.restartable_using(volume.name) if self._expected(r, volume) == identity
+            }
         # A live create may copy image content in. All live claims share `identity`, so preparing the
         # volume for that identity's copy cannot hand anything to another identity.
-        return MountPlan(identity=identity, copy_up=any(c.for_create for c, _ in claims))
+        return MountPlan(
+            identity=identity,
+            copy_up=any(c.for_create for c, _ in claims),
+            containers=tuple(sorted(containers)),
+        )
 
     async def _identity_for(self, volume: VolumeRecord, claimed: set[Identity]) -> Identity:
         if len(claimed) > 1:  # the gate makes this impossible; refuse rather than trust that

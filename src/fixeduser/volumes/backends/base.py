@@ -9,6 +9,7 @@ Reference counting of views is the driver core's job, not the backend's.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -48,11 +49,15 @@ class Backend(Protocol):
         """Verify the host can serve volumes; BackendError lists every problem found."""
         ...
 
-    async def create_volume(self, volume: str, *, owner: Identity, mode: int) -> None:
-        """Create the backing storage; an existing volume is kept as it is, never emptied."""
+    async def create_volume(
+        self, volume: str, *, owner: Identity, mode: int, options: Mapping[str, str] | None = None
+    ) -> None:
+        """Create the backing storage; an existing volume is kept as it is, never emptied.
+
+        `options` are the volume's create options (backend-specific ones such as a tenant)."""
         ...
 
-    async def remove_volume(self, volume: str, *, purge: bool) -> None:
+    async def remove_volume(self, volume: str, *, purge: bool, options: Mapping[str, str] | None = None) -> None:
         """Forget a volume; with `purge` delete its data without following symlinks/mounts."""
         ...
 

@@ -38,7 +38,7 @@ import secrets
 import shutil
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -330,7 +330,9 @@ class LocalBackend:
     def _volume_lock(self, volume: str) -> asyncio.Lock:
         return self._volume_locks.setdefault(volume, asyncio.Lock())
 
-    async def create_volume(self, volume: str, *, owner: Identity, mode: int) -> None:
+    async def create_volume(
+        self, volume: str, *, owner: Identity, mode: int, options: Mapping[str, str] | None = None
+    ) -> None:
         """Create `root/<volume>` owned by `owner` with `mode`; an existing one is kept as is."""
         validate_volume_name(volume)
         if not 0 <= mode <= 0o7777:
@@ -399,7 +401,7 @@ class LocalBackend:
 
         return await asyncio.to_thread(probe)
 
-    async def remove_volume(self, volume: str, *, purge: bool) -> None:
+    async def remove_volume(self, volume: str, *, purge: bool, options: Mapping[str, str] | None = None) -> None:
         """Without `purge` the data stays; with it, delete `root/<volume>` (no symlink/mount crossing)."""
         validate_volume_name(volume)
         if not purge:

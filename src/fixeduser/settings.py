@@ -28,8 +28,26 @@ class ServeSettings(BaseModel):
         description="serve authz and the volume driver on this one socket in --plugin-dir "
         "(a managed plugin's interface.socket, e.g. fixeduser.sock)",
     )
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "quobyte"] = "local"
     local_root: Path = Path("/srv/fixeduser/volumes")
+    quobyte_api_url: str | None = Field(None, description="Quobyte API URL, e.g. http://quobyte-api:7860/")
+    quobyte_user: str = Field("admin", description="Quobyte API user (basic auth)")
+    quobyte_password_file: Path | None = Field(None, description="file holding the Quobyte API password")
+    quobyte_tenant: str = Field("default", description="tenant of new volumes unless -o tenant=...")
+    quobyte_configuration: str = Field("BASE", description="volume configuration unless -o configuration=...")
+    quobyte_mountpoint: Path = Field(Path("/run/docker/quobyte/mnt"), description="the Quobyte client mount")
+    quobyte_registry: str | None = Field(None, description="registry for mount.quobyte (--quobyte-client start)")
+    quobyte_client: Literal["start", "existing", "directory"] = Field(
+        "start",
+        description="start: mount the client if needed; existing: it must be mounted; "
+        "directory: a plain directory stands in for it (tests only)",
+    )
+    quobyte_timeout: float = Field(10.0, gt=0, description="seconds per Quobyte API request")
+    quobyte_retries: int = Field(3, ge=0, description="retries of transient Quobyte API failures")
+    mount_prune_grace: float = Field(
+        180.0, ge=0, description="seconds before a mount record may be judged stale (daemon Mount timeout: 120)"
+    )
+    reconcile_interval: float = Field(60.0, gt=0, description="seconds between checks for stale mount records")
     mount_root: Path | None = None
     docker_host: str = "unix:///var/run/docker.sock"
     audit_log: Path | None = None
@@ -48,6 +66,8 @@ class ServeSettings(BaseModel):
     def _distinct_names(self) -> ServeSettings:
         if self.authz_name == self.volume_name:
             raise ValueError("--authz-name and --volume-name must differ: each gets its own socket")
+        if self.backend == "quobyte" and (self.quobyte_api_url is None or self.quobyte_password_file is None):
+            raise ValueError("--backend quobyte needs --quobyte-api-url and --quobyte-password-file")
         return self
 
     @property

@@ -288,6 +288,15 @@ class VolumeDriver:
                     pruned += 1
         return pruned
 
+    async def keep_reconciled(self, *, grace: float, interval: float) -> None:
+        """Prune stale mount records now and every `interval` seconds (a background task)."""
+        while True:
+            try:
+                await self.prune_stale_mounts(grace=grace)
+            except Exception:  # the task must outlive any one failure; the next round retries
+                log.exception("pruning stale mount records failed")
+            await asyncio.sleep(interval)
+
     async def _is_over(self, mount: MountRecord, states: Mapping[str, str]) -> bool:
         assert self._daemon is not None
         if mount.copy_up:  # the daemon unmounts a create's copy mount before the create returns

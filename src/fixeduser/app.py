@@ -89,14 +89,7 @@ async def build(settings: ServeSettings) -> Plugin:
     ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate()
     daemon = DaemonClient(settings.docker_host)
     metrics = Metrics()
-    backend = CountingBackend(
-        LocalBackend(
-            root=settings.local_root,
-            mount_root=settings.effective_mount_root,
-            bindfs_options=settings.bindfs_options,
-        ),
-        metrics,
-    )
+    backend = CountingBackend(_backend(settings), metrics)
     await backend.check()
     auditor = JsonLineAuditor(settings.audit_log)
 
@@ -108,6 +101,7 @@ async def build(settings: ServeSettings) -> Plugin:
         resolver=resolver,
         policy=lambda: policy.current,
         purge_default=settings.purge_on_remove,
+        daemon=daemon,
     )
     authorizer = Authorizer(
         policy=lambda: policy.current,
@@ -120,6 +114,7 @@ async def build(settings: ServeSettings) -> Plugin:
             settings.state_dir,
             settings.local_root,
             settings.effective_mount_root,
+            *([settings.quobyte_mountpoint] if settings.backend == "quobyte" else []),
             settings.policy_dir,
         ],
         daemon=daemon,
@@ -158,6 +153,33 @@ def _server(settings: ServeSettings, name: str, implements: list[str], handlers:
     return SocketServer(plugin_app(implements, handlers), settings.socket(name), spec)
 
 
+def _backend(settings: ServeSettings) -> Backend:
+    if settings.backend == "quobyte":
+        from fixeduser.volumes.backends.quobyte import QuobyteBackend, QuobyteClient  # noqa: PLC0415
+
+        assert settings.quobyte_api_url is not None and settings.quobyte_password_file is not None  # validated
+        client = QuobyteClient(
+            settings.quobyte_api_url,
+            user=settings.quobyte_user,
+            password=settings.quobyte_password_file.read_text().strip(),
+            timeout=settings.quobyte_timeout,
+            retries=settings.quobyte_retries,
+        )
+        return QuobyteBackend(
+            client=client,
+            mountpoint=settings.quobyte_mountpoint,
+            tenant=settings.quobyte_tenant,
+            configuration=settings.quobyte_configuration,
+            client_mode=settings.quobyte_client,
+            registry=settings.quobyte_registry,
+        )
+    return LocalBackend(
+        root=settings.local_root,
+        mount_root=settings.effective_mount_root,
+        bindfs_options=settings.bindfs_options,
+    )
+
+
 async def serve(settings: ServeSettings) -> None:
     plugin = await build(settings)
     stop = asyncio.Event()
@@ -170,8 +192,14 @@ async def serve(settings: ServeSettings) -> None:
         from fixeduser.policy.database import listen  # noqa: PLC0415 - psycopg only when configured
 
         tasks.append(asyncio.create_task(listen(settings.policy_database, plugin.policy.reload)))
+    try:  # before serving: mounts as recorded (a failure here must not keep the daemon from starting)
+        await plugin.driver.reconcile()
+    except Exception:
+        log.exception("reconciling mounts at start failed; mounts are repaired at their next use")
     for server in plugin.servers:
         await server.start()
+    pruning = plugin.driver.keep_reconciled(grace=settings.mount_prune_grace, interval=settings.reconcile_interval)
+    tasks.append(asyncio.create_task(pruning))  # asks the daemon, whose requests pass our authz socket
     log.info(
         "fixeduser serving",
         extra={

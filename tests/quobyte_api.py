@@ -132,7 +132,7 @@ class QuobyteApiDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _answer(self, status: int, body: dict[str, Any] | None = None) -> None:

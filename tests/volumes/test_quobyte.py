@@ -76,7 +76,7 @@ def test_client_names_documented_errors(api: QuobyteApiDouble) -> None:
 
 def test_client_auth_failure_is_clear_and_not_retried(api: QuobyteApiDouble) -> None:
     """HTTP 401 names the user and the options to fix, after one request."""
-    with pytest.raises(QuobyteError, match="refused user 'admin' \\(HTTP 401\\).*--quobyte-password-file"):
+    with pytest.raises(QuobyteError, match=r"refused user 'admin' \(HTTP 401\).*--quobyte-password-file"):
         client_for(api, password="wrong").volume_list()
     assert api.calls == []
 
@@ -94,7 +94,7 @@ def test_client_retries_connection_errors_with_backoff() -> None:
     """A refused connection is retried with growing delays, then reported."""
     client = QuobyteClient("http://127.0.0.1:9/", user="u", password="p", timeout=1, retries=2, backoff=0.05)
     began = time.monotonic()
-    with pytest.raises(QuobyteError, match="unavailable.*ConnectionError"):
+    with pytest.raises(QuobyteError, match=r"unavailable.*ConnectionError"):
         client.volume_list()
     assert time.monotonic() - began >= 0.05 + 0.1
 
@@ -190,7 +190,7 @@ async def test_backend_existing_client_mode_requires_a_mount(tmp_path: Path, api
     backend = QuobyteBackend(
         client=client_for(api), mountpoint=tmp_path, tenant="t", configuration="c", client_mode="existing"
     )
-    with pytest.raises(Exception, match="not mounted: mount it with `mount.quobyte --allow-usermapping"):
+    with pytest.raises(Exception, match=r"not mounted: mount it with `mount\.quobyte --allow-usermapping"):
         await backend.check()
 
 

@@ -78,10 +78,15 @@ async def run_load(
     seconds: float,
     warmup_rounds: int = 1,
     keep_timeline: bool = False,
+    setup: Sequence[Sequence[Call]] = (),
 ) -> LoadResult:
-    """Each client replays its calls in a loop for `seconds` (after `warmup_rounds` unmeasured rounds)."""
+    """Each client replays its calls in a loop for `seconds` (after its `setup` calls, sent once, and
+    `warmup_rounds` unmeasured rounds)."""
     encoded = [[(c.label, encode(c)) for c in calls] for calls in per_client]
     conns = [await Connection.open(socket_path) for _ in encoded]
+    for conn, calls in zip(conns, setup, strict=False):
+        for call in calls:
+            await conn.request(encode(call))
     for conn, calls in zip(conns, encoded, strict=True):
         for _ in range(warmup_rounds):
             for _, raw in calls:

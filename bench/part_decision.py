@@ -34,9 +34,10 @@ def ms(ns: float) -> float:
     return ns / 1e6
 
 
-async def measure(server_pid: int, socket: Path, per_client: list, seconds: float) -> tuple[LoadResult, float]:
+async def measure(server_pid: int, socket: Path, per_client: list, seconds: float,
+                  setup: list) -> tuple[LoadResult, float]:
     cpu0 = proc_cpu_seconds(server_pid)
-    result = await run_load(socket, per_client, seconds=seconds)
+    result = await run_load(socket, per_client, seconds=seconds, setup=setup)
     return result, proc_cpu_seconds(server_pid) - cpu0
 
 
@@ -84,9 +85,11 @@ async def run(base: Path, *, quick: bool) -> Part:
             for c in CONCURRENCY:
                 clients = all_clients[:c]
                 per_client = [renderer.calls(ops, cl) for cl in clients]
+                # the read-only mix inspects a container its client created earlier
+                setup = [renderer.calls(("run_detached",), cl) for cl in clients] if ops == READ_OPS else []
                 # floor first, then fixeduser, back to back: same machine state for both
-                results[("floor", mix, c)] = await measure(floor.pid, floor.socket_path, per_client, seconds)
-                results[("fixeduser", mix, c)] = await measure(server.pid, server.authz_socket, per_client, seconds)
+                results[("floor", mix, c)] = await measure(floor.pid, floor.socket_path, per_client, seconds, setup)
+                results[("fixeduser", mix, c)] = await measure(server.pid, server.authz_socket, per_client, seconds, setup)
                 fl, fl_cpu = results[("floor", mix, c)]
                 fu, fu_cpu = results[("fixeduser", mix, c)]
                 fl_s, fu_s = summarize(fl.all_latencies()), summarize(fu.all_latencies())

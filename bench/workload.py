@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import random
 import re
@@ -61,17 +63,24 @@ class Renderer:
     def __init__(self, capture: dict[str, Any], driver: str) -> None:
         self.capture = capture
         self.driver = driver
-        ids: set[str] = set()
+        ids: list[str] = []
         for calls in capture["ops"].values():
             for c in calls:
                 body = c["body"]
-                if c["call"] == "AuthZPlugin.AuthZRes" and "/containers/create" in body.get("RequestUri", ""):
-                    ids.add(json.loads(base64.b64decode(body["ResponseBody"]))["Id"])
-        self.container_ids = ids
+                if c["call"] == "AuthZPlugin.AuthZRes" and body.get("ResponseBody"):
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        found = json.loads(base64.b64decode(body["ResponseBody"]))["Id"]
+                        if _HEX64.fullmatch(found) and found not in ids:
+                            ids.append(found)
+        self.ids = ids  # container and exec IDs the daemon made; each client gets its own
+
+    @staticmethod
+    def client_id(client: Client, k: int) -> str:
+        return hashlib.sha256(f"{client.container_id}/{k}".encode()).hexdigest()
 
     def _sub(self, text: str, client: Client) -> str:
-        for cid in self.container_ids:
-            text = text.replace(cid, client.container_id)
+        for k, captured in enumerate(self.ids):
+            text = text.replace(captured, self.client_id(client, k))
         text = text.replace(self.capture["driver"], self.driver)
         text = re.sub(rf"\b{re.escape(self.capture['name'])}\b", client.name, text)
         return text.replace(self.capture["volume"], client.volume)

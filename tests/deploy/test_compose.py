@@ -50,10 +50,12 @@ def test_compose_config_accepts_the_file(config: dict[str, object]) -> None:
 
 
 def test_privileges_are_exactly_the_documented_ones(config: dict[str, object]) -> None:
-    """All capabilities dropped but six; /dev/fuse; no no-new-privileges; policies read-only; rshared state."""
+    """All capabilities dropped but seven; /dev/fuse; no no-new-privileges; policies read-only; rshared state."""
     svc = service(config)
     assert svc["cap_drop"] == ["ALL"]
-    assert sorted(svc["cap_add"]) == sorted(["SYS_ADMIN", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER"])
+    assert sorted(svc["cap_add"]) == sorted(
+        ["SYS_ADMIN", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL"]
+    )
     assert svc["devices"] == ["/dev/fuse:/dev/fuse"]
     assert "privileged" not in svc
     assert not any("no-new-privileges" in opt for opt in svc.get("security_opt", []))
@@ -63,7 +65,7 @@ def test_privileges_are_exactly_the_documented_ones(config: dict[str, object]) -
     assert state and state[0]["bind"]["propagation"] == "rshared"
     assert "/run/docker/plugins:/run/docker/plugins:rw" in volumes
     text = (REPO / "docs" / "deploy.md").read_text()
-    for word in ("SYS_ADMIN", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER", "/dev/fuse", "rshared"):
+    for word in ("SYS_ADMIN", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "/dev/fuse", "rshared"):
         assert word in text, f"docs/deploy.md does not explain {word}"
 
 

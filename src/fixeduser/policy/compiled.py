@@ -11,7 +11,6 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from casbin.util import key_match  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict
 
 from fixeduser.identity import Identity, IdentityError, resolve_gid, resolve_uid
@@ -48,6 +47,65 @@ class _Rule:
     obj: str
     act: str
     line: PolicyLine
+    order: int  # position among the holder's rules: the first match is the one reported
+
+
+@dataclass(frozen=True)
+class _HolderRules:
+    """One subject's or role's rules, indexed so a decision touches only the candidates.
+
+    keyMatch(key, pattern) is `key == pattern` without a `*`, else `key.startswith(prefix)`.
+    """
+
+    exact: dict[tuple[str, str], _Rule]  # (obj, act) without stars -> first such rule
+    by_obj: dict[str, tuple[tuple[str, _Rule], ...]]  # exact obj, act pattern -> (act prefix, rule)
+    # obj patterns by object kind ("volume:", "bind:", ... or "" for kind-spanning ones like `*`):
+    # (obj prefix, act key, act is a prefix, rule), in line order
+    patterns: dict[str, tuple[tuple[str, str, bool, _Rule], ...]]
+    all: tuple[_Rule, ...]
+
+    @staticmethod
+    def build(rules: list[_Rule]) -> _HolderRules:
+        exact: dict[tuple[str, str], _Rule] = {}
+        by_obj: dict[str, list[tuple[str, _Rule]]] = defaultdict(list)
+        patterns: dict[str, list[tuple[str, str, bool, _Rule]]] = defaultdict(list)
+        for rule in rules:
+            act_star = "*" in rule.act
+            act_key = rule.act[: rule.act.index("*")] if act_star else rule.act
+            if "*" in rule.obj:
+                prefix = rule.obj[: rule.obj.index("*")]
+                patterns[_kind(prefix)].append((prefix, act_key, act_star, rule))
+            elif act_star:
+                by_obj[rule.obj].append((act_key, rule))
+            else:
+                exact.setdefault((rule.obj, rule.act), rule)
+        return _HolderRules(
+            exact=exact,
+            by_obj={obj: tuple(entries) for obj, entries in by_obj.items()},
+            patterns={kind: tuple(entries) for kind, entries in patterns.items()},
+            all=tuple(rules),
+        )
+
+    def first_match(self, obj: str, act: str) -> _Rule | None:
+        best = self.exact.get((obj, act))
+        for prefix, rule in self.by_obj.get(obj, ()):
+            if act.startswith(prefix) and (best is None or rule.order < best.order):
+                best = rule
+                break  # entries are in order: later ones cannot be earlier
+        for kind in {_kind(obj), ""}:
+            for obj_prefix, act_key, act_star, rule in self.patterns.get(kind, ()):
+                if best is not None and rule.order > best.order:
+                    break
+                if obj.startswith(obj_prefix) and (act.startswith(act_key) if act_star else act == act_key):
+                    best = rule
+                    break
+        return best
+
+
+def _kind(obj_or_prefix: str) -> str:
+    """`volume:` for `volume:x` and `volume:eng-`; "" when the text has no complete kind."""
+    kind, sep, _ = obj_or_prefix.partition(":")
+    return kind + sep if sep else ""
 
 
 @dataclass
@@ -57,7 +115,7 @@ class CompiledPolicy:
     version: str
     source: PolicySource
     _roles: dict[str, tuple[str, ...]]
-    _rules: dict[str, tuple[_Rule, ...]]
+    _rules: dict[str, _HolderRules]
     _identity_lines: dict[str, tuple[PolicyLine, ...]]
     _membership_lines: dict[str, tuple[PolicyLine, ...]]
     problems: tuple[PolicyProblem, ...]
@@ -74,7 +132,8 @@ class CompiledPolicy:
 
     def rule_lines(self, holder: str) -> tuple[PolicyLine, ...]:
         """The `p` lines written for this exact subject or role (not inherited ones)."""
-        return tuple(rule.line for rule in self._rules.get(holder, ()))
+        rules = self._rules.get(holder)
+        return tuple(rule.line for rule in rules.all) if rules else ()
 
     def identity_lines(self, holder: str) -> tuple[PolicyLine, ...]:
         """The `p2` lines written for this exact subject or role."""
@@ -97,9 +156,11 @@ class CompiledPolicy:
 
     def _decide(self, subject: str, obj: str, act: str) -> Decision:
         for holder in (subject, *self.roles(subject)):
-            for rule in self._rules.get(holder, ()):
-                if key_match(obj, rule.obj) and key_match(act, rule.act):
-                    return Decision(allowed=True, rule=rule.line)
+            rules = self._rules.get(holder)
+            if rules is not None:
+                match = rules.first_match(obj, act)
+                if match is not None:
+                    return Decision(allowed=True, rule=match.line)
         return Decision(allowed=False)
 
     def identity(self, subject: str) -> IdentityResolution:
@@ -217,7 +278,7 @@ def compile_policy(source: PolicySource) -> CompiledPolicy:
             problems.extend(
                 PolicyProblem(file=line.file, line=line.line, message=message) for message in pattern_problems(obj, act)
             )
-            rules[subject].append(_Rule(obj=obj, act=act, line=line))
+            rules[subject].append(_Rule(obj=obj, act=act, line=line, order=len(rules[subject])))
         elif line.ptype == "p2":
             problems.extend(_identity_line_problems(line))
             identity_lines[line.fields[0]].append(line)
@@ -226,7 +287,7 @@ def compile_policy(source: PolicySource) -> CompiledPolicy:
         version=_version_of(source),
         source=source,
         _roles=roles,
-        _rules={subject: tuple(lines) for subject, lines in rules.items()},
+        _rules={subject: _HolderRules.build(lines) for subject, lines in rules.items()},
         _identity_lines={subject: tuple(lines) for subject, lines in identity_lines.items()},
         _membership_lines={subject: tuple(lines) for subject, lines in membership_lines.items()},
         problems=(),

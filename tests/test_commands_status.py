@@ -1,0 +1,54 @@
+"""`fixeduser status`: reads the plugin's control socket and prints tables or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from fixeduser.cli import main
+from fixeduser.control import control_app
+
+STATUS = {
+    "policy": {"version": "abc123", "source": "policies", "reloads": 2, "failed_reloads": 1,
+               "last_error": "policy reload rejected (1 problem(s)) ...policy.csv:4: ..."},
+    "decisions": {"allow": 10, "deny": 3},
+    "mounts_per_identity": {"10001:10000": 2},
+    "backend": "local",
+}  # fmt: skip
+
+
+async def _status() -> dict[str, Any]:
+    return STATUS
+
+
+async def _health() -> list[str]:
+    return []
+
+
+async def test_status_over_the_control_socket(capsys: pytest.CaptureFixture[str]) -> None:
+    """Human output shows version, the last rejected reload, decisions and mounts; --json the raw snapshot."""
+    with tempfile.TemporaryDirectory(prefix="fu-st-") as tmp:
+        runner = web.AppRunner(control_app(status=_status, health=_health))
+        await runner.setup()
+        await web.UnixSite(runner, str(Path(tmp) / "control.sock")).start()
+        try:
+            assert await asyncio.to_thread(main, ["status", "--state-dir", tmp]) == 0
+            out = capsys.readouterr().out
+            assert "policy version abc123" in out and "policy.csv:4" in out
+            assert "10001:10000" in out and "deny" in out
+            assert await asyncio.to_thread(main, ["status", "--state-dir", tmp, "--json"]) == 0
+            assert json.loads(capsys.readouterr().out)["policy"]["version"] == "abc123"
+        finally:
+            await runner.cleanup()
+
+
+def test_status_without_a_plugin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No plugin running: exit 2 with one line saying where it looked."""
+    assert main(["status", "--state-dir", str(tmp_path)]) == 2
+    assert "cannot reach the plugin" in capsys.readouterr().err

@@ -301,6 +301,19 @@ async def test_pruning_drops_only_what_the_daemon_shows_to_be_over(rig: Rig) -> 
     assert sorted(m.mount_id for m in rig.driver.registry.all_mounts()) == ["running", "young"]
 
 
+async def test_pruning_keeps_a_start_mount_made_while_another_create_was_in_flight(rig: Rig) -> None:
+    """A mount flagged copy-up (some create was in flight) is kept while its own container runs."""
+    await rig.volume("v")
+    rig.resolver.copy_up = True
+    rig.resolver.containers["v"] = ("other-being-created", "c-running")
+    await rig.driver.mount("v", "m")
+    await rig.driver.registry.add_mount(rig.driver.registry.all_mounts()[0].model_copy(update={"mounted_at": 1.0}))
+    rig.daemon.states["v"] = {"c-running": "running"}
+    assert await rig.driver.prune_stale_mounts(grace=10) == 0
+    rig.daemon.states["v"] = {"c-running": "exited"}
+    assert await rig.driver.prune_stale_mounts(grace=10) == 1
+
+
 async def test_pruning_records_without_containers_needs_no_live_user(rig: Rig) -> None:
     """A record naming no container is only dropped when no container using the volume is live."""
     await rig.volume("v")

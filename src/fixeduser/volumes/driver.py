@@ -299,8 +299,8 @@ class VolumeDriver:
 
     async def _is_over(self, mount: MountRecord, states: Mapping[str, str]) -> bool:
         assert self._daemon is not None
-        if mount.copy_up:  # the daemon unmounts a create's copy mount before the create returns
-            return True
+        # `copy_up` is no evidence: it says a create was in flight, maybe another container's. A
+        # create's own mount names the container (not yet an ID) and is over once the create is.
         if not mount.containers:
             return not any(state in LIVE_STATES for state in states.values())
         for container in mount.containers:

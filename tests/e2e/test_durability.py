@@ -1,0 +1,165 @@
+"""Nothing is lost across a plugin crash, a plugin restart or a daemon restart (real dockerd, real bindfs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from fixeduser.mounts import mounts_below
+from fixeduser.sandbox import make_private_dir, start_stack
+
+from .conftest import E2E, E2E_USERS, REPO
+
+UIDS = {"alice": (10001, 10000), "bob": (10002, 10000)}
+KEYS = {"alice": "10001:10000", "bob": "10002:10000"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    """A stack of its own, pruning stale mount records after 3 s instead of 3 min."""
+    base = make_private_dir(tmp_path_factory.mktemp("durability"))
+    shutil.copytree(REPO / "policies", base / "policies")
+    running = E2E(
+        start_stack(
+            base,
+            policy_dir=base / "policies",
+            users=E2E_USERS,
+            prefix="fud",
+            extra_args=("--mount-prune-grace", "3", "--reconcile-interval", "1"),
+        )
+    )
+    try:
+        yield running
+    finally:
+        running.stack.stop()
+
+
+def restart_plugin(stack: E2E, *, crash: bool) -> None:
+    """Kill (SIGKILL) or stop the plugin process, then start it again on the same state directory."""
+    if crash:
+        stack.plugin.kill()
+    else:
+        stack.plugin.stop()
+    stack.plugin.start()
+    sock = stack.plugin.plugin_dir / f"{stack.plugin.volume_name}.sock"
+    deadline = time.monotonic() + 20
+    while True:  # the spec files outlive a crash: wait until the new process really listens
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(sock))
+            return
+        except OSError:
+            assert time.monotonic() < deadline, stack.plugin.log_tail()
+            time.sleep(0.05)
+
+
+def inspect(stack: E2E, volume: str) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads(stack.ok("volume", "inspect", volume))[0]
+    return info
+
+
+def running_by_user(stack: E2E, volume: str) -> Counter[str]:
+    names = stack.ok("ps", "--filter", f"volume={volume}", "--format", "{{.Names}}").split()
+    return Counter(name.split("-")[1] for name in names)
+
+
+def wait_for(check: Callable[[], bool], what: str, stack: E2E, timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{stack.plugin.log_tail(200)}"
+        time.sleep(0.5)
+
+
+def views_mounted(stack: E2E) -> list[str]:
+    return [m.mount_point for m in mounts_below(stack.plugin.state_dir / "mnt") if m.fstype.startswith("fuse")]
+
+
+def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E) -> None:
+    """SIGKILL the plugin while 24 containers start: after a restart the counts match the running containers, files are
+    where they belong, and once every container is gone no mount is counted and no view is left."""
+    volume = "eng-burst"
+    stack.ok("volume", "create", "-d", stack.driver, volume, user="alice")
+    backing = stack.plugin.local_root / volume
+    jobs = [("alice" if i % 2 == 0 else "bob", i) for i in range(24)]
+
+    def run(job: tuple[str, int]) -> int:
+        user, index = job
+        return stack.docker("run", "-d", "--name", f"burst-{user}-{index}", "--network", "none",
+                            "-v", f"{volume}:/data", "busybox:local", "sh", "-c",
+                            f"echo {index} > /data/{user}-{index}; exec sleep 600", user=user,
+                            timeout=180).returncode  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = [pool.submit(run, job) for job in jobs]
+        time.sleep(1.0)  # some starts done, some in flight, some not yet begun
+        restart_plugin(stack, crash=True)
+        codes = [f.result() for f in futures]
+    assert codes.count(0) > 0, stack.plugin.log_tail()
+
+    seen: dict[str, Any] = {}
+
+    def counts_match() -> bool:
+        running = running_by_user(stack, volume)
+        seen["expected"] = {KEYS[user]: n for user, n in running.items()}
+        seen["counted"] = inspect(stack, volume)["Status"]["mounts"]
+        return bool(seen["counted"] == seen["expected"])
+
+    wait_for(counts_match, f"mount counts to match the running containers: {seen}", stack)
+    running = running_by_user(stack, volume)
+    assert sum(running.values()) > 0
+    for name in stack.ok("ps", "--filter", f"volume={volume}", "--format", "{{.Names}}").split():
+        _, user, index = name.split("-")
+        written = backing / f"{user}-{index}"
+        wait_for(written.exists, f"{written}", stack, timeout=10)
+        assert written.read_text() == f"{index}\n"
+        assert (written.stat().st_uid, written.stat().st_gid) == UIDS[user], name
+    for user, ids in UIDS.items():  # whatever started, wrote as its owner, crash or not
+        for path in backing.glob(f"{user}-*"):
+            assert (path.stat().st_uid, path.stat().st_gid) == ids, path
+
+    # A clean restart with containers still running: views stay, later Unmounts are honoured.
+    before = views_mounted(stack)
+    restart_plugin(stack, crash=False)
+    assert views_mounted(stack) == before
+    wait_for(counts_match, "mount counts after a clean restart", stack)
+
+    names = stack.ok("ps", "-a", "--filter", "name=burst-", "--format", "{{.Names}}").split()
+    for name in names:
+        stack.ok("rm", "-f", name, user=name.split("-")[1])
+    wait_for(lambda: inspect(stack, volume)["Status"]["mounts"] == {}, "all mounts to be released", stack)
+    wait_for(lambda: views_mounted(stack) == [], "every view to be unmounted", stack)
+    stack.ok("volume", "rm", volume)
+
+
+def test_daemon_and_plugin_restart_keep_volumes_options_and_data(stack: E2E) -> None:
+    """After the daemon and the plugin restart (containers killed), every volume is still listed with its options,
+    its data is there, stale mount records are pruned, and the volume mounts again."""
+    stack.ok("volume", "create", "-d", stack.driver, "-o", "mode=0750", "eng-keep1", user="alice")
+    stack.ok("volume", "create", "-d", stack.driver, "-o", "purge=false", "eng-keep2", user="bob")
+    stack.ok("run", "-d", "--name", "keep-alice", "--network", "none", "-v", "eng-keep1:/data", "busybox:local",
+             "sh", "-c", "echo kept > /data/f; exec sleep 600", user="alice")  # fmt: skip
+    wait_for((stack.plugin.local_root / "eng-keep1" / "f").exists, "the file", stack, timeout=10)
+    assert inspect(stack, "eng-keep1")["Status"]["mounts"] == {KEYS["alice"]: 1}
+
+    stack.stack.dockerd.stop()
+    restart_plugin(stack, crash=False)
+    stack.stack.dockerd.start()
+
+    listed = stack.ok("volume", "ls", "--format", "{{.Name}} {{.Driver}}").split("\n")
+    assert f"eng-keep1 {stack.driver}" in listed and f"eng-keep2 {stack.driver}" in listed
+    assert inspect(stack, "eng-keep1")["Options"] == {"mode": "0750"}
+    assert inspect(stack, "eng-keep2")["Options"] == {"purge": "false"}
+    wait_for(lambda: inspect(stack, "eng-keep1")["Status"]["mounts"] == {}, "the dead container's mount to go", stack)
+    out = stack.ok("run", "--rm", "--network", "none", "-v", "eng-keep1:/data", "busybox:local", "cat", "/data/f",
+                   user="alice")  # fmt: skip
+    assert out == "kept\n"
+    stack.ok("rm", "-f", "keep-alice", user="alice")
+    wait_for(lambda: views_mounted(stack) == [], "every view to be unmounted", stack)

@@ -405,3 +405,11 @@ async def test_purge_through_the_driver_never_follows_symlinks_into_another_volu
     assert not (tmp_path / "data" / "doomed").exists()
     assert (tmp_path / "data" / "victim" / "precious").read_text() == "keep me"
     assert Counter(p.name for p in (tmp_path / "data").iterdir()) == Counter(["victim"])
+
+
+async def test_quobyte_options_are_refused_by_the_local_backend(rig: Rig) -> None:
+    """-o tenant/-o configuration only mean something to the quobyte backend: refused with the reason."""
+    rig.gate.grant("k", kind="create", volume="v", subject="alice", options={})
+    with pytest.raises(DriverError, match="only apply to the quobyte backend; this plugin runs the local backend"):
+        await rig.driver.create("v", {**PIN_ALICE, "tenant": "t2"})
+    assert "v" not in rig.driver.registry

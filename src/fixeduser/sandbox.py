@@ -777,6 +777,17 @@ class Dockerd:
 
 # --------------------------------------------------------------------------- plugin process
 
+
+def _accepts(path: Path) -> bool:
+    """True if a unix socket at `path` accepts a connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
 SPEC_DIR = Path("/etc/docker/plugins")
 
 
@@ -835,8 +846,10 @@ class PluginProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
+        # Spec files can be left over from a killed run: wait until the sockets accept connections.
+        sockets = [self.plugin_dir / f"{name}.sock" for name in (self.authz_name, self.volume_name)]
         specs = [SPEC_DIR / f"{name}.spec" for name in (self.authz_name, self.volume_name)]
-        while not all(spec.exists() for spec in specs):
+        while not (all(spec.exists() for spec in specs) and all(_accepts(sock) for sock in sockets)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"fixeduser serve did not start:\n{self.log_tail()}")
             time.sleep(0.05)

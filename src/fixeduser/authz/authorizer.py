@@ -288,6 +288,7 @@ class Authorizer:
 
     async def _check_container_create(self, ctx: Context) -> None:
         create = _parsed(ctx, lambda: parse_container_create(ctx.request.body), "container create")
+        _deny_unknown_mounts(ctx, create.host_config.mounts)
         found = container_escalations(
             create, protected=self._protected, is_foreign_container=lambda ref: self._is_foreign(ctx, ref)
         )
@@ -438,6 +439,7 @@ class Authorizer:
 
     def _check_service_spec(self, ctx: Context) -> None:
         spec = _parsed(ctx, lambda: parse_service_spec(ctx.request.body), "service spec")
+        _deny_unknown_mounts(ctx, spec.container.mounts if spec.container else [])
         found = service_escalations(spec, protected=self._protected, is_fixeduser_volume=self._is_ours)
         self._require_escalations(ctx, found, "run a service")
 
@@ -571,6 +573,15 @@ def _parsed(ctx: Context, parse: Callable[[], T], what: str) -> T:
             f"{ctx.subject} may not {ctx.api.action}: fixeduser cannot read the {what} body ({exc}) "
             "and denies what it cannot check"
         ) from None
+
+
+def _deny_unknown_mounts(ctx: Context, mounts: Iterable[MountSpec]) -> None:
+    unknown = sorted({m.raw_type for m in mounts if m.type == "unknown"})
+    if unknown:
+        raise Denied(
+            f"{ctx.subject} may not {ctx.api.action}: mount type(s) {', '.join(map(repr, unknown))} are not ones "
+            "fixeduser can check (types are case-sensitive: bind, volume, tmpfs, ...)"
+        )
 
 
 def _is_form_body(request: AuthZRequest) -> bool:

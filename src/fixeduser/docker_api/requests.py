@@ -263,6 +263,7 @@ _LEGACY_TOP_LEVEL: Final = frozenset(
         "Annotations",
         "CapAdd",
         "CapDrop",
+        "Capabilities",
         "CgroupnsMode",
         "Dns",
         "DnsOptions",

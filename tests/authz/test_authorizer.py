@@ -387,3 +387,24 @@ async def test_form_bodies_denied(harness: Harness) -> None:
     request.headers["Content-Type"] = "application/x-www-form-urlencoded"
     verdict = await harness.authorizer.authorize_request(request)
     assert not verdict.allow and "form-encoded" in verdict.message
+
+
+async def test_restart_policy_set_by_update_is_recorded(harness: Harness) -> None:
+    """`docker update --restart always` makes the ledger expect daemon restarts, like one set at create."""
+    await harness.create_container("alice", "alices", A_ID)
+    assert harness.ledger.find("alices") is not None and not harness.ledger.find("alices").restart  # type: ignore[union-attr]
+    body = {"RestartPolicy": {"Name": "always"}}
+    assert (await harness.ask("POST", "/containers/alices/update", body=body)).allow
+    await harness.respond("POST", "/containers/alices/update", body=body, status=200, response={"Warnings": []})
+    record = harness.ledger.find(A_ID)
+    assert record is not None and record.restart
+
+
+async def test_control_message_names_user_action_and_line(harness: Harness, tmp_path: Path) -> None:
+    """The plugin-management denial is one sentence: who, which action on what, and the missing line."""
+    harness.add_policy_lines(tmp_path, "p, role:eng, api, plugin.*\n")
+    verdict = await harness.ask("POST", "/plugins/fixeduser-authz/disable")
+    assert verdict.message == (
+        "alice may not plugin.disable fixeduser-authz with its daemon-wide effect: escalation `plugin-management` "
+        "needs `p, <alice or one of its roles>, escalation, plugin-management`"
+    )

@@ -15,6 +15,10 @@ from fixeduser.docker_api import (
     parse_container_create,
     parse_create_response,
     parse_exec_create,
+    parse_exec_create_response,
+    parse_service_create_response,
+    parse_service_spec,
+    parse_update_restart_policy,
     parse_volume_create,
 )
 
@@ -382,3 +386,78 @@ def test_create_response_rejects(body: bytes) -> None:
     """A response without a 64-hex Id raises BodyError."""
     with pytest.raises(BodyError):
         parse_create_response(body)
+
+
+# --- additions for issue 3: links, Capabilities, services, responses, update --------------------
+
+
+def test_create_links_and_endpoint_links() -> None:
+    """HostConfig.Links and NetworkingConfig.EndpointsConfig.*.Links are both read (keys folded)."""
+    got = create(
+        '{"HostConfig": {"links": ["a:b"]}, "networkingconfig": {"EndpointsConfig": {"n1": {"LINKS": ["c"]},'
+        ' "n2": null, "n3": {"Links": ["d:e"]}}}}'
+    )
+    assert got.host_config.links == ["a:b"] and got.endpoint_links == ["c", "d:e"]
+
+
+def test_create_capabilities_field() -> None:
+    """API 1.40's HostConfig.Capabilities: absent or null is None, a list (even empty) is kept."""
+    assert hc({}).capabilities is None
+    assert hc({"Capabilities": None}).capabilities is None
+    assert hc({"capabilities": []}).capabilities == []
+    with pytest.raises(BodyError):
+        create('{"Capabilities": ["CAP_SYS_ADMIN"]}')  # deprecated top-level placement
+
+
+def test_service_spec() -> None:
+    """Mounts, capabilities, sysctls, loosened privileges, runtime and networks of a service spec."""
+    body = {
+        "Name": "web",
+        "TaskTemplate": {
+            "containerspec": {
+                "Mounts": [{"Type": "bind", "Source": "/srv/../etc", "Target": "/e"}],
+                "CapabilityAdd": ["CAP_NET_ADMIN"],
+                "Sysctls": {"net.x": "1"},
+                "Privileges": {"SELinuxContext": {"Disable": True}, "Seccomp": {"Mode": "unconfined"},
+                               "AppArmor": {"Mode": "default"}},
+            },
+            "Networks": [{"Target": "host"}],
+        },
+        "Networks": [{"Target": "overlay1"}],
+    }  # fmt: skip
+    spec = parse_service_spec(json.dumps(body).encode())
+    assert spec.name == "web" and spec.runtime == "" and not spec.has_plugin_spec
+    assert spec.container is not None
+    assert [(m.type, m.source) for m in spec.container.mounts] == [("bind", "/etc")]
+    assert spec.container.cap_add == ["CAP_NET_ADMIN"] and spec.container.sysctls == {"net.x": "1"}
+    assert spec.container.loosened == ["selinux=disable", "seccomp=unconfined"]
+    assert spec.networks == ["host", "overlay1"]
+    plugin = parse_service_spec(b'{"TaskTemplate": {"Runtime": "plugin", "PluginSpec": {"Name": "x"}}}')
+    assert plugin.runtime == "plugin" and plugin.has_plugin_spec and plugin.container is None
+
+
+@pytest.mark.parametrize("body", [b"", b"[]", b'{"TaskTemplate": {"ContainerSpec": {"Mounts": {}}}}'])
+def test_service_spec_rejects(body: bytes) -> None:
+    """Missing or mistyped service bodies raise BodyError."""
+    with pytest.raises(BodyError):
+        parse_service_spec(body)
+
+
+def test_exec_and_service_create_responses() -> None:
+    """The exec ID (64 hex, key Id) and service ID (25 base36, key ID) are read and validated."""
+    assert parse_exec_create_response(json.dumps({"Id": CID}).encode()) == CID
+    assert parse_service_create_response(b'{"ID": "ozpl1ub2pe5j4xcn9ux8r3u4o"}') == "ozpl1ub2pe5j4xcn9ux8r3u4o"
+    for bad in (b"{}", b'{"Id": "x"}', b""):
+        with pytest.raises(BodyError):
+            parse_exec_create_response(bad)
+    with pytest.raises(BodyError):
+        parse_service_create_response(b'{"ID": "../x"}')
+
+
+def test_update_restart_policy() -> None:
+    """A container update body sets a restart policy only when it carries RestartPolicy."""
+    assert parse_update_restart_policy(b'{"Memory": 1}') is None
+    assert parse_update_restart_policy(b'{"restartpolicy": {"Name": "always"}}') == "always"
+    assert (
+        parse_update_restart_policy(b'{"RestartPolicy": {"Name": "always"}, "RestartPolicy": {"name": "no"}}') == "no"
+    )

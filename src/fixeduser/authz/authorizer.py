@@ -37,6 +37,7 @@ from fixeduser.docker_api import (
     parse_exec_create_response,
     parse_service_create_response,
     parse_service_spec,
+    parse_update_restart_policy,
     parse_volume_create,
 )
 from fixeduser.handoff import GateBusy, MountGate
@@ -247,8 +248,8 @@ class Authorizer:
         """What the action itself needs beyond its `api` permission: escalations, ownership, permits."""
         action = ctx.api.action
         if action in CONTROL_ESCALATIONS:
-            escalation = Escalation(kind=CONTROL_ESCALATIONS[action], detail=f"{action} {ctx.api.target or ''}".strip())
-            self._require_escalations(ctx, [escalation], action)
+            escalation = Escalation(kind=CONTROL_ESCALATIONS[action], detail="its daemon-wide effect")
+            self._require_escalations(ctx, [escalation], f"{action} {ctx.api.target or ''}".strip())
         if action == "container.create":
             await self._check_container_create(ctx)
         elif action == "volume.create":
@@ -515,6 +516,8 @@ class Authorizer:
             await self._ledger.rename(ctx.api.target or "", ctx.api.query.get("name", [""])[0])
         elif action == "container.remove" and status == 204:
             await self._ledger.forget(ctx.api.target or "")
+        elif action == "container.update" and status == 200:
+            await self._record_restart_policy(ctx)
         elif action == "exec.create" and status == 201:
             await self._record_exec(ctx)
         elif action == "service.create" and status == 201:
@@ -525,6 +528,15 @@ class Authorizer:
         elif action == "service.remove" and status == 200:
             await self._ledger.services.forget(ctx.api.target or "")
         return Verdict(allow=True, message="response passed")
+
+    async def _record_restart_policy(self, ctx: Context) -> None:
+        """A restart policy set later makes the daemon start the container unasked, like one set at create."""
+        record = self._ledger.find(ctx.api.target or "")
+        if record is None or not ctx.request.body:
+            return
+        policy = _parsed(ctx, lambda: parse_update_restart_policy(ctx.request.body), "container update")
+        if policy is not None:
+            await self._ledger.record(record.model_copy(update={"restart": policy not in ("", "no")}))
 
     async def _record_exec(self, ctx: Context) -> None:
         exec_id = _parsed(ctx, lambda: parse_exec_create_response(ctx.request.response_body), "exec create response")

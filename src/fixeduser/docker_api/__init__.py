@@ -36,6 +36,7 @@ from fixeduser.docker_api.requests import (
     parse_exec_create_response,
     parse_service_create_response,
     parse_service_spec,
+    parse_update_restart_policy,
     parse_volume_create,
 )
 from fixeduser.docker_api.routes import ROUTES, ApiRequest, Route, classify
@@ -73,6 +74,7 @@ __all__ = [
     "parse_exec_create_response",
     "parse_service_create_response",
     "parse_service_spec",
+    "parse_update_restart_policy",
     "parse_volume_create",
     "str_field",
     "str_map_field",

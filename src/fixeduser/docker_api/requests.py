@@ -47,6 +47,7 @@ __all__ = [
     "parse_exec_create_response",
     "parse_service_create_response",
     "parse_service_spec",
+    "parse_update_restart_policy",
     "parse_volume_create",
 ]
 
@@ -431,6 +432,13 @@ def parse_container_create(body: bytes) -> ContainerCreate:
         host_config=_host_config(obj_field(top, "HostConfig") or JsonObject()),
         endpoint_links=_endpoint_links(top),
     )
+
+
+def parse_update_restart_policy(body: bytes) -> str | None:
+    """The restart policy name a ``POST /containers/{name}/update`` body sets; None if it sets none."""
+    top = _object(body)
+    restart = obj_field(top, "RestartPolicy", pointer=False)
+    return None if restart is None else str_field(restart, "Name")
 
 
 def parse_volume_create(body: bytes) -> VolumeCreate:

@@ -35,6 +35,7 @@ BUILTIN_PROTECTED = (
     Path("/usr/lib/docker/plugins"),
     Path("/run/docker.sock"),
     Path("/var/run/docker.sock"),
+    Path("/var/lib/docker"),  # the default data root: every container's files and every local volume
 )
 
 
@@ -70,7 +71,7 @@ CLASSES: dict[str, EscalationClass] = {
     ),
     "protected-bind": EscalationClass(
         description="a bind mount reaching fixeduser's state, storage, mount or policy folders, the plugin "
-        "sockets or the Docker socket"
+        "sockets, the Docker socket or the default Docker data root"
     ),
     "volume-driver-bind": EscalationClass(
         description="a `local` volume with driver options (`-o type=none -o device=/ -o o=bind`: a bind mount in "

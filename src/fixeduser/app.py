@@ -102,6 +102,7 @@ async def build(settings: ServeSettings) -> Plugin:
         policy=lambda: policy.current,
         purge_default=settings.purge_on_remove,
         daemon=daemon,
+        view_idle_seconds=settings.view_idle_seconds,
     )
     authorizer = Authorizer(
         policy=lambda: policy.current,

@@ -69,7 +69,8 @@ class E2E:
 def new_stack(base: Path) -> E2E:
     policy_dir = base / "policies"
     shutil.copytree(REPO / "policies", policy_dir)
-    return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS))
+    # A short idle grace keeps the view-reuse path exercised without slowing the teardown checks.
+    return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS, extra_args=("--view-idle-seconds", "1")))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -216,9 +215,10 @@ def test_audit_lines_have_no_secrets(stack: E2E) -> None:
 
 
 def test_no_stray_bindfs_views(stack: E2E) -> None:
-    """After all containers stopped, no identity view stays mounted (reference counts reached zero)."""
-    mounts = Path("/proc/self/mountinfo").read_text()
-    running = stack.ok("ps", "-q")
-    assert running.strip() == ""
-    assert str(stack.plugin.state_dir / "mnt") not in mounts, mounts
-    assert os.path.isdir(stack.plugin.state_dir)
+    """After all containers stopped, no identity view stays mounted past its idle grace (counts reached zero)."""
+    assert stack.ok("ps", "-q").strip() == ""
+    mnt = str(stack.plugin.state_dir / "mnt")
+    deadline = time.monotonic() + 10
+    while mnt in Path("/proc/self/mountinfo").read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert mnt not in Path("/proc/self/mountinfo").read_text()

@@ -130,7 +130,7 @@ class Rig:
         self.store: StateStore | None = None
         self.driver = self.restart()
 
-    def restart(self, *, purge_default: bool = False) -> VolumeDriver:
+    def restart(self, *, purge_default: bool = False, view_idle_seconds: float = 0) -> VolumeDriver:
         """A new driver on the same state file: what a restarted plugin process sees."""
         if self.store is not None:
             self.store.close()
@@ -143,6 +143,7 @@ class Rig:
             policy=lambda: None,  # type: ignore[arg-type,return-value]
             purge_default=purge_default,
             daemon=self.daemon,
+            view_idle_seconds=view_idle_seconds,
         )
         return self.driver
 
@@ -413,3 +414,18 @@ async def test_quobyte_options_are_refused_by_the_local_backend(rig: Rig) -> Non
     with pytest.raises(DriverError, match="only apply to the quobyte backend; this plugin runs the local backend"):
         await rig.driver.create("v", {**PIN_ALICE, "tenant": "t2"})
     assert "v" not in rig.driver.registry
+
+
+async def test_idle_view_stays_mounted_for_the_grace_period(rig: Rig) -> None:
+    """An unused view survives its grace period (docker run mounts twice), then goes; a new mount cancels that."""
+    rig.restart(view_idle_seconds=0.2)
+    await rig.volume("v")
+    await rig.driver.mount("v", "create-time")
+    await rig.driver.unmount("v", "create-time")
+    assert rig.backend.views == {"10001:10000"}  # kept for the start that follows
+    await rig.driver.mount("v", "start")
+    await asyncio.sleep(0.3)
+    assert rig.backend.views == {"10001:10000"}  # in use: the grace timer did not unmount it
+    await rig.driver.unmount("v", "start")
+    await asyncio.sleep(0.3)
+    assert rig.backend.views == set()

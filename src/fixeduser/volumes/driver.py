@@ -60,6 +60,7 @@ class VolumeDriver:
         policy: Callable[[], CompiledPolicy],
         purge_default: bool = False,
         daemon: ContainerLookup | None = None,
+        view_idle_seconds: float = 30.0,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -70,6 +71,10 @@ class VolumeDriver:
         self._daemon = daemon
         self._identity_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._volume_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # A view no container uses stays mounted this long: `docker run` mounts twice (create-time
+        # copy, then start), and each bindfs start costs tens of milliseconds.
+        self._view_idle_seconds = view_idle_seconds
+        self._idle_timers: dict[str, asyncio.Task[None]] = {}
 
     async def create(self, name: str, options: Mapping[str, str]) -> None:
         _check_name(name)
@@ -224,6 +229,20 @@ class VolumeDriver:
         return True
 
     async def _release_view(self, identity: Identity) -> None:
+        if self._view_idle_seconds <= 0:
+            await self._unmount_if_idle(identity)
+            return
+        previous = self._idle_timers.pop(identity.key, None)
+        if previous is not None:
+            previous.cancel()
+        self._idle_timers[identity.key] = asyncio.create_task(self._unmount_after_grace(identity))
+
+    async def _unmount_after_grace(self, identity: Identity) -> None:
+        await asyncio.sleep(self._view_idle_seconds)
+        self._idle_timers.pop(identity.key, None)
+        await self._unmount_if_idle(identity)
+
+    async def _unmount_if_idle(self, identity: Identity) -> None:
         async with self._identity_locks[identity.key]:
             if self.registry.users_of_identity(identity) == 0:
                 try:
@@ -233,6 +252,9 @@ class VolumeDriver:
 
     async def unmount_idle_views(self) -> None:
         """Unmount every identity view no container uses (at shutdown and start; views in use stay)."""
+        for timer in self._idle_timers.values():
+            timer.cancel()
+        self._idle_timers.clear()
         in_use = self.registry.mounts_per_identity()
         for key in await self.backend.mounted_identities():
             if not in_use.get(key):

@@ -45,6 +45,12 @@ def _last(pairs: list[tuple[str, Any]], name: str) -> tuple[bool, Any]:
     return found, value
 
 
+def _final(pairs: list[tuple[str, Any]], name: str) -> tuple[bool, Any]:
+    """(present, value) of the last occurrence, null included (Go: null resets a slice or map)."""
+    values = [item for key, item in pairs if _fold(key) == _fold(name)]
+    return (bool(values) and values[-1] is not None), (values[-1] if values else None)
+
+
 def _merged(pairs: list[tuple[str, Any]], name: str) -> list[tuple[str, Any]] | None:
     """A pointer-to-struct field: repeated objects merge, null resets; None when unset."""
     out: list[tuple[str, Any]] | None = None
@@ -77,7 +83,7 @@ def _dangerous_host(hc: list[tuple[str, Any]]) -> bool:  # noqa: PLR0911, PLR091
             return True
     for name in ("CapAdd", "Capabilities", "Devices", "DeviceCgroupRules", "DeviceRequests", "SecurityOpt",
                  "Sysctls", "VolumesFrom", "Links"):  # fmt: skip
-        present, value = _last(hc, name)
+        present, value = _final(hc, name)
         if present and value not in ([], "", 0, False):
             return True
     for name in ("PidMode", "UTSMode", "UsernsMode", "CgroupParent", "Cgroup"):
@@ -92,10 +98,10 @@ def _dangerous_host(hc: list[tuple[str, Any]]) -> bool:  # noqa: PLR0911, PLR091
         values = [v for k, v in hc if _fold(k) == _fold(name)]
         if values and values[-1] is not None:
             return True  # an explicit list (even empty) replaces the daemon's masking; null resets to default
-    present, binds = _last(hc, "Binds")
+    present, binds = _final(hc, "Binds")
     if present and (not isinstance(binds, list) or any(not isinstance(b, str) or b.startswith("/") for b in binds)):
         return True
-    present, mounts = _last(hc, "Mounts")
+    present, mounts = _final(hc, "Mounts")
     if present:
         if not isinstance(mounts, list):
             return True

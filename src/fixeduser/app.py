@@ -117,6 +117,8 @@ async def build(settings: ServeSettings) -> Plugin:
             settings.effective_mount_root,
             *([settings.quobyte_mountpoint] if settings.backend == "quobyte" else []),
             settings.policy_dir,
+            settings.plugin_dir,  # a bind there could replace the plugin's own sockets
+            *([settings.spec_dir] if settings.spec_dir else []),
         ],
         daemon=daemon,
         local_subject=settings.local_subject,

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import aiohttp
 
 SELF_HEADER = "X-Fixeduser-Self"
-SELF_ACTIONS = frozenset({"container.list", "container.inspect"})
+SELF_ACTIONS = frozenset({"container.list", "container.inspect", "volume.inspect"})
 
 
 class DaemonError(RuntimeError):
@@ -59,6 +59,11 @@ class DaemonClient:
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         result = await self._get(f"/containers/{quote(reference, safe='')}/json")
+        return result if isinstance(result, dict) else None
+
+    async def inspect_volume(self, name: str) -> dict[str, Any] | None:
+        """The daemon's view of a volume (driver, options), or None if it does not exist."""
+        result = await self._get(f"/volumes/{quote(name, safe='')}")
         return result if isinstance(result, dict) else None
 
     async def close(self) -> None:

@@ -44,10 +44,8 @@ class FakeDaemon:
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    async def _get(self, path: str) -> Any:
-        if path.startswith("/volumes/"):
-            return self.volumes.get(path.removeprefix("/volumes/"))
-        raise AssertionError(path)
+    async def inspect_volume(self, name: str) -> dict[str, Any] | None:
+        return self.volumes.get(name)
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         return self.containers.get(reference)

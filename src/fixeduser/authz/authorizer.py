@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote
 
 from fixeduser.authz.audit import Auditor, AuditRecord, now
 from fixeduser.authz.escalations import (
@@ -359,11 +358,9 @@ class Authorizer:
                 "that it is not a bind mount in disguise"
             )
         try:
-            # TODO(daemon.py owner): a public DaemonClient.inspect_volume; _get is the shared reader.
-            result = await self._daemon._get(f"/volumes/{quote(name, safe='')}")
+            return await self._daemon.inspect_volume(name)
         except DaemonError as exc:
             raise Denied(f"{ctx.subject} may not use volume {name}: cannot check what it is ({exc})") from None
-        return result if isinstance(result, dict) else None
 
     def _identities_for(self, ctx: Context, owner: str, named: dict[str, dict[str, str] | None]) -> dict[str, Identity]:
         identities: dict[str, Identity] = {}

@@ -788,6 +788,7 @@ def _accepts(path: Path) -> bool:
             return False
     return True
 
+
 SPEC_DIR = Path("/etc/docker/plugins")
 
 

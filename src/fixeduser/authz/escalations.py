@@ -6,8 +6,9 @@ and a host path with `p, <subject>, bind:<path pattern>, bind`.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -156,8 +157,14 @@ def container_escalations(
     return found
 
 
-def _protected_roots(protected: Iterable[Path]) -> list[Path]:
-    return [Path(os.path.realpath(p)) for p in (*protected, *BUILTIN_PROTECTED)]
+def _protected_roots(protected: Iterable[Path]) -> tuple[Path, ...]:
+    return _resolved_roots(tuple(protected))
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved_roots(protected: tuple[Path, ...]) -> tuple[Path, ...]:
+    # Deployment paths: resolved once, not with several lstat calls on every container create.
+    return tuple(Path(os.path.realpath(p)) for p in (*protected, *BUILTIN_PROTECTED))
 
 
 def _namespace_escalations(create: ContainerCreate, is_foreign: Callable[[str], bool]) -> list[Escalation]:
@@ -181,13 +188,13 @@ def _namespace_escalations(create: ContainerCreate, is_foreign: Callable[[str], 
     return found
 
 
-def _bind_escalations(create: ContainerCreate, protected: list[Path]) -> list[Escalation]:
+def _bind_escalations(create: ContainerCreate, protected: Sequence[Path]) -> list[Escalation]:
     found = [_bind_escalation(b.source, protected) for b in create.host_config.binds if b.kind == "bind"]
     found += _mount_escalations(create.host_config.mounts, protected)
     return found
 
 
-def _mount_escalations(mounts: Iterable[MountSpec], protected: list[Path]) -> list[Escalation]:
+def _mount_escalations(mounts: Iterable[MountSpec], protected: Sequence[Path]) -> list[Escalation]:
     found = []
     for mount in mounts:
         if mount.type == "bind":
@@ -197,7 +204,7 @@ def _mount_escalations(mounts: Iterable[MountSpec], protected: list[Path]) -> li
     return found
 
 
-def _bind_escalation(source: str, protected: list[Path], *, flag: str = "-v ") -> Escalation:
+def _bind_escalation(source: str, protected: Sequence[Path], *, flag: str = "-v ") -> Escalation:
     # The daemon bind-mounts what the path resolves to on the host, symlinks and `..` included;
     # a relative source (which the daemon rejects) is checked as the root it could reach.
     resolved = Path(os.path.realpath(source if source.startswith("/") else "/"))

@@ -71,11 +71,24 @@ class JsonObject(Mapping[str, Any]):
     and the typed helpers for Go struct semantics.
     """
 
-    __slots__ = ("_last", "_pairs")
+    __slots__ = ("_folded", "_last", "_pairs")
 
     def __init__(self, pairs: Iterable[tuple[str, Any]] = ()) -> None:
         self._pairs: tuple[tuple[str, Any], ...] = tuple(pairs)
         self._last: dict[str, Any] = dict(self._pairs)
+        self._folded: dict[str, list[Any]] | None = None
+
+    def by_folded_key(self, folded: str) -> list[Any]:
+        """Values of every key whose Go fold is `folded`, in document order.
+
+        The index is built once per object: each field lookup would otherwise fold every key.
+        """
+        if self._folded is None:
+            index: dict[str, list[Any]] = {}
+            for key, value in self._pairs:
+                index.setdefault(go_fold(key), []).append(value)
+            self._folded = index
+        return self._folded.get(folded, [])
 
     @property
     def pairs(self) -> tuple[tuple[str, Any], ...]:
@@ -140,6 +153,7 @@ def _fold_char(c: str) -> str:
     return lower if len(lower) == 1 else c
 
 
+@lru_cache(maxsize=8192)
 def go_fold(s: str) -> str:
     """A key such that ``go_fold(a) == go_fold(b)`` iff Go's ``bytes.EqualFold(a, b)``."""
     if s.isascii():
@@ -154,7 +168,9 @@ def _pairs(obj: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
 def _occurrences(obj: Mapping[str, Any], name: str) -> list[Any]:
     """Values of every key that names struct field `name`, in document order."""
     want = go_fold(name)
-    return [v for k, v in _pairs(obj) if k == name or go_fold(k) == want]
+    if isinstance(obj, JsonObject):
+        return obj.by_folded_key(want)
+    return [v for k, v in obj.items() if k == name or go_fold(k) == want]
 
 
 def field(obj: Mapping[str, Any], name: str) -> Any | None:

@@ -14,7 +14,7 @@ from fixeduser.authz.audit import JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.ledger import ContainerLedger
 from fixeduser.control import control_app
-from fixeduser.daemon import DaemonClient
+from fixeduser.daemon import DaemonClient, DaemonError
 from fixeduser.handoff import MountGate
 from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
 from fixeduser.plugin.server import SocketServer, plugin_app
@@ -203,6 +203,7 @@ async def serve(settings: ServeSettings) -> None:
         await server.start()
     pruning = plugin.driver.keep_reconciled(grace=settings.mount_prune_grace, interval=settings.reconcile_interval)
     tasks.append(asyncio.create_task(pruning))  # asks the daemon, whose requests pass our authz socket
+    tasks.append(asyncio.create_task(prune_ledger(plugin.ledger, plugin.daemon, interval=600)))
     log.info(
         "fixeduser serving",
         extra={
@@ -215,6 +216,21 @@ async def serve(settings: ServeSettings) -> None:
         await stop.wait()
     finally:
         await shutdown(plugin, tasks)
+
+
+async def prune_ledger(ledger: ContainerLedger, daemon: DaemonClient, *, interval: float) -> None:
+    """Now and then, forget containers the daemon removed without an API request (`run -d --rm`)."""
+    while True:
+        await asyncio.sleep(interval)
+        known = ledger.ids()
+        try:
+            existing = await daemon.container_ids()
+        except DaemonError as exc:  # unsure: keep every record
+            log.warning("cannot list containers to prune the ledger", extra={"error": str(exc)})
+            continue
+        forgotten = await ledger.keep_only(existing, among=known)
+        if forgotten:
+            log.info("forgot removed containers", extra={"count": forgotten})
 
 
 async def shutdown(plugin: Plugin, tasks: list[asyncio.Task[None]]) -> None:

@@ -57,6 +57,11 @@ class DaemonClient:
         listing = await self._get(f"/containers/json?all=1&filters={filters}")
         return {item["Id"]: item.get("State", "") for item in listing or []}
 
+    async def container_ids(self) -> set[str]:
+        """IDs of every container the daemon has, running or not."""
+        listing = await self._get("/containers/json?all=1")
+        return {item["Id"] for item in listing or []}
+
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         result = await self._get(f"/containers/{quote(reference, safe='')}/json")
         return result if isinstance(result, dict) else None

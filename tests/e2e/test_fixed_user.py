@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fixeduser.sandbox import unix_http_request
+
 from .conftest import E2E
 
 RUN = ("run", "--rm", "--network", "none")
@@ -222,3 +224,17 @@ def test_no_stray_bindfs_views(stack: E2E) -> None:
     while mnt in Path("/proc/self/mountinfo").read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert mnt not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_auto_removed_containers_leave_the_ledger(stack: E2E) -> None:
+    """`docker run --rm` containers are removed by the daemon itself; the ownership ledger forgets them too."""
+
+    def known() -> int:
+        status, body = unix_http_request(stack.plugin.state_dir / "control.sock", "GET", "/status")
+        assert status == 200
+        return int(json.loads(body)["containers_known"])
+
+    before = known()
+    for _ in range(3):
+        stack.ok(*RUN, "busybox:local", "true", user="alice")
+    assert known() == before

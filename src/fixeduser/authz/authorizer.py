@@ -513,6 +513,11 @@ class Authorizer:
             await self._ledger.rename(ctx.api.target or "", ctx.api.query.get("name", [""])[0])
         elif action == "container.remove" and status == 204:
             await self._ledger.forget(ctx.api.target or "")
+        elif action == "container.wait" and status in (0, 200) and ctx.api.query.get("condition") == ["removed"]:
+            # `docker run --rm`: the daemon removes the container itself and this wait returns when it
+            # is gone. The status is 0 because the daemon streams the answer; forgetting too early
+            # would only fail closed (an unknown container has no owner whose identity could mount).
+            await self._ledger.forget(ctx.api.target or "")
         elif action == "container.update" and status == 200:
             await self._record_restart_policy(ctx)
         elif action == "exec.create" and status == 201:

@@ -105,6 +105,19 @@ class ContainerLedger:
         """Containers with a restart policy that mount `volume`: the daemon may start them unasked."""
         return [r for r in self._by_id.values() if r.restart and volume in r.volumes]
 
+    def ids(self) -> set[str]:
+        return set(self._by_id)
+
+    async def keep_only(self, existing: set[str], *, among: set[str]) -> int:
+        """Forget the containers of `among` the daemon no longer has (auto-removed ones); returns how many.
+
+        `among` must be taken before the daemon was asked, so a container recorded meanwhile is kept.
+        """
+        gone = [cid for cid in among if cid not in existing and cid in self._by_id]
+        for cid in gone:
+            await self.forget(cid)
+        return len(gone)
+
     def __len__(self) -> int:
         return len(self._by_id)
 

@@ -302,7 +302,7 @@ class Authorizer:
     def _container_volumes(self, ctx: Context, create: ContainerCreate) -> dict[str, Identity]:
         """Fixeduser volumes this container will mount, each with the identity it mounts as."""
         host = create.host_config
-        ours_by_default = host.volume_driver == self._driver_name
+        ours_by_default = self._is_our_driver(host.volume_driver)
         named: dict[str, dict[str, str] | None] = {}  # name -> create options if our driver may create it
         anonymous = bool(set(create.volumes) - {b.target for b in host.binds} - {m.target for m in host.mounts})
         anonymous_ours = False
@@ -315,7 +315,7 @@ class Authorizer:
             if mount.type != "volume":
                 continue
             # The daemon picks a --mount's driver from its own DriverConfig only, never VolumeDriver.
-            driver_is_ours = mount.volume_driver == self._driver_name
+            driver_is_ours = self._is_our_driver(mount.volume_driver)
             if not mount.source:
                 anonymous_ours = anonymous_ours or driver_is_ours
             else:
@@ -394,7 +394,7 @@ class Authorizer:
     def _check_volume_create(self, ctx: Context) -> None:
         create = _parsed(ctx, lambda: parse_volume_create(ctx.request.body), "volume create")
         self._require_escalations(ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume")
-        if create.driver != self._driver_name:
+        if not self._is_our_driver(create.driver):
             return
         if not create.name:
             raise Denied(f"{ctx.subject} must give fixeduser volumes a name (docker volume create -d ... NAME)")
@@ -444,7 +444,7 @@ class Authorizer:
     def _is_ours(self, mount: MountSpec) -> bool:
         if mount.type != "volume":
             return False
-        return mount.volume_driver == self._driver_name or (bool(mount.source) and mount.source in self._registry)
+        return self._is_our_driver(mount.volume_driver) or (bool(mount.source) and mount.source in self._registry)
 
     async def _check_container_action(self, ctx: Context) -> None:
         reference = ctx.api.target or ""
@@ -483,7 +483,11 @@ class Authorizer:
         mounts = inspected.get("Mounts")
         if not isinstance(mounts, list):
             return True  # cannot tell: assume the worst
-        return any(isinstance(m, dict) and m.get("Driver") == self._driver_name for m in mounts)
+        return any(isinstance(m, dict) and self._is_our_driver(str(m.get("Driver", ""))) for m in mounts)
+
+    def _is_our_driver(self, name: str) -> bool:
+        """The daemon names a managed plugin's driver NAME:latest and accepts plain NAME for it."""
+        return bool(name) and _untagged(name) == _untagged(self._driver_name)
 
     def _is_foreign(self, ctx: Context, reference: str) -> bool:
         record = self._ledger.find(reference)
@@ -601,3 +605,7 @@ def _deny_unknown_mounts(ctx: Context, mounts: Iterable[MountSpec]) -> None:
 def _is_form_body(request: AuthZRequest) -> bool:
     content_type = (request.header("Content-Type") or "").lower()
     return content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
+
+
+def _untagged(driver: str) -> str:
+    return driver.removesuffix(":latest")

@@ -257,7 +257,7 @@ def issue_client_cert(ca: KeyPair, user: str, *, days: int = DEFAULT_DAYS) -> Ke
     return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_private_file(path: Path, data: bytes, mode: int) -> None:
     """Write `data` to `path` atomically, created with `mode` (never readable by others first)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
@@ -274,7 +274,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 def _write_bundle(directory: Path, files: dict[str, tuple[bytes, int]]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, (data, mode) in files.items():
-        _write(directory / name, data, mode)
+        write_private_file(directory / name, data, mode)
 
 
 def write_client_bundle(ca: KeyPair, client: KeyPair, directory: Path) -> None:

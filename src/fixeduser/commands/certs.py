@@ -12,7 +12,6 @@ Layout under `--dir D`:
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from fixeduser.certs import (
     issue_client_cert,
     issue_server_cert,
     write_client_bundle,
+    write_private_file,
     write_server_bundle,
 )
 
@@ -78,19 +78,6 @@ def _refuse_existing(paths: list[Path], force: bool) -> None:
         raise CertError(f"{', '.join(existing)} already exist(s); use --force to replace")
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def run_ca(args: argparse.Namespace) -> int:
     directory: Path = args.dir
     try:
@@ -99,8 +86,8 @@ def run_ca(args: argparse.Namespace) -> int:
     except CertError as exc:
         return _fail(str(exc))
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_new(directory / CA_KEY, ca.key_pem, 0o600)
-    _write_new(directory / CA_CERT, ca.cert_pem, 0o644)
+    write_private_file(directory / CA_KEY, ca.key_pem, 0o600)
+    write_private_file(directory / CA_CERT, ca.cert_pem, 0o644)
     print(f"CA written: {directory / CA_CERT} (key {directory / CA_KEY}, mode 0600: keep it safe)")
     return 0
 

@@ -16,7 +16,7 @@ from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.access import AccessDenied, subject_identity
 from fixeduser.policy.compiled import CompiledPolicy
-from fixeduser.volumes.backends.base import Backend, BackendError
+from fixeduser.volumes.backends.base import Backend, BackendError, validate_volume_name
 from fixeduser.volumes.options import OptionError, parse_options
 from fixeduser.volumes.registry import (
     MountRecord,
@@ -30,7 +30,6 @@ from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
 
 log = logging.getLogger(__name__)
 
-VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 ROOT = Identity(uid=0, gid=0, user="root", group="root")
 SHARED_MODE = 0o1777
 # Container states in which a container may hold its volume mounts (`removing`: not sure yet).
@@ -404,5 +403,7 @@ def _daemon_time(value: str) -> float | None:
 
 
 def _check_name(name: str) -> None:
-    if not VOLUME_NAME.fullmatch(name) or len(name) > 255:
-        raise DriverError(f"invalid volume name {name!r}: use letters, digits, '_', '.', '-'")
+    try:
+        validate_volume_name(name)
+    except BackendError as exc:
+        raise DriverError(str(exc)) from None

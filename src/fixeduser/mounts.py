@@ -102,8 +102,10 @@ def mounts_below(path: str | os.PathLike[str]) -> list[MountEntry]:
 
 def is_stale(path: str | os.PathLike[str]) -> bool:
     """True if `path` is a FUSE mount whose daemon is gone ("Transport endpoint is not connected")."""
+    # statvfs goes to the FUSE daemon every time; stat can be answered from the kernel's attribute
+    # cache for about a second after the daemon died.
     try:
-        os.stat(path)
+        os.statvfs(path)
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False

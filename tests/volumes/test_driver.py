@@ -525,11 +525,6 @@ async def test_reconcile_remounts_a_view_whose_fuse_daemon_died(rig: Rig) -> Non
     assert rig.counts("eng-v") == {"10001:10000": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: mounts.is_stale (LocalBackend._healthy) stats the mount point, whose attributes FUSE caches "
-    "for ~1 s, so a view whose bindfs just died passes as healthy and is not remounted; os.statvfs fails at once",
-)
 async def test_reconcile_right_after_a_fuse_daemon_died_remounts_its_view(rig: Rig) -> None:
     """A reconcile right after the view's bindfs died (plugin and bindfs killed together) remounts it."""
     await rig.volume("eng-v")

@@ -251,9 +251,12 @@ class VolumeDriver:
 
     async def unmount_idle_views(self) -> None:
         """Unmount every identity view no container uses (at shutdown and start; views in use stay)."""
-        for timer in self._idle_timers.values():
-            timer.cancel()
+        timers = list(self._idle_timers.values())
         self._idle_timers.clear()
+        for timer in timers:
+            timer.cancel()
+        # A timer may be inside an unmount: let it finish (or stop) before views are looked at.
+        await asyncio.gather(*timers, return_exceptions=True)
         in_use = self.registry.mounts_per_identity()
         for key in await self.backend.mounted_identities():
             if not in_use.get(key):

@@ -59,7 +59,7 @@ class VolumeDriver:
         policy: Callable[[], CompiledPolicy],
         purge_default: bool = False,
         daemon: ContainerLookup | None = None,
-        view_idle_seconds: float = 30.0,
+        view_idle_seconds: float = 5.0,
     ) -> None:
         self.backend = backend
         self.registry = registry

@@ -71,10 +71,12 @@ def running_by_user(stack: E2E, volume: str) -> Counter[str]:
     return Counter(name.split("-")[1] for name in names)
 
 
-def wait_for(check: Callable[[], bool], what: str, stack: E2E, timeout: float = 45) -> None:
+def wait_for(check: Callable[[], bool], what: str | Callable[[], str], stack: E2E, timeout: float = 45) -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{stack.plugin.log_tail(200)}"
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out waiting for {described}\n{stack.plugin.log_tail(200)}")
         time.sleep(0.5)
 
 
@@ -112,7 +114,7 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
         seen["counted"] = inspect(stack, volume)["Status"]["mounts"]
         return bool(seen["counted"] == seen["expected"])
 
-    wait_for(counts_match, f"mount counts to match the running containers: {seen}", stack)
+    wait_for(counts_match, lambda: f"mount counts to match the running containers: {seen}", stack)
     running = running_by_user(stack, volume)
     assert sum(running.values()) > 0
     for name in stack.ok("ps", "--filter", f"volume={volume}", "--format", "{{.Names}}").split():
@@ -129,7 +131,7 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
     before = views_mounted(stack)
     restart_plugin(stack, crash=False)
     assert views_mounted(stack) == before
-    wait_for(counts_match, "mount counts after a clean restart", stack)
+    wait_for(counts_match, lambda: f"mount counts after a clean restart: {seen}", stack)
 
     names = stack.ok("ps", "-a", "--filter", "name=burst-", "--format", "{{.Names}}").split()
     for name in names:

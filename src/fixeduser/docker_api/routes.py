@@ -16,6 +16,7 @@ Daemon behaviour mirrored here:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -227,6 +228,13 @@ def _unescape(s: str, *, query: bool) -> str | None:
         return None
 
 
+# The same routes in the same (daemon) order, only those of one method at a time.
+_COMPILED_BY_METHOD: dict[str, tuple[tuple[Route, re.Pattern[str], re.Pattern[str]], ...]] = {
+    method: tuple(entry for entry in _COMPILED if entry[0].method == method)
+    for method in {entry[0].method for entry in _COMPILED}
+}
+
+
 def clean_path(p: str) -> str:
     """gorilla/mux ``cleanPath``: Go's ``path.Clean`` keeping a trailing slash."""
     if not p:
@@ -282,8 +290,13 @@ def _split_request_uri(raw_uri: str) -> tuple[str, str] | None:
     return path, query
 
 
+@lru_cache(maxsize=8192)
 def classify(method: str, raw_uri: str) -> ApiRequest | None:
-    """Classify a request by its method and raw request URI; None if no daemon route runs it."""
+    """Classify a request by its method and raw request URI; None if no daemon route runs it.
+
+    Cached: the answer depends on nothing else, and the docker CLI repeats the same URIs
+    (`/_ping`, `/containers/json`, ...). Callers must treat the result as read-only.
+    """
     parts = _split_request_uri(raw_uri)
     if parts is None:
         return None
@@ -291,9 +304,7 @@ def classify(method: str, raw_uri: str) -> ApiRequest | None:
     if decoded is None:
         return None
     path = clean_path(decoded)
-    for route, versioned, plain in _COMPILED:
-        if route.method != method:
-            continue
+    for route, versioned, plain in _COMPILED_BY_METHOD.get(method, ()):
         m = versioned.fullmatch(path) or plain.fullmatch(path)
         if m is None:
             continue

@@ -4,7 +4,7 @@ Docker never tells a volume driver who is mounting. The authz plugin does know: 
 API request that can make the daemon mount a volume (container create, start, restart, archive)
 with the authenticated user. Before allowing such a request it *claims* each fixeduser volume
 the container uses for the identity of the container's owner; the claim ends with the request's
-AuthZRes (or a lease timeout, since the daemon skips AuthZRes when a handler fails).
+AuthZRes (Docker 20.10 sends it for failed requests too) or, as a backstop, a lease timeout.
 
 The gate admits concurrent claims on a volume only when they are for the same identity; a claim
 for a different identity waits until the volume is free. So while a `Mount` for a volume is in

@@ -5,6 +5,7 @@ Every path that is not an explicit allow is a deny; every exception is a deny.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -287,7 +288,7 @@ class Authorizer:
                 )
 
     async def _check_container_create(self, ctx: Context) -> None:
-        create = _parsed(ctx, lambda: parse_container_create(ctx.request.body), "container create")
+        create = _parsed(ctx, lambda: _parse_create(ctx.request.body), "container create")
         _deny_unknown_mounts(ctx, create.host_config.mounts)
         found = container_escalations(
             create, protected=self._protected, is_foreign_container=lambda ref: self._is_foreign(ctx, ref)
@@ -561,7 +562,7 @@ class Authorizer:
         container_id = _parsed(
             ctx, lambda: parse_create_response(ctx.request.response_body), "container create response"
         )
-        create = _parsed(ctx, lambda: parse_container_create(ctx.request.body), "container create")
+        create = _parsed(ctx, lambda: _parse_create(ctx.request.body), "container create")
         volumes = sorted(name for name in self._container_volume_names(create) if name in self._registry)
         await self._ledger.record(
             ContainerRecord(
@@ -581,6 +582,11 @@ class Authorizer:
             record = self._ledger.find(source.split(":", 1)[0])
             names |= set(record.volumes) if record else set()
         return names
+
+
+# AuthZReq and AuthZRes of one container create carry the same body: parse it once for both.
+# The result is a frozen model that no caller changes; failures are not cached and deny each time.
+_parse_create = functools.lru_cache(maxsize=256)(parse_container_create)
 
 
 def _parsed(ctx: Context, parse: Callable[[], T], what: str) -> T:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from fixeduser.control import control_app
 from fixeduser.daemon import DaemonClient, DaemonError
 from fixeduser.handoff import MountGate
 from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
-from fixeduser.plugin.server import SocketServer, plugin_app
+from fixeduser.plugin.server import Handler, SocketServer, plugin_app
 from fixeduser.policy.store import PolicyLoader, PolicyStore
 from fixeduser.settings import ServeSettings
 from fixeduser.state import StateStore
@@ -151,7 +152,7 @@ async def build(settings: ServeSettings) -> Plugin:
     return plugin
 
 
-def _server(settings: ServeSettings, name: str, implements: list[str], handlers: dict) -> SocketServer:  # type: ignore[type-arg]
+def _server(settings: ServeSettings, name: str, implements: list[str], handlers: Mapping[str, Handler]) -> SocketServer:
     spec = settings.spec_dir / f"{name}.spec" if settings.spec_dir else None
     return SocketServer(plugin_app(implements, handlers), settings.socket(name), spec)
 

@@ -12,9 +12,39 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 SELF_HEADER = "X-Fixeduser-Self"
 SELF_ACTIONS = frozenset({"container.list", "container.inspect", "volume.inspect"})
+
+
+class ListedMount(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str = Field("", alias="Type")
+    name: str = Field("", alias="Name")
+
+
+class ListedContainer(BaseModel):
+    """The fields of a `GET /containers/json` entry fixeduser reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = Field(alias="Id")
+    names: tuple[str, ...] = Field((), alias="Names")  # each with a leading "/"
+    state: str = Field("", alias="State")
+    mounts: tuple[ListedMount, ...] = Field((), alias="Mounts")
+
+    @field_validator("names", "mounts", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value
+
+    def mount_points_of(self, volume: str) -> int:
+        return sum(1 for mount in self.mounts if mount.type == "volume" and mount.name == volume)
+
+
+_CONTAINER_LIST = TypeAdapter(list[ListedContainer])
 
 
 class DaemonError(RuntimeError):
@@ -53,9 +83,16 @@ class DaemonClient:
 
     async def container_states(self, volume: str) -> dict[str, str]:
         """ID -> state of every container that uses `volume`."""
+        return {user.id: user.state for user in await self.containers_using(volume)}
+
+    async def containers_using(self, volume: str) -> list[ListedContainer]:
+        """Every container (any state) with a mount point of `volume`."""
         filters = quote(json.dumps({"volume": [volume]}))
         listing = await self._get(f"/containers/json?all=1&filters={filters}")
-        return {item["Id"]: item.get("State", "") for item in listing or []}
+        try:
+            return _CONTAINER_LIST.validate_python(listing or [])
+        except ValidationError as exc:
+            raise DaemonError(f"unexpected container list from the daemon: {exc}") from exc
 
     async def container_ids(self) -> set[str]:
         """IDs of every container the daemon has, running or not."""

@@ -84,13 +84,6 @@ def views_mounted(stack: E2E) -> list[str]:
     return [m.mount_point for m in mounts_below(stack.plugin.state_dir / "mnt") if m.fstype.startswith("fuse")]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap (issue 5 stays open): a mount record names every container with a live claim on the "
-    "volume when it was mounted; after a crash in a concurrent burst a stale record can name a running "
-    "container, so pruning keeps it and the count stays one too high (seen in about 1 of 5 runs). "
-    "Needs per-identity reconciliation of counts against the daemon's running containers.",
-)
 def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E) -> None:
     """SIGKILL the plugin while 24 containers start: after a restart the counts match the running containers, files are
     where they belong, and once every container is gone no mount is counted and no view is left."""

@@ -311,7 +311,7 @@ async def pruning_rig(rig: Rig, dockerd: tuple[Dockerd, str]) -> AsyncIterator[R
     """The rig with the real DaemonClient of the private dockerd as the driver's `daemon`."""
     client = DaemonClient(dockerd[0].host)
     lookup: ContainerLookup = client  # what the driver expects; DaemonClient has both look-ups
-    assert callable(lookup.container_states) and callable(lookup.inspect_container)
+    assert callable(lookup.containers_using) and callable(lookup.inspect_container)
     rig.daemon = client
     rig.restart()
     try:
@@ -631,6 +631,35 @@ async def test_pruning_records_without_containers_needs_no_live_user(pruning_rig
     containers.ok("stop", "-t", "0", someone)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
     assert await rig.views() == []  # its view went with its last user
+
+
+async def test_pruning_drops_records_beyond_the_live_mount_points(pruning_rig: Rig, containers: Containers) -> None:
+    """After a crash lost Unmounts, several records can name one running container (each made while its start's
+    claim was live): only as many stay as it has mount points of the volume, and none while a mount is in flight."""
+    rig, name = pruning_rig, "eng-p4"
+    await rig.volume(name)
+    first, second = containers.run(name), containers.run(name)
+    starting = rig.key()  # `second` starting while `first` creates and starts: every Mount names both
+    await rig.gate.claim(starting, container=second, owner="alice", volumes={name: ALICE})
+    try:
+        for mount_id in ("copy", "first", "lost"):
+            await rig.mount(name, mount_id, container=first, for_create=mount_id == "copy")
+    finally:
+        await rig.gate.release(starting)
+    await rig.mount(name, "second", container=second)
+    await asyncio.sleep(0.2)
+    claim = rig.key()
+    await rig.gate.claim(claim, container=first, owner="alice", volumes={name: ALICE})
+    try:
+        assert await rig.driver.prune_stale_mounts(grace=0.1) == 0  # a request mounting it is in flight
+    finally:
+        await rig.gate.release(claim)
+    assert await rig.driver.prune_stale_mounts(grace=0.1) == 2
+    assert rig.counts(name) == {"10001:10000": 2}
+    assert "second" in {m.mount_id for m in rig.driver.registry.all_mounts()}  # the one naming only itself
+    containers.ok("stop", "-t", "0", first)
+    assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
+    assert rig.counts(name) == {"10001:10000": 1} and await rig.views() == ["10001:10000"]
 
 
 # ------------------------------------------------------------------ removal

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from fixeduser.daemon import DaemonError
+from fixeduser.daemon import DaemonError, ListedContainer
 from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.access import AccessDenied, subject_identity
@@ -27,6 +27,7 @@ from fixeduser.volumes.registry import (
     now_rfc3339,
 )
 from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
+from fixeduser.volumes.surplus import VolumeUse, surplus_records
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ LIVE_STATES = frozenset({"running", "paused", "restarting", "removing"})
 class ContainerLookup(Protocol):
     """The read-only daemon look-ups the stale-mount pruner needs (`fixeduser.daemon.DaemonClient`)."""
 
-    async def container_states(self, volume: str) -> dict[str, str]: ...
+    async def containers_using(self, volume: str) -> list[ListedContainer]: ...
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None: ...
 
@@ -291,9 +292,11 @@ class VolumeDriver:
         """Drop mount records the daemon shows to be over; returns how many.
 
         A record is only judged when older than `grace` seconds (a Mount's container may not be
-        running yet), and only dropped when the daemon answers for certain: the container is gone
-        or not running, or it finished after the mount (the record is from an earlier run whose
-        Unmount was lost while the plugin was down). Any doubt, or no daemon, keeps the record.
+        running yet) and while no request that mounts the volume is in flight. It is dropped when
+        the daemon answers for certain: the containers it names are gone or not running, or
+        finished after the mount (a record from an earlier run whose Unmount was lost while the
+        plugin was down); or it is surplus: more records remain than the live containers' mount
+        points of the volume (see `fixeduser.volumes.surplus`). Any doubt, or no daemon, keeps it.
         """
         if self._daemon is None:
             return 0
@@ -301,16 +304,34 @@ class VolumeDriver:
         old = [m for m in self.registry.all_mounts() if m.mounted_at <= cutoff]
         pruned = 0
         for volume in sorted({m.volume for m in old}):
+            if self._gate.claims_on(volume):
+                continue
             try:
-                states = await self._daemon.container_states(volume)
+                listed = await self._daemon.containers_using(volume)
             except DaemonError as exc:
                 log.info("cannot check mount records now", extra={"volume": volume, "error": str(exc)})
                 continue
-            for mount in (m for m in old if m.volume == volume):
-                if await self._is_over(mount, states) and await self._forget(mount):
+            judged = [m for m in old if m.volume == volume]
+            over = [m for m in judged if await self._is_over(m, listed)]
+            rest = [m for m in judged if m not in over]
+            for mount in [*over, *surplus_records(rest, self._live_uses(volume, listed))]:
+                if await self._forget(mount):
                     log.warning("dropped the record of a mount that is over", extra=_mount_log(mount))
                     pruned += 1
         return pruned
+
+    def _live_uses(self, volume: str, listed: list[ListedContainer]) -> list[VolumeUse]:
+        record = self.registry.get(volume)
+        return [
+            VolumeUse(
+                id=container.id,
+                names=frozenset(name.lstrip("/") for name in container.names),
+                mount_points=container.mount_points_of(volume),
+                expected=None if record is None else self._resolver.expected_identity(container.id, record),
+            )
+            for container in listed
+            if container.state in LIVE_STATES
+        ]
 
     async def keep_reconciled(self, *, grace: float, interval: float) -> None:
         """Prune stale mount records now and every `interval` seconds (a background task)."""
@@ -321,8 +342,9 @@ class VolumeDriver:
                 log.exception("pruning stale mount records failed")
             await asyncio.sleep(interval)
 
-    async def _is_over(self, mount: MountRecord, states: Mapping[str, str]) -> bool:
+    async def _is_over(self, mount: MountRecord, listed: list[ListedContainer]) -> bool:
         assert self._daemon is not None
+        states = {container.id: container.state for container in listed}
         # `copy_up` is no evidence: it says a create was in flight, maybe another container's. A
         # create's own mount names the container (not yet an ID) and is over once the create is.
         if not mount.containers:

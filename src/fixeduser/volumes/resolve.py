@@ -93,6 +93,11 @@ class MountIdentityResolver:
             f"{len(identities) or 'no'} identities match the restarting containers; refusing to guess"
         )
 
+    def expected_identity(self, container_id: str, volume: VolumeRecord) -> Identity | None:
+        """The identity the container mounts `volume` as under today's policy (None: not known here)."""
+        record = self._ledger.find(container_id)
+        return None if record is None else self._expected(record, volume)
+
     def _expected(self, record: ContainerRecord, volume: VolumeRecord) -> Identity | None:
         try:
             return mount_identity(self._policy(), record.owner, volume.name, volume.pinned)

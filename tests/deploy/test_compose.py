@@ -15,6 +15,11 @@ from fixeduser.settings import load_settings
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _without_overrides() -> dict[str, str]:
+    """The environment without FIXEDUSER_* variables: the compose file's defaults apply."""
+    return {k: v for k, v in clean_env().items() if not k.startswith("FIXEDUSER_")}
+
+
 @pytest.fixture(scope="module")
 def config() -> dict[str, object]:
     """The compose file as docker-compose resolves it (`docker-compose config`), read as data."""
@@ -22,7 +27,7 @@ def config() -> dict[str, object]:
         pytest.skip("docker-compose not installed (apt-get install docker-compose)")
     result = subprocess.run(
         ["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, check=False, timeout=60, env=clean_env(), cwd=REPO,
+        capture_output=True, text=True, check=False, timeout=60, env=_without_overrides(), cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     # docker-compose's own Python has PyYAML (python3-yaml); the project's venv needs none
@@ -42,9 +47,14 @@ def service(config: dict[str, object]) -> dict[str, object]:
 
 
 def test_compose_config_accepts_the_file(config: dict[str, object]) -> None:
-    """docker-compose parses the file; the image is built from deploy/Dockerfile and runs without a network."""
+    """docker-compose parses the file; the image is built from deploy/Dockerfile on a locally imported
+    base image (no registry) and runs without a network."""
     svc = service(config)
-    assert svc["build"] == {"context": str(REPO), "dockerfile": "deploy/Dockerfile"}
+    assert svc["build"] == {
+        "context": str(REPO / "deploy"),
+        "dockerfile": "Dockerfile",
+        "args": {"BASE_IMAGE": "fixeduser-base:latest"},
+    }
     assert svc["network_mode"] == "none" and svc["restart"] == "always"
     assert (REPO / "deploy" / "Dockerfile").is_file()
 
@@ -77,3 +87,22 @@ def test_command_is_valid_serve_settings(config: dict[str, object]) -> None:
     settings = load_settings(None, overrides)
     assert str(settings.state_dir) == "/var/lib/fixeduser"
     assert json.dumps(str(settings.policy_dir)) == '"/etc/fixeduser/policies"'
+
+
+def test_host_paths_default_to_the_real_ones(config: dict[str, object]) -> None:
+    """Without FIXEDUSER_* variables every host path and plugin name is the production one, and the
+    state folder is mounted at its own path (the driver hands dockerd paths below it)."""
+    svc = service(config)
+    volumes = svc["volumes"]
+    assert isinstance(volumes, list)
+    for bind in (
+        "/run/docker/plugins:/run/docker/plugins:rw",
+        "/var/run/docker.sock:/var/run/docker.sock:rw",
+        "/srv/fixeduser/volumes:/srv/fixeduser/volumes:rw",
+    ):
+        assert bind in volumes
+    state = next(v for v in volumes if isinstance(v, dict) and v["target"] == "/var/lib/fixeduser")
+    assert state["source"] == state["target"]
+    command = svc["command"]
+    assert isinstance(command, list)
+    assert {"--authz-name=fixeduser-authz", "--volume-name=fixeduser", "--state-dir=/var/lib/fixeduser"} <= set(command)

@@ -1,20 +1,25 @@
 """Prometheus metrics for `fixeduser serve`, served as `GET /metrics` on the control socket.
 
-Hot-path metrics (decisions, latency, volume calls, backend errors) are prometheus-client
-counters and histograms updated in memory: no I/O on the decision path. Values the plugin
-already keeps (policy reloads, active mounts per identity, policy problems) are read only
-when Prometheus scrapes, through callables, so nothing extra runs per request.
+The decision path only bumps plain in-memory tallies (`DecisionTally`: a dict increment and a
+bisect per call, no locks; prometheus-client's labelled children took about 25 µs of the 70 µs
+of a trivial decision) that become Prometheus families when scraped. Volume calls and backend
+errors are rare and use prometheus-client counters. Values the plugin already keeps (policy
+reloads, active mounts per identity, policy problems) are read only when Prometheus scrapes,
+through callables, so nothing extra runs per request.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections import Counter as Tally
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fixeduser.authz.audit import Auditor, AuditRecord
@@ -74,24 +79,54 @@ class _GaugeCollector(Collector):
         yield GaugeMetricFamily("fixeduser_volumes", "Volumes known to the driver", value=g.volumes())
 
 
+class DecisionTally(Collector):
+    """Decisions by (phase, action, result) and answer latency per phase, kept as plain counts.
+
+    Only the event loop updates them and scrapes run on the same loop, so no lock is needed."""
+
+    def __init__(self) -> None:
+        self.decisions: Tally[tuple[str, str, str]] = Tally()
+        self._buckets: dict[str, list[int]] = {}  # phase -> count per bucket (the last one is +Inf)
+        self._sums: defaultdict[str, float] = defaultdict(float)
+
+    def count(self, phase: str, action: str, allow: bool) -> None:
+        self.decisions[phase, action, "allow" if allow else "deny"] += 1
+
+    def observe(self, phase: str, seconds: float) -> None:
+        counts = self._buckets.get(phase)
+        if counts is None:
+            counts = self._buckets[phase] = [0] * (len(DECISION_BUCKETS) + 1)
+        counts[bisect.bisect_left(DECISION_BUCKETS, seconds)] += 1
+        self._sums[phase] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "fixeduser_decisions",
+            "Authorization decisions by phase (request/response), Docker action and result",
+            labels=["phase", "action", "result"],
+        )
+        for labels, value in sorted(self.decisions.items()):
+            decisions.add_metric(list(labels), value)
+        yield decisions
+        latency = HistogramMetricFamily(
+            "fixeduser_decision_seconds", "Time to answer an AuthZReq/AuthZRes call, parsing included", labels=["phase"]
+        )
+        for phase, counts in sorted(self._buckets.items()):
+            cumulative, running = [], 0
+            for bound, count in zip([*map(str, DECISION_BUCKETS), "+Inf"], counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            latency.add_metric([phase], cumulative, sum_value=self._sums[phase])
+        yield latency
+
+
 class Metrics:
     """The plugin's metrics in their own registry (not the process-global one)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.decisions = Counter(
-            "fixeduser_decisions",
-            "Authorization decisions by phase (request/response), Docker action and result",
-            ["phase", "action", "result"],
-            registry=self.registry,
-        )
-        self.decision_seconds = Histogram(
-            "fixeduser_decision_seconds",
-            "Time to answer an AuthZReq/AuthZRes call, parsing included",
-            ["phase"],
-            buckets=DECISION_BUCKETS,
-            registry=self.registry,
-        )
+        self.tally = DecisionTally()
+        self.registry.register(self.tally)
         self.volume_calls = Counter(
             "fixeduser_volume_calls",
             "VolumeDriver calls by name and result (ok/error)",
@@ -110,20 +145,21 @@ class Metrics:
         self.registry.register(_GaugeCollector(gauges))
 
     def record_decision(self, record: AuditRecord) -> None:
-        self.decisions.labels(record.phase, record.action, "allow" if record.allow else "deny").inc()
+        self.tally.count(record.phase, record.action, record.allow)
 
     def timed_authz(self, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
         """`handlers` (AuthZPlugin.AuthZReq/AuthZRes) with their latency observed."""
+        observe = self.tally.observe
 
         def wrap(method: str, handler: Handler) -> Handler:
-            histogram = self.decision_seconds.labels("response" if method.endswith("AuthZRes") else "request")
+            phase = "response" if method.endswith("AuthZRes") else "request"
 
             async def timed(payload: dict[str, Any]) -> dict[str, Any]:
                 began = time.perf_counter()
                 try:
                     return await handler(payload)
                 finally:
-                    histogram.observe(time.perf_counter() - began)
+                    observe(phase, time.perf_counter() - began)
 
             return timed
 

@@ -171,3 +171,18 @@ def test_gauges_are_read_at_scrape_time() -> None:
     assert s[("fixeduser_volumes", ())] == 3
     assert ("fixeduser_active_mounts", (("identity", "10001:10000"),)) not in s
     assert s[("fixeduser_active_mounts", (("identity", "10002:10000"),))] == 1
+
+
+def test_decision_latency_lands_in_the_right_buckets() -> None:
+    """Buckets are `le` (upper bound included), cumulative in the exposition, with the sum of all observations."""
+    metrics = Metrics()
+    for seconds in (0.0005, 0.0006, 0.003, 9.0):
+        metrics.tally.observe("request", seconds)
+    s = samples(metrics)
+
+    def bucket(le: str) -> float:
+        return s[("fixeduser_decision_seconds_bucket", (("le", le), ("phase", "request")))]
+
+    assert (bucket("0.0005"), bucket("0.001"), bucket("0.0025"), bucket("0.005"), bucket("5.0")) == (1, 2, 2, 3, 3)
+    assert bucket("+Inf") == 4
+    assert s[("fixeduser_decision_seconds_sum", (("phase", "request"),))] == pytest.approx(9.0041)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.authorizer import Authorizer, Verdict
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
 from fixeduser.plugin.server import Handler
 
@@ -16,13 +16,13 @@ def authz_handlers(authorizer: Authorizer) -> dict[str, Handler]:
         parsed = _parse(payload)
         if isinstance(parsed, AuthZResponse):
             return _dump(parsed)
-        return _dump((await authorizer.authorize_request(parsed)).wire())
+        return _answer(await authorizer.authorize_request(parsed))
 
     async def response(payload: dict[str, Any]) -> dict[str, Any]:
         parsed = _parse(payload)
         if isinstance(parsed, AuthZResponse):
             return _dump(parsed)
-        return _dump((await authorizer.authorize_response(parsed)).wire())
+        return _answer(await authorizer.authorize_response(parsed))
 
     return {"AuthZPlugin.AuthZReq": request, "AuthZPlugin.AuthZRes": response}
 
@@ -32,6 +32,15 @@ def _parse(payload: dict[str, Any]) -> AuthZRequest | AuthZResponse:
         return AuthZRequest.model_validate(payload)
     except ValidationError as exc:
         return AuthZResponse(allow=False, msg=f"fixeduser cannot read this authorization request: {exc}")
+
+
+# Almost every answer is this one; building and dumping a model for it each time is needless work.
+ALLOWED = AuthZResponse(allow=True)
+_ALLOWED_WIRE = ALLOWED.model_dump(by_alias=True)
+
+
+def _answer(verdict: Verdict) -> dict[str, Any]:
+    return dict(_ALLOWED_WIRE) if verdict.allow else _dump(verdict.wire())
 
 
 def _dump(response: AuthZResponse) -> dict[str, Any]:

@@ -37,23 +37,23 @@ class JsonLineAuditor:
 
     def __init__(self, destination: Path | None, *, flush_interval: float = 0.2) -> None:
         self._destination = destination
-        self._pending: list[str] = []
+        self._pending: list[AuditRecord] = []
         self._flush_interval = flush_interval
         self._stream: IO[str] = sys.stdout if destination is None else destination.open("a", encoding="utf-8")
         self.counts: dict[str, int] = {"allow": 0, "deny": 0}
 
     def record(self, record: AuditRecord) -> None:
         self.counts["allow" if record.allow else "deny"] += 1
-        self._pending.append(record.model_dump_json())
+        self._pending.append(record)  # serialized in the writer thread, off the decision path
 
-    def _write(self, lines: list[str]) -> None:
-        self._stream.write("\n".join(lines) + "\n")
+    def _write(self, records: list[AuditRecord]) -> None:
+        self._stream.write("".join(record.model_dump_json() + "\n" for record in records))
         self._stream.flush()
 
     async def flush(self) -> None:
         if self._pending:
-            lines, self._pending = self._pending, []
-            await asyncio.to_thread(self._write, lines)
+            records, self._pending = self._pending, []
+            await asyncio.to_thread(self._write, records)
 
     async def run(self) -> None:
         while True:

@@ -1,0 +1,47 @@
+"""The state store's writer thread: writes are committed in order, batched, and each caller gets its own error."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fixeduser.state import StateStore
+
+INSERT = "INSERT INTO volumes VALUES (?, ?)"
+
+
+async def test_concurrent_writes_are_all_committed_in_order(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    await asyncio.gather(*(store.write(INSERT, (f"v{i}", str(i))) for i in range(200)))
+    await store.write("UPDATE volumes SET record = 'last' WHERE name = ?", ("v7",))
+    store.close()
+    reopened = StateStore(tmp_path / "state.db")  # what a restarted plugin reads
+    rows = dict(reopened.query("SELECT name, record FROM volumes"))
+    assert len(rows) == 200 and rows["v7"] == "last" and rows["v199"] == "199"
+    reopened.close()
+
+
+async def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    await store.write(INSERT, ("taken", "0"))
+    results = await asyncio.gather(
+        store.write(INSERT, ("a", "1")),
+        store.write(INSERT, ("taken", "again")),  # primary key violation
+        store.write(INSERT, ("b", "2")),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert dict(store.query("SELECT name, record FROM volumes")) == {"taken": "0", "a": "1", "b": "2"}
+    store.close()
+
+
+async def test_close_finishes_the_writes_and_then_refuses_use(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    await store.write(INSERT, ("x", "1"))
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.query("SELECT 1")  # closed means closed: nothing is written behind the caller's back

@@ -14,7 +14,7 @@ from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.audit import JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.ledger import ContainerLedger
-from fixeduser.control import control_app
+from fixeduser.control import HealthReport, control_app
 from fixeduser.daemon import DaemonClient, DaemonError
 from fixeduser.handoff import MountGate
 from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
@@ -23,7 +23,7 @@ from fixeduser.policy.store import PolicyLoader, PolicyStore
 from fixeduser.settings import ServeSettings
 from fixeduser.state import StateStore
 from fixeduser.volumes.api import volume_handlers
-from fixeduser.volumes.backends.base import Backend
+from fixeduser.volumes.backends.base import Backend, ServiceCheck
 from fixeduser.volumes.backends.local import LocalBackend
 from fixeduser.volumes.driver import VolumeDriver
 from fixeduser.volumes.registry import VolumeRegistry
@@ -65,14 +65,24 @@ class Plugin:
             "backend": self.backend.name,
         }
 
-    async def health(self) -> list[str]:
-        """Problems that make the plugin unusable (empty when healthy)."""
+    async def health(self) -> HealthReport:
+        """Problems that make the plugin unusable (policy in force, storage backend), and notes that
+        do not: a rejected policy reload leaves the last good policy in force."""
         problems = [str(p) for p in self.policy.current.problems]
-        try:
-            await self.backend.check()
-        except Exception as exc:  # any failure of the check is a health problem, reported as text
-            problems.append(f"backend {self.backend.name}: {exc}")
-        return problems
+        notes = []
+        if self.policy.last_error is not None:
+            notes.append(f"the last policy reload failed; version {self.policy.current.version} stays in force")
+            notes.append(self.policy.last_error)
+        checks = [self.backend.check]
+        inner = getattr(self.backend, "inner", self.backend)  # CountingBackend wraps the real one
+        if isinstance(inner, ServiceCheck):
+            checks.append(inner.check_service)
+        for check in checks:
+            try:
+                await check()
+            except Exception as exc:  # any failure of a check is a health problem, reported as text
+                problems.append(f"backend {self.backend.name}: {exc}")
+        return HealthReport(problems=problems, notes=notes)
 
 
 def _policy_loader(settings: ServeSettings) -> PolicyLoader | None:

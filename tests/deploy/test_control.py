@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -14,8 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from fixeduser.app import Plugin, build, shutdown
-from fixeduser.control import control_app
+from fixeduser.control import HealthReport, control_app
 from fixeduser.settings import ServeSettings
+from tests.quobyte_api import QuobyteApiDouble
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +40,7 @@ async def test_healthz_is_200_when_usable() -> None:
     try:
         response = await client.get("/healthz")
         assert response.status == 200
-        assert await response.json() == {"ok": True, "problems": []}
+        assert await response.json() == {"ok": True, "problems": [], "notes": []}
     finally:
         await client.close()
 
@@ -50,7 +52,7 @@ async def test_healthz_is_503_with_every_problem() -> None:
     try:
         response = await client.get("/healthz")
         assert response.status == 503
-        assert await response.json() == {"ok": False, "problems": problems}
+        assert await response.json() == {"ok": False, "problems": problems, "notes": []}
     finally:
         await client.close()
 
@@ -127,3 +129,113 @@ async def test_live_metrics_count_decisions_and_health_sees_a_broken_backend(liv
     assert any("backend local" in problem for problem in json.loads(body)["problems"])
     status, text = await _get(control, "/metrics")
     assert 'fixeduser_backend_errors_total{backend="local",operation="check"} 1.0' in text
+
+
+async def test_notes_alone_keep_healthz_200() -> None:
+    """A report with notes but no problems is usable: 200, the notes in the body."""
+
+    async def status() -> dict[str, Any]:
+        return {}
+
+    async def health() -> HealthReport:
+        return HealthReport(notes=["the last policy reload failed"])
+
+    client = TestClient(TestServer(control_app(status=status, health=health)))
+    await client.start_server()
+    try:
+        response = await client.get("/healthz")
+        assert response.status == 200
+        assert await response.json() == {"ok": True, "problems": [], "notes": ["the last policy reload failed"]}
+    finally:
+        await client.close()
+
+
+async def test_live_rejected_reload_is_a_note_and_the_good_policy_stays(live: tuple[Plugin, Path]) -> None:
+    """A broken policy edit: the reload is rejected, /healthz stays 200 and says which version is in force
+    and why the edit was refused; once fixed, the note is gone."""
+    plugin, base = live
+    control = plugin.settings.control_socket
+    version = plugin.policy.current.version
+    policy_file = base / "policies" / "policy.csv"
+    good = policy_file.read_text()
+    policy_file.write_text(good + "p, role:eng, api, no.such.action.anywhere\n")
+    assert await plugin.policy.reload("test") is False
+    status, body = await _get(control, "/healthz")
+    assert status == 200, body
+    report = json.loads(body)
+    assert report["ok"] is True and report["problems"] == []
+    assert f"version {version} stays in force" in report["notes"][0]
+    assert "policy.csv" in report["notes"][1]
+    policy_file.write_text(good)
+    assert await plugin.policy.reload("test") is True
+    assert json.loads((await _get(control, "/healthz"))[1])["notes"] == []
+
+
+async def _run(*argv: str) -> None:
+    process = await asyncio.create_subprocess_exec(*argv)
+    assert await process.wait() == 0, argv
+
+
+async def test_live_storage_gone_or_read_only_is_503(live: tuple[Plugin, Path]) -> None:
+    """The local root vanishing after start (storage unmounted) or turning read-only makes /healthz 503
+    with the reason; the check does not paper over a vanished root by creating an empty one."""
+    plugin, _ = live
+    control = plugin.settings.control_socket
+    root = plugin.settings.local_root
+    await _run("mount", "--bind", str(root), str(root))
+    try:
+        await _run("mount", "-o", "remount,bind,ro", str(root))
+        status, body = await _get(control, "/healthz")
+        assert status == 503, body
+        assert any(f"cannot write in {root}" in p and "Read-only" in p for p in json.loads(body)["problems"])
+    finally:
+        await _run("umount", str(root))
+    assert (await _get(control, "/healthz"))[0] == 200
+    root.rmdir()
+    status, body = await _get(control, "/healthz")
+    assert status == 503, body
+    assert any("is gone since the plugin started" in p for p in json.loads(body)["problems"])
+    assert not root.exists()
+
+
+@pytest.fixture
+async def live_quobyte(tmp_path: Path) -> AsyncIterator[tuple[Plugin, QuobyteApiDouble]]:
+    """A serving plugin on the Quobyte backend, against the API double (client mount: a plain folder)."""
+    api = QuobyteApiDouble(client_dir=tmp_path / "client").start()
+    (tmp_path / "client").mkdir()
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    (tmp_path / "password").write_text(api.password)
+    settings = ServeSettings(
+        policy_dir=tmp_path / "policies",
+        state_dir=tmp_path / "state",
+        plugin_dir=tmp_path / "plugins",
+        backend="quobyte",
+        quobyte_api_url=api.url,
+        quobyte_user=api.user,
+        quobyte_password_file=tmp_path / "password",
+        quobyte_client="directory",
+        quobyte_mountpoint=tmp_path / "client",
+        quobyte_retries=0,
+        docker_host=f"unix://{tmp_path}/no-docker.sock",
+    )
+    plugin = await build(settings)
+    for server in plugin.servers:
+        await server.start()
+    try:
+        yield plugin, api
+    finally:
+        await shutdown(plugin, [])
+        api.stop()
+
+
+async def test_live_quobyte_api_unreachable_is_503(live_quobyte: tuple[Plugin, QuobyteApiDouble]) -> None:
+    """The Quobyte API answering: 200 (one cheap name look-up); the API gone: 503 naming it."""
+    plugin, api = live_quobyte
+    control = plugin.settings.control_socket
+    status, body = await _get(control, "/healthz")
+    assert status == 200, body
+    assert any(method == "resolveVolumeName" for method, _ in api.calls)
+    api.stop()
+    status, body = await _get(control, "/healthz")
+    assert status == 503, body
+    assert any("the Quobyte API is unusable" in p and api.url in p for p in json.loads(body)["problems"])

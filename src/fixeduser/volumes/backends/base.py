@@ -90,3 +90,13 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Release resources held by the backend (mounted views are left alone)."""
         ...
+
+
+@runtime_checkable
+class ServiceCheck(Protocol):
+    """A backend that depends on a remote service it can probe cheaply while serving (health only:
+    at start-up the plugin must come up even while that service is down, or dockerd could not)."""
+
+    async def check_service(self) -> None:
+        """Raise BackendError saying why the service is unusable."""
+        ...

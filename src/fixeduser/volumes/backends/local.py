@@ -236,6 +236,18 @@ def _acl_problem(mount_root: Path) -> str | None:
     return None
 
 
+def _write_problem(root: Path) -> str | None:
+    """None if a folder can be made (and removed) in `root`, else why not (e.g. read-only storage)."""
+    probe = root / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.mkdir(probe, 0o700)
+    except OSError as exc:
+        return f"cannot write in {root} ({exc.strerror}): new volumes would fail; check the storage"
+    with contextlib.suppress(OSError):
+        os.rmdir(probe)
+    return None
+
+
 def _require_passwd_entry(identity: Identity) -> None:
     """fusermount3 refuses to mount for a uid without a user name ("could not determine username")."""
     try:
@@ -296,7 +308,10 @@ class LocalBackend:
     # ------------------------------------------------------------------ preconditions
 
     async def check(self) -> None:
-        """Create `root`/`mount_root` if needed and verify the host; BackendError lists problems."""
+        """Create `root`/`mount_root` if needed and verify the host; BackendError lists problems.
+
+        Once a check has passed, a vanished `root` is a problem (not created again) and `root` must
+        stay writable: this is also the health check while serving."""
         async with self._check_lock:
             await asyncio.to_thread(self._check_sync)
             self._checked = True
@@ -310,12 +325,18 @@ class LocalBackend:
             fuse_conf=self.fuse_conf,
         )
         for d, mode in ((self.root, ROOT_DIR_MODE), (self.mount_root, MOUNT_ROOT_MODE)):
+            if self._checked and d == self.root and not os.path.lexists(d):
+                # created at start; gone now means the storage went away: an empty stand-in would hide it
+                problems.append(f"{d} (the volumes' storage) is gone since the plugin started: restore or remount it")
+                continue
             try:
                 _ensure_root_dir(d, mode)
             except OSError as exc:
                 problems.append(f"cannot create {d}: {exc.strerror}")
                 continue
             problems.extend(p for p in traversal_problems(d) if p not in problems)
+        if not problems:
+            problems.extend(filter(None, [_write_problem(self.root)]))
         if not problems:
             problem = _acl_problem(self.mount_root)
             if problem:

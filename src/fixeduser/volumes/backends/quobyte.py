@@ -62,6 +62,9 @@ APPEAR_TIMEOUT = 10.0  # a new volume may take a moment to show up in the client
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+HEALTH_PROBE_NAME = ".fixeduser-health-probe"  # not a valid volume name: never a real volume
+
+
 class QuobyteError(BackendError):
     """A Quobyte API failure; `code` is the JSON-RPC error code (None for HTTP/transport errors)."""
 
@@ -236,6 +239,13 @@ class QuobyteBackend:
         """Make sure the client mount is usable (mounting or repairing it in `start` mode)."""
         async with self._client_lock:
             await self._ensure_client()
+
+    async def check_service(self) -> None:
+        """One cheap API call (resolve a name no volume can have): reachable, and our credentials accepted."""
+        try:
+            await asyncio.to_thread(self.client.resolve_volume, HEALTH_PROBE_NAME, tenant=self.tenant)
+        except BackendError as exc:
+            raise BackendError(f"the Quobyte API is unusable: {exc}") from None
 
     async def _ensure_client(self) -> None:
         mp = self.mountpoint

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 SELF_HEADER = "X-Fixeduser-Self"
-SELF_ACTIONS = frozenset({"container.list", "container.inspect", "volume.inspect"})
+SELF_ACTIONS = frozenset({"container.list", "container.inspect", "volume.inspect", "network.inspect", "task.inspect"})
+HOST_NETWORK = "host"
 
 
 class ListedMount(BaseModel):
@@ -45,6 +46,30 @@ class ListedContainer(BaseModel):
 
 
 _CONTAINER_LIST = TypeAdapter(list[ListedContainer])
+
+
+class InspectedNetwork(BaseModel):
+    """The fields of a `GET /networks/{id}` answer fixeduser reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = Field(alias="Id")
+    name: str = Field(alias="Name")
+    driver: str = Field("", alias="Driver")
+
+    @property
+    def is_host(self) -> bool:
+        """The host's own network namespace: the predefined `host` network (local or swarm-scoped)."""
+        return HOST_NETWORK in (self.name, self.driver)
+
+
+class InspectedTask(BaseModel):
+    """The fields of a `GET /tasks/{id}` answer fixeduser reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = Field(alias="ID")
+    service_id: str = Field(alias="ServiceID")
 
 
 class DaemonError(RuntimeError):
@@ -108,6 +133,26 @@ class DaemonClient:
         result = await self._get(f"/volumes/{quote(name, safe='')}")
         return result if isinstance(result, dict) else None
 
+    async def inspect_network(self, reference: str) -> InspectedNetwork | None:
+        """The network the daemon resolves `reference` to (ID, name or ID prefix), or None if none."""
+        return _validated(InspectedNetwork, await self._get(f"/networks/{quote(reference, safe='')}"), "network")
+
+    async def inspect_task(self, reference: str) -> InspectedTask | None:
+        """The swarm task the daemon resolves `reference` to, or None if none (a non-manager answers 503)."""
+        return _validated(InspectedTask, await self._get(f"/tasks/{quote(reference, safe='')}"), "task")
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], answer: Any, what: str) -> _Model | None:
+    if answer is None:
+        return None
+    try:
+        return model.model_validate(answer)
+    except ValidationError as exc:
+        raise DaemonError(f"unexpected {what} description from the daemon: {exc}") from exc

@@ -23,8 +23,9 @@ from fixeduser.authz.escalations import (
     volume_create_escalations,
 )
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord, OwnedRecord
+from fixeduser.authz.networks import network_mode_reference, parse_network_attach
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
-from fixeduser.daemon import SELF_ACTIONS, SELF_HEADER, DaemonClient, DaemonError
+from fixeduser.daemon import HOST_NETWORK, SELF_ACTIONS, SELF_HEADER, DaemonClient, DaemonError
 from fixeduser.docker_api import (
     ApiRequest,
     BodyError,
@@ -81,6 +82,10 @@ OWNED_ACTIONS = MOUNTING_ACTIONS | frozenset(
 EXEC_ACTIONS = frozenset({"exec.start", "exec.resize", "exec.inspect"})
 # Requests on a swarm service: only its creator, or `others`.
 SERVICE_OWNED_ACTIONS = frozenset({"service.inspect", "service.update", "service.remove", "service.logs"})
+# Requests on a swarm task (by task ID): only the creator of its service, or `others`.
+TASK_OWNED_ACTIONS = frozenset({"task.inspect", "task.logs"})  # inspect shows the service's spec (Env...)
+# Requests that attach a container (named in the body) to a network or detach it.
+NETWORK_ATTACH_ACTIONS = frozenset({"network.connect", "network.disconnect"})
 # Requests that act on every user's containers at once.
 ALL_CONTAINER_ACTIONS = frozenset({"container.prune"})
 # Daemon-level requests that could switch fixeduser off or let something else start containers here,
@@ -264,12 +269,21 @@ class Authorizer:
             self._check_owned(ctx, self._ledger.execs.find(ctx.api.target or ""), "exec instance")
         elif action in ALL_CONTAINER_ACTIONS:
             self._require_others(ctx, "every user's stopped containers")
+        elif action in NETWORK_ATTACH_ACTIONS:
+            await self._check_network_attach(ctx)
         elif action == "image.build":
             self._require_escalations(ctx, build_escalations(ctx.api.query), "build an image")
+        await self._check_swarm_action(ctx)
+
+    async def _check_swarm_action(self, ctx: Context) -> None:
+        """Services and their tasks: their creator's, and their specs checked like container creates."""
+        action = ctx.api.action
         if action in SERVICE_OWNED_ACTIONS:
             self._check_owned(ctx, self._ledger.services.find(ctx.api.target or ""), "service")
         if action in ("service.create", "service.update"):
-            self._check_service_spec(ctx)
+            await self._check_service_spec(ctx)
+        elif action in TASK_OWNED_ACTIONS:
+            await self._check_task_action(ctx)
 
     def _is_self_query(self, ctx: Context) -> bool:
         return (
@@ -294,6 +308,9 @@ class Authorizer:
             create, protected=self._protected, is_foreign_container=lambda ref: self._is_foreign(ctx, ref)
         )
         found += await self._disguised_binds(ctx, create)
+        network = network_mode_reference(create.host_config.network_mode)
+        if network is not None and await self._is_host_network(ctx, network, missing_ok=True):
+            found.append(Escalation(kind="namespaces", detail=f"--network={network} (the host network)"))
         self._require_escalations(ctx, found, "create a container")
         volumes = self._container_volumes(ctx, create)
         await self._claim(
@@ -436,11 +453,74 @@ class Authorizer:
         if owner != ctx.subject:
             self._require_others(ctx, f"{owner}'s {kind}" if owner else f"a {kind} fixeduser has no owner for")
 
-    def _check_service_spec(self, ctx: Context) -> None:
+    async def _check_service_spec(self, ctx: Context) -> None:
         spec = _parsed(ctx, lambda: parse_service_spec(ctx.request.body), "service spec")
         _deny_unknown_mounts(ctx, spec.container.mounts if spec.container else [])
         found = service_escalations(spec, protected=self._protected, is_fixeduser_volume=self._is_ours)
+        # The daemon resolves each target by ID, name or ID prefix, locally too (a predefined network's
+        # local ID means its swarm namesake): ask it what each one is, like `GET /networks/{id}` would.
+        for target in sorted(set(spec.networks) - {HOST_NETWORK}):
+            if await self._is_host_network(ctx, target, missing_ok=False):
+                found.append(Escalation(kind="namespaces", detail=f"network {target} (the host network)"))
         self._require_escalations(ctx, found, "run a service")
+
+    async def _is_host_network(self, ctx: Context, reference: str, *, missing_ok: bool) -> bool:
+        """Whether the daemon resolves `reference` to the host network; Denied when it cannot say.
+
+        `missing_ok`: a container may name a network that does not exist yet (its start fails until
+        it does); a new network can never be the host network, whose name and ID are taken.
+        """
+        if self._daemon is None:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action}: fixeduser has no daemon connection to check "
+                f"that network {reference!r} is not the host network"
+            )
+        try:
+            network = await self._daemon.inspect_network(reference) if reference else None
+        except DaemonError as exc:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action}: cannot check that network {reference!r} is not the "
+                f"host network ({exc})"
+            ) from None
+        if network is None and not missing_ok:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action}: network {reference!r} does not exist here, so fixeduser "
+                "cannot check that it is not the host network"
+            )
+        return network is not None and network.is_host
+
+    async def _check_network_attach(self, ctx: Context) -> None:
+        """Connecting or disconnecting a container changes that container: its owner's (or `others`) call."""
+        connect = ctx.api.action == "network.connect"
+        what = "network connect" if connect else "network disconnect"
+        attach = _parsed(ctx, lambda: parse_network_attach(ctx.request.body, connect=connect), what)
+        record = await self._find_container(attach.container, mounting=False)
+        self._check_owned(ctx, record, f"container {attach.container!r}")
+        found = []
+        for link in attach.links:
+            container = link.split(":", 1)[0]
+            if self._is_foreign(ctx, container):
+                found.append(Escalation(kind="links", detail=f"--link {container}"))
+        self._require_escalations(ctx, found, f"connect container {attach.container!r} to a network")
+
+    async def _check_task_action(self, ctx: Context) -> None:
+        """A task belongs to its service's creator; the daemon says which service a task ID is of."""
+        if ctx.policy.decide(ctx.subject, OTHERS_OBJECT, ctx.api.action).allowed:
+            return  # anyone's task: no need to ask whose it is
+        reference = ctx.api.target or ""
+        if self._daemon is None:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action} {reference}: fixeduser has no daemon connection to check "
+                "whose task it is"
+            )
+        try:
+            task = await self._daemon.inspect_task(reference)
+        except DaemonError as exc:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action} {reference}: cannot check whose task it is ({exc})"
+            ) from None
+        service = self._ledger.services.find(task.service_id) if task is not None and task.service_id else None
+        self._check_owned(ctx, service, "service's task")
 
     def _is_ours(self, mount: MountSpec) -> bool:
         if mount.type != "volume":

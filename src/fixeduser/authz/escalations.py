@@ -58,7 +58,8 @@ CLASSES: dict[str, EscalationClass] = {
     ),
     "namespaces": EscalationClass(
         description="host namespaces or those of a container you do not own "
-        "(`--pid/--ipc/--uts/--userns/--cgroupns/--network host`, `container:X`, a service on the host network)"
+        "(`--pid/--ipc/--uts/--userns/--cgroupns/--network host`, `container:X`, a service on the host network; "
+        "the host network named by ID or ID prefix too, resolved by asking the daemon)"
     ),
     "links": EscalationClass(description="a link to a container you do not own (`--link`: exposes its environment)"),
     "security-options": EscalationClass(
@@ -293,7 +294,27 @@ def escalations_markdown() -> str:
     for kind, cls in CLASSES.items():
         description = cls.description.replace("|", "\\|")
         lines.append(f"| `{kind}` | {description} | denied | `{policy_line(kind)}` |")
+    lines += ["", "## Known limit", "", *KNOWN_LIMIT]
     return "\n".join(lines) + "\n"
+
+
+KNOWN_LIMIT = (
+    "Bind sources are resolved (symlinks and `..`) in the plugin's mount namespace when the container",
+    "create is decided. The daemon resolves them again when it mounts them, at every start of the",
+    "container, and fixeduser does not check them again then. A path component swapped for a symlink",
+    "in between (created for a harmless folder, then the folder replaced by a link to `/` and the",
+    "container started) is not caught. What limits it:",
+    "",
+    "- only someone who can write the folder holding the swapped component can do it: host users",
+    "  cannot write host paths they were not given, and no engineer has a bind grant in the example",
+    "  policy (every bind needs `p, <subject>, bind:<path pattern>, bind`);",
+    "- a container's root can write into a *writable* bind it was granted (binds are not fixed-user),",
+    "  so grant binds only of folders whose contents those users must not rearrange, below a parent",
+    "  they cannot write, or that are read-only data;",
+    "- the protected roots (fixeduser's state, storage, mount and policy folders, the plugin and",
+    "  Docker sockets, the Docker data root) are refused whatever path reaches them at decision time,",
+    "  so the swap has to happen after an allowed create.",
+)
 
 
 if __name__ == "__main__":

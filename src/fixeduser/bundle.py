@@ -7,10 +7,10 @@ fixeduser package, bindfs, fusermount3 (setuid root), setpriv, umount and a stat
 a shell, plus every shared library those programs and the Python extension modules load (found
 with `ldd`). The result runs fixeduser exactly as tested on this host.
 
-    python -m fixeduser.bundle DIR [--config deploy/plugin/config.json] [--image TAG]
+    python -m fixeduser.bundle DIR [--config deploy/plugin/config.json] [--tar]
 
-`--image` also writes `DIR/rootfs.tar`, which `docker import` turns into the image the compose
-deployment runs when no registry can be reached.
+`--tar` also writes `DIR/rootfs.tar`, which `docker import` turns into the base image of the
+compose deployment (deploy/compose/build-image; deploy/Dockerfile adds the entry point).
 """
 
 from __future__ import annotations

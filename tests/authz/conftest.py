@@ -1,13 +1,23 @@
-"""An Authorizer wired like app.py: the shipped example policy, a temp SQLite ledger, a fake daemon."""
+"""An Authorizer wired like app.py: the shipped example policy, a temp SQLite ledger, and the real
+DaemonClient talking to one private dockerd shared by the session (fixeduser.sandbox: own paths,
+`--bridge=none --iptables=false --ip6tables=false`, stopped by its PID, mounts cleaned).
+
+Tests that need the daemon to know a volume or container create the real thing on it
+(`Harness.real_volume`, `Harness.real_container`); both are removed when the test ends.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -20,6 +30,7 @@ from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.store import load_policy
+from fixeduser.sandbox import BUSYBOX_IMAGE, Dockerd, dockerd_available, make_private_dir, mounts_under
 from fixeduser.state import StateStore
 from fixeduser.volumes.registry import VolumeRecord, VolumeRegistry
 
@@ -37,18 +48,60 @@ class ListAuditor:
 
 
 @dataclass
-class FakeDaemon:
-    """The daemon's answers to fixeduser's own look-ups: volumes by name, containers by reference."""
+class RealDaemon:
+    """The session's private dockerd, and what one test made on it (removed when the test ends)."""
 
-    token: str = "t0ken"
-    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    containers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dockerd: Dockerd
+    image: str
+    containers: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
 
-    async def inspect_volume(self, name: str) -> dict[str, Any] | None:
-        return self.volumes.get(name)
+    def ok(self, *args: str) -> str:
+        result = self.dockerd.docker(*args)
+        assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
+        return result.stdout.strip()
 
-    async def inspect_container(self, reference: str) -> dict[str, Any] | None:
-        return self.containers.get(reference)
+    def volume(self, prefix: str, *options: str) -> str:
+        """A real volume named `prefix-<random>` created with `docker volume create OPTIONS`."""
+        name = self.ok("volume", "create", *options, f"{prefix}-{secrets.token_hex(4)}")
+        self.volumes.append(name)
+        return name
+
+    def container(self, name: str = "") -> str:
+        """A real (never started) container with no network; its full ID. Unnamed: the daemon picks a name."""
+        named = ["--name", f"{name}-{secrets.token_hex(4)}"] if name else []
+        cid = self.ok("create", "--network", "none", *named, self.image, "true")
+        self.containers.append(cid)
+        return cid
+
+    def name_of(self, cid: str) -> str:
+        return self.ok("inspect", "-f", "{{.Name}}", cid).lstrip("/")
+
+    def network_id(self, name: str) -> str:
+        return self.ok("network", "inspect", "-f", "{{.Id}}", name)
+
+    def cleanup(self) -> None:
+        if self.containers:
+            self.dockerd.docker("rm", "-f", *self.containers)
+        if self.volumes:
+            self.dockerd.docker("volume", "rm", "-f", *self.volumes)
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    """One private dockerd (no network, unix socket only) with the busybox image, for the whole session."""
+    if os.geteuid() != 0 or not dockerd_available():
+        pytest.skip("needs root and dockerd (run scripts/setup)")
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-authz-")
+    daemon = Dockerd(base / "dockerd")
+    try:
+        daemon.start()
+        daemon.import_busybox()
+        yield daemon
+    finally:
+        daemon.stop()
+        if not mounts_under(base):  # never delete through a mount
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def b64(value: Any) -> str:
@@ -61,10 +114,15 @@ class Harness:
     authorizer: Authorizer
     ledger: ContainerLedger
     registry: VolumeRegistry
-    daemon: FakeDaemon
+    daemon: RealDaemon | None
     auditor: ListAuditor
     protected: Path
     policy: list[CompiledPolicy]
+
+    @property
+    def real(self) -> RealDaemon:
+        assert self.daemon is not None, "this harness has no daemon"
+        return self.daemon
 
     def add_policy_lines(self, tmp: Path, lines: str) -> None:
         """Decide with the example policy plus `lines` from now on."""
@@ -118,10 +176,12 @@ class Harness:
         )  # fmt: skip
 
 
-def make_harness(tmp: Path, *, daemon: bool = True) -> tuple[Harness, StateStore]:
+def make_harness(
+    tmp: Path, client: DaemonClient | None = None, real: RealDaemon | None = None
+) -> tuple[Harness, StateStore]:
+    """An Authorizer over a fresh ledger and registry; `client` is how it reaches the daemon (None: it cannot)."""
     store = StateStore(tmp / "state.db")
     ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate(wait_seconds=0.2)
-    fake = FakeDaemon()
     auditor = ListAuditor()
     protected = tmp / "protected"
     (protected / "root").mkdir(parents=True)
@@ -134,15 +194,20 @@ def make_harness(tmp: Path, *, daemon: bool = True) -> tuple[Harness, StateStore
         auditor=auditor,
         driver_name=DRIVER,
         protected_paths=[protected / "root"],
-        daemon=cast(DaemonClient, fake) if daemon else None,
+        daemon=client,
     )
-    return Harness(authorizer, ledger, registry, fake, auditor, protected, current), store
+    return Harness(authorizer, ledger, registry, real, auditor, protected, current), store
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    made, store = make_harness(tmp_path)
+async def harness(tmp_path: Path, dockerd: Dockerd) -> AsyncIterator[Harness]:
+    """A harness whose look-ups go to the session's real dockerd through the real DaemonClient."""
+    client = DaemonClient(dockerd.host)
+    real = RealDaemon(dockerd, image=BUSYBOX_IMAGE)
+    made, store = make_harness(tmp_path, client, real)
     try:
         yield made
     finally:
         store.close()
+        await client.close()
+        real.cleanup()

@@ -112,22 +112,20 @@ async def test_ordinary_options_allowed(harness: Harness, host: dict[str, Any]) 
 
 
 async def test_existing_local_bind_volume_is_an_escalation(harness: Harness) -> None:
-    """A `local` volume the admin created with bind options cannot be used by name by alice."""
-    harness.daemon.volumes["hostroot"] = {
-        "Name": "hostroot", "Driver": "local", "Options": {"type": "none", "device": "/", "o": "bind"},
-    }  # fmt: skip
-    harness.daemon.volumes["plain"] = {"Name": "plain", "Driver": "local", "Options": None}
-    for host in ({"Binds": ["hostroot:/h"]}, {"Mounts": [{"Type": "volume", "Source": "hostroot", "Target": "/h"}]}):
+    """A `local` volume the admin created with bind options cannot be used by name by alice; a plain one can."""
+    hostroot = harness.real.volume("hostroot", "-d", "local", "-o", "type=none", "-o", "device=/", "-o", "o=bind")
+    plain = harness.real.volume("plain")
+    for host in ({"Binds": [f"{hostroot}:/h"]}, {"Mounts": [{"Type": "volume", "Source": hostroot, "Target": "/h"}]}):
         verdict = await harness.ask("POST", CREATE, body=create_body(**host))
-        assert not verdict.allow and "volume-driver-bind" in verdict.message, verdict.message
-    assert (await harness.ask("POST", CREATE, body=create_body(Binds=["plain:/p"]))).allow
+        assert not verdict.allow and "volume-driver-bind" in verdict.message and hostroot in verdict.message
+    assert (await harness.ask("POST", CREATE, body=create_body(Binds=[f"{plain}:/p"]))).allow
 
 
 async def test_named_volume_without_daemon_is_denied(tmp_path: Path) -> None:
     """With no daemon to ask what a named volume is, using it is denied rather than assumed safe."""
     from .conftest import make_harness  # noqa: PLC0415
 
-    harness, store = make_harness(tmp_path, daemon=False)
+    harness, store = make_harness(tmp_path)
     try:
         verdict = await harness.ask("POST", CREATE, body=create_body(Binds=["v1:/data"]))
         assert not verdict.allow and "bind mount in disguise" in verdict.message

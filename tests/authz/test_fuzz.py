@@ -13,18 +13,23 @@ import base64
 import json
 import posixpath
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.wire import AuthZRequest
+from fixeduser.daemon import DaemonClient
+from fixeduser.sandbox import Dockerd
 
-from .conftest import Harness, make_harness
+from .conftest import make_harness
 
 ENGINEERS = {"alice", "bob", "carol"}
 USERS = ["alice", "bob", "carol", "dave", "", "@local", "role:eng", "role:admin"]
@@ -252,18 +257,37 @@ QUERIES = st.sampled_from(["", "?name=c1", "?name=a&name=b", "?x=%zz", "?;name=q
 CONTENT_TYPES = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "",
                                  "application/x-www-form-urlencoded", "APPLICATION/JSON"])  # fmt: skip
 
-_SHARED: dict[str, Harness] = {}
+
+class Fuzz:
+    """One harness on the session's real daemon, driven from sync hypothesis tests on one event loop.
+
+    The DaemonClient's connection belongs to the loop that opened it, so every decision runs on the
+    same `asyncio.Runner` instead of a fresh `asyncio.run` loop each.
+    """
+
+    def __init__(self, dockerd: Dockerd) -> None:
+        self.runner = asyncio.Runner()
+        self.client = DaemonClient(dockerd.host)
+        self._tmp = Path(tempfile.mkdtemp(prefix="fixeduser-fuzz-"))
+        self.harness, self._store = make_harness(self._tmp, self.client)
+
+    def decide(self, request: AuthZRequest) -> bool:
+        return self.runner.run(self.harness.authorizer.authorize_request(request)).allow
+
+    def close(self) -> None:
+        self.runner.run(self.client.close())
+        self.runner.close()
+        self._store.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def harness() -> Harness:
-    if "h" not in _SHARED:
-        made, _store = make_harness(Path(tempfile.mkdtemp(prefix="fixeduser-fuzz-")))
-        _SHARED["h"] = made
-    return _SHARED["h"]
-
-
-def decide(request: AuthZRequest) -> bool:
-    return asyncio.run(harness().authorizer.authorize_request(request)).allow
+@pytest.fixture(scope="module")
+def fuzz(dockerd: Dockerd) -> Iterator[Fuzz]:
+    made = Fuzz(dockerd)
+    try:
+        yield made
+    finally:
+        made.close()
 
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -279,7 +303,7 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
     content_type=CONTENT_TYPES,
 )
 def test_never_allows_what_the_reference_denies(  # noqa: PLR0917 - hypothesis passes each strategy by name
-    user: str, method: str, path: str, query: str, body: bytes | None, content_type: str
+    fuzz: Fuzz, user: str, method: str, path: str, query: str, body: bytes | None, content_type: str
 ) -> None:
     """Adversarial URIs, headers and create bodies: the decision never raises and never out-allows the reference."""
     uri = path + query
@@ -290,7 +314,7 @@ def test_never_allows_what_the_reference_denies(  # noqa: PLR0917 - hypothesis p
         payload["RequestBody"] = base64.b64encode(body).decode()
     if content_type:
         payload["RequestHeaders"] = {"Content-Type": content_type}
-    allowed = decide(AuthZRequest.model_validate(payload))
+    allowed = fuzz.decide(AuthZRequest.model_validate(payload))
     if reference_denies(user, method, uri, body, content_type):
         assert not allowed, (user, method, uri, body, content_type)
 
@@ -301,7 +325,7 @@ CREATE_PATHS = st.sampled_from(["/containers/create", "/v1.41/containers/create"
 
 @FUZZ
 @given(user=st.sampled_from(sorted(ENGINEERS)), path=CREATE_PATHS, body=create_bodies())
-def test_create_bodies_never_out_allowed(user: str, path: str, body: bytes) -> None:
+def test_create_bodies_never_out_allowed(fuzz: Fuzz, user: str, path: str, body: bytes) -> None:
     """Engineers' container creates with folded, duplicated, nulled or mistyped fields: no escalation slips."""
     payload = {
         "User": user,
@@ -310,7 +334,7 @@ def test_create_bodies_never_out_allowed(user: str, path: str, body: bytes) -> N
         "RequestBody": base64.b64encode(body).decode(),
         "RequestHeaders": {"Content-Type": "application/json"},
     }
-    allowed = decide(AuthZRequest.model_validate(payload))
+    allowed = fuzz.decide(AuthZRequest.model_validate(payload))
     if reference_denies(user, "POST", path, body, "application/json"):
         assert not allowed, (user, path, body)
 
@@ -341,10 +365,10 @@ JSON = st.recursive(
         st.one_of(JSON, st.text(), st.sampled_from(["POST", "/containers/create", "eyJ9", "!!notb64"])),
     )
 )
-def test_handler_never_raises_and_denies_garbage(payload: dict[str, Any]) -> None:
+def test_handler_never_raises_and_denies_garbage(fuzz: Fuzz, payload: dict[str, Any]) -> None:
     """Any JSON payload to AuthZPlugin.AuthZReq gets an answer; one without a known route is a denial."""
-    handler = authz_handlers(harness().authorizer)["AuthZPlugin.AuthZReq"]
-    answer = asyncio.run(handler(payload))
+    handler = authz_handlers(fuzz.harness.authorizer)["AuthZPlugin.AuthZReq"]
+    answer = fuzz.runner.run(handler(payload))
     assert set(answer) == {"Allow", "Msg", "Err"}
     if answer["Allow"]:
         request = AuthZRequest.model_validate(payload)
@@ -354,11 +378,11 @@ def test_handler_never_raises_and_denies_garbage(payload: dict[str, Any]) -> Non
         assert not request.user.startswith(("@", "role:"))
 
 
-def test_reference_is_not_vacuous() -> None:
+def test_reference_is_not_vacuous(fuzz: Fuzz) -> None:
     """The reference denies the attacks it is meant to catch and allows a plain create."""
     plain = b'{"Image": "x", "HostConfig": {"NetworkMode": "none"}}'
     assert not reference_denies("alice", "POST", "/v1.41/containers/create", plain, "application/json")
-    assert decide(harness().request("POST", "/v1.41/containers/create", body=json.loads(plain)))
+    assert fuzz.decide(fuzz.harness.request("POST", "/v1.41/containers/create", body=json.loads(plain)))
     attacks = [
         b'{"HostConfig": {"privileged": true}}',
         '{"HostConfig": {"\u017fecurityOpt": ["x"]}}'.encode(),

@@ -448,10 +448,15 @@ class Authorizer:
                 f"`p, <{ctx.subject} or one of its roles>, {OTHERS_OBJECT}, {ctx.api.action}`"
             )
 
-    def _check_owned(self, ctx: Context, record: OwnedRecord | ContainerRecord | None, kind: str) -> None:
+    def _check_owned(
+        self, ctx: Context, record: OwnedRecord | ContainerRecord | None, kind: str, reference: str = ""
+    ) -> None:
+        """Only the owner may, or a subject granted `others`; `reference`: how the request named it."""
         owner = record.owner if record else None
         if owner != ctx.subject:
-            self._require_others(ctx, f"{owner}'s {kind}" if owner else f"a {kind} fixeduser has no owner for")
+            named = f" {reference}" if reference else ""
+            whose = f"{owner}'s {kind}{named}" if owner else f"a {kind} fixeduser has no owner for{named}"
+            self._require_others(ctx, whose)
 
     async def _check_service_spec(self, ctx: Context) -> None:
         spec = _parsed(ctx, lambda: parse_service_spec(ctx.request.body), "service spec")
@@ -495,7 +500,7 @@ class Authorizer:
         what = "network connect" if connect else "network disconnect"
         attach = _parsed(ctx, lambda: parse_network_attach(ctx.request.body, connect=connect), what)
         record = await self._find_container(attach.container, mounting=False)
-        self._check_owned(ctx, record, f"container {attach.container!r}")
+        self._check_owned(ctx, record, "container", repr(attach.container))
         found = []
         for link in attach.links:
             container = link.split(":", 1)[0]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import secrets
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,29 @@ def api(
     connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=60)
     try:
         connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("docker", timeout=60)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(60)
+        self.sock.connect(self._path)
+
+
+def local_api(stack: E2E, method: str, path: str, *, value: Any = None) -> tuple[int, str]:
+    """A raw request over the daemon's unix socket: the local admin (@local, no TLS user)."""
+    connection = _UnixConnection(str(stack.stack.dockerd.socket_path))
+    body = None if value is None else json.dumps(value).encode()
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
         response = connection.getresponse()
         return response.status, response.read().decode(errors="replace")
     finally:
@@ -248,3 +274,117 @@ def test_unknown_routes_never_succeed(stack: E2E) -> None:
         assert status in (400, 403, 404), (path, status, text)
         if status == 403:
             assert "not a known Docker API route" in text, text
+
+
+# ---- network attach, swarm tasks, the host network by ID (issue 3) ------------------------------
+
+ENGINEER_EXTRAS = (
+    "p, role:eng, api, network.connect\np, role:eng, api, network.disconnect\n"
+    "p, role:eng, api, service.create\np, role:eng, api, task.*\n"
+)
+
+
+def _policy_in_force(stack: E2E, granted: bool) -> None:
+    """Wait (up to 10 s) until alice's task.logs permission is `granted` or not: the edit was reloaded."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, text = api(stack, "alice", "GET", "/v1.41/tasks/x/logs?stdout=1")
+        if ("no policy line grants" not in text) == granted:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"policy edit not in force after 10 s:\n{stack.plugin.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def engineers_may_network_and_swarm(stack: E2E) -> Iterator[None]:
+    """role:eng gets the `api` permissions for these routes, so what is left to deny them is ownership
+    and escalations (restored afterwards: the session's other tests see the example policy)."""
+    policy = stack.plugin.policy_dir / "policy.csv"
+    original = policy.read_text()
+    policy.write_text(original + ENGINEER_EXTRAS)
+    _policy_in_force(stack, granted=True)
+    try:
+        yield
+    finally:
+        policy.write_text(original)
+        _policy_in_force(stack, granted=False)
+
+
+def networks_of(stack: E2E, container: str) -> str:
+    return stack.ok("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", container).strip()
+
+
+@pytest.fixture
+def bobs_networked(stack: E2E) -> Iterator[str]:
+    """A running container of bob's on the `none` network, which connect/disconnect really change."""
+    name = f"bob-net-{secrets.token_hex(3)}"
+    stack.ok("run", "-d", "--name", name, "--network", "none", IMAGE, "sleep", "300", user="bob")
+    try:
+        yield name
+    finally:
+        stack.ok("rm", "-f", name, user="bob")
+
+
+@pytest.mark.usefixtures("engineers_may_network_and_swarm")
+def test_network_disconnect_and_connect_of_others_container_denied(stack: E2E, bobs_networked: str) -> None:
+    """alice cannot detach bob's container from its network (by name or ID prefix) nor attach it; bob can."""
+    cid = stack.ok("inspect", "-f", "{{.Id}}", bobs_networked)
+    for reference in (bobs_networked, cid[:10]):
+        message = stack.denied("network", "disconnect", "none", reference, user="alice")
+        assert f"alice may not network.disconnect none: it acts on bob's container '{reference}'" in message, message
+        assert networks_of(stack, bobs_networked) == "none"  # still attached: nothing happened
+    status, text = api(stack, "alice", "POST", "/v1.41/networks/none/connect",
+                       body=json.dumps({"Container": bobs_networked}).encode(),
+                       headers={"Content-Type": "text/plain"})  # fmt: skip
+    assert status == 403 and "request body is missing" in text, text  # the plugin saw no body: denied
+    stack.ok("network", "disconnect", "none", bobs_networked, user="bob")  # the owner may: it really happens
+    assert networks_of(stack, bobs_networked) == ""
+    message = stack.denied("network", "connect", "none", bobs_networked, user="alice")
+    assert "it acts on bob's container" in message and networks_of(stack, bobs_networked) == ""
+    stack.ok("network", "connect", "none", bobs_networked, user="bob")
+    assert networks_of(stack, bobs_networked) == "none"
+
+
+@pytest.mark.usefixtures("engineers_may_network_and_swarm")
+def test_task_logs_denied_when_the_daemon_cannot_say_whose_task(stack: E2E) -> None:
+    """Not a swarm manager, the daemon cannot tell which service a task is of: alice is denied with that
+    reason (the plugin's own look-up reached the daemon: its 503 is quoted), while the admin, who needs
+    no look-up, gets the daemon's own answer. This shows the failure path only: an owner's allow needs
+    a swarm, which a test daemon must not join (its ingress network is 10.0.0.0/24)."""
+    for path in ("/v1.41/tasks/abcdef123456/logs?stdout=1", "/v1.41/tasks/abcdef123456"):
+        status, text = api(stack, "alice", "GET", path)
+        assert status == 403 and "alice may not task." in text and "cannot check whose task it is" in text, text
+        assert "503" in text and "not a swarm manager" in text, text
+        status, text = local_api(stack, "GET", path)
+        assert status == 503 and "not a swarm manager" in text, text
+    assert stack.ok("info", "--format", "{{.Swarm.LocalNodeState}}").strip() == "inactive"
+
+
+@pytest.mark.usefixtures("engineers_may_network_and_swarm", "nothing_happens")
+def test_service_on_host_network_by_id_denied(stack: E2E) -> None:
+    """A service whose network is the host network's ID or prefix is the `namespaces` escalation.
+
+    The plugin decides before the daemon says it is not a swarm manager: alice gets the plugin's 403,
+    the admin (granted the escalation) the daemon's 503. Nothing was created, no swarm formed."""
+    host = stack.ok("network", "inspect", "-f", "{{.Id}}", "host").strip()
+    for reference in (host, host[:12]):
+        for spec in (
+            {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": IMAGE}, "Networks": [{"Target": reference}]}},
+            {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": IMAGE}}, "Networks": [{"Target": reference}]},
+        ):
+            status, text = post_json(stack, "alice", "/v1.41/services/create", spec)
+            assert status == 403, text
+            assert f"alice may not run a service with network {reference} (the host network)" in text, text
+            assert "escalation `namespaces`" in text, text
+            status, text = local_api(stack, "POST", "/v1.41/services/create", value=spec)
+            assert status == 503 and "not a swarm manager" in text, text
+    assert stack.ok("info", "--format", "{{.Swarm.LocalNodeState}}").strip() == "inactive"
+
+
+@pytest.mark.usefixtures("nothing_happens")
+def test_container_on_host_network_by_id_denied(stack: E2E) -> None:
+    """`docker run --network <host network ID or prefix>` needs `namespaces`, like `--network host`."""
+    host = stack.ok("network", "inspect", "-f", "{{.Id}}", "host").strip()
+    for reference in (host, host[:12]):
+        message = stack.denied("run", "--rm", "--network", reference, IMAGE, "true", user="alice")
+        assert f"--network={reference} (the host network): escalation `namespaces`" in message, message

@@ -44,6 +44,7 @@ class _Write:
 
 
 _STOP = None
+CHECKPOINT_EVERY = 200  # writes between WAL checkpoints (SQLite's own default is about 1,000 pages)
 
 
 class StateStore:
@@ -58,7 +59,11 @@ class StateStore:
         # and then mounts are gone anyway and unknown containers fail closed. FULL costs an fsync on
         # every container create's AuthZRes, which the docker CLI waits for.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # A checkpoint fsyncs the database: run it after the waiting writers are answered, not
+        # inside the commit of whichever write happens to fill the WAL (a 15 ms AuthZRes p99).
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
+        self._uncheckpointed = 0
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
 
@@ -91,8 +96,20 @@ class StateStore:
                 except Exception as exc:  # the thread must outlive any one failure
                     log.exception("state write failed")
                     _settle([(w, exc) for w in writes])
+                self._uncheckpointed += len(writes)
             if len(writes) < len(batch):
+                self._checkpoint()
                 return
+            if self._uncheckpointed >= CHECKPOINT_EVERY and self._queue.empty():
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._uncheckpointed = 0
+        except sqlite3.Error as exc:  # the WAL keeps the rows; the next round tries again
+            log.warning("state checkpoint failed", extra={"error": str(exc)})
 
     def _commit(self, writes: list[_Write]) -> None:
         """Commit `writes` as one transaction; if that fails, one by one, so each caller gets its own error."""

@@ -42,12 +42,29 @@ class IdentityResolution(BaseModel):
     sources: tuple[PolicyLine, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Rule:
     obj: str
     act: str
     line: PolicyLine
     order: int  # position among the holder's rules: the first match is the one reported
+    # keyMatch keys: the text before a trailing `*` (or all of it), and whether there is a `*`
+    obj_key: str
+    act_key: str
+    act_star: bool
+
+    @staticmethod
+    def of(line: PolicyLine, obj: str, act: str, order: int) -> _Rule:
+        act_star = "*" in act
+        return _Rule(
+            obj=obj,
+            act=act,
+            line=line,
+            order=order,
+            obj_key=obj[: obj.index("*")] if "*" in obj else obj,
+            act_key=act[: act.index("*")] if act_star else act,
+            act_star=act_star,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,23 +77,20 @@ class _HolderRules:
     exact: dict[tuple[str, str], _Rule]  # (obj, act) without stars -> first such rule
     by_obj: dict[str, tuple[tuple[str, _Rule], ...]]  # exact obj, act pattern -> (act prefix, rule)
     # obj patterns by object kind ("volume:", "bind:", ... or "" for kind-spanning ones like `*`):
-    # (obj prefix, act key, act is a prefix, rule), in line order
-    patterns: dict[str, tuple[tuple[str, str, bool, _Rule], ...]]
+    # rules with an object pattern, in line order
+    patterns: dict[str, tuple[_Rule, ...]]
     all: tuple[_Rule, ...]
 
     @staticmethod
     def build(rules: list[_Rule]) -> _HolderRules:
         exact: dict[tuple[str, str], _Rule] = {}
         by_obj: dict[str, list[tuple[str, _Rule]]] = defaultdict(list)
-        patterns: dict[str, list[tuple[str, str, bool, _Rule]]] = defaultdict(list)
+        patterns: dict[str, list[_Rule]] = defaultdict(list)
         for rule in rules:
-            act_star = "*" in rule.act
-            act_key = rule.act[: rule.act.index("*")] if act_star else rule.act
             if "*" in rule.obj:
-                prefix = rule.obj[: rule.obj.index("*")]
-                patterns[_kind(prefix)].append((prefix, act_key, act_star, rule))
-            elif act_star:
-                by_obj[rule.obj].append((act_key, rule))
+                patterns[_kind(rule.obj_key)].append(rule)
+            elif rule.act_star:
+                by_obj[rule.obj].append((rule.act_key, rule))
             else:
                 exact.setdefault((rule.obj, rule.act), rule)
         return _HolderRules(
@@ -93,10 +107,12 @@ class _HolderRules:
                 best = rule
                 break  # entries are in order: later ones cannot be earlier
         for kind in {_kind(obj), ""}:
-            for obj_prefix, act_key, act_star, rule in self.patterns.get(kind, ()):
+            for rule in self.patterns.get(kind, ()):
                 if best is not None and rule.order > best.order:
                     break
-                if obj.startswith(obj_prefix) and (act.startswith(act_key) if act_star else act == act_key):
+                if obj.startswith(rule.obj_key) and (
+                    act.startswith(rule.act_key) if rule.act_star else act == rule.act_key
+                ):
                     best = rule
                     break
         return best
@@ -278,7 +294,7 @@ def compile_policy(source: PolicySource) -> CompiledPolicy:
             problems.extend(
                 PolicyProblem(file=line.file, line=line.line, message=message) for message in pattern_problems(obj, act)
             )
-            rules[subject].append(_Rule(obj=obj, act=act, line=line, order=len(rules[subject])))
+            rules[subject].append(_Rule.of(line, obj, act, order=len(rules[subject])))
         elif line.ptype == "p2":
             problems.extend(_identity_line_problems(line))
             identity_lines[line.fields[0]].append(line)

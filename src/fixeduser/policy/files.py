@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +146,8 @@ def _parse_line(
         return None
     # Casbin's bracket-aware split only matters when a bracket is there; plain split is much faster.
     parts = _FIELD_SPLIT.split(stripped) if "[" in stripped or "(" in stripped else stripped.split(",")
-    tokens = [token.strip() for token in parts]
+    # Types, subjects, roles and actions repeat across thousands of lines: share one copy of each.
+    tokens = [sys.intern(token.strip()) for token in parts]
     return make_line(
         tokens[0], tuple(tokens[1:]), file=file, number=number, field_counts=field_counts, problems=problems
     )

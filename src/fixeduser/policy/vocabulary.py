@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 
 from casbin.util import key_match  # type: ignore[import-untyped]
 
@@ -108,7 +108,7 @@ def _star_problem(what: str, value: str) -> str | None:
     return None
 
 
-@cache
+@lru_cache(maxsize=4096)  # bounded: objects are often unique per line (100,000 in a big policy)
 def pattern_problems(obj: str, act: str) -> tuple[str, ...]:
     """Why a `p` line's object and action cannot mean what the admin wrote (empty when fine)."""
     problems = tuple(p for p in (_star_problem("object", obj), _star_problem("action", act)) if p)

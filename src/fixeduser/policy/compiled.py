@@ -291,10 +291,11 @@ def compile_policy(source: PolicySource) -> CompiledPolicy:
                     )
                 )
                 continue
-            problems.extend(
-                PolicyProblem(file=line.file, line=line.line, message=message) for message in pattern_problems(obj, act)
-            )
-            rules[subject].append(_Rule.of(line, obj, act, order=len(rules[subject])))
+            found = pattern_problems(obj, act)
+            if found:
+                problems.extend(PolicyProblem(file=line.file, line=line.line, message=message) for message in found)
+            held = rules[subject]
+            held.append(_Rule.of(line, obj, act, order=len(held)))
         elif line.ptype == "p2":
             problems.extend(_identity_line_problems(line))
             identity_lines[line.fields[0]].append(line)

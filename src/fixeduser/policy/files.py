@@ -135,14 +135,11 @@ def _parse_line(
     problems: list[PolicyProblem],
 ) -> PolicyLine | None:
     stripped = content.strip()
-    if not stripped or stripped.startswith("#"):
+    if not stripped or stripped[0] == "#":
         return None
-
-    def problem(message: str) -> None:
-        problems.append(PolicyProblem(file=file, line=number, message=message))
-
     if '"' in stripped or "'" in stripped:
-        problem("quotes are not allowed: Casbin does not honour them, so they would become part of a name")
+        message = "quotes are not allowed: Casbin does not honour them, so they would become part of a name"
+        problems.append(PolicyProblem(file=file, line=number, message=message))
         return None
     # Casbin's bracket-aware split only matters when a bracket is there; plain split is much faster.
     parts = _FIELD_SPLIT.split(stripped) if "[" in stripped or "(" in stripped else stripped.split(",")
@@ -163,19 +160,18 @@ def make_line(
     problems: list[PolicyProblem],
 ) -> PolicyLine | None:
     """A policy line from its type and fields (from a file or a database row), or None and a problem."""
+    count = field_counts.get(ptype)
+    if count is not None and len(fields) == count and (not fields or fields[0]):
+        return PolicyLine(ptype=ptype, fields=fields, file=file, line=number)
+    problems.append(PolicyProblem(file=file, line=number, message=_line_problem(ptype, fields, field_counts)))
+    return None
 
-    def problem(message: str) -> None:
-        problems.append(PolicyProblem(file=file, line=number, message=message))
 
+def _line_problem(ptype: str, fields: tuple[str, ...], field_counts: dict[str, int]) -> str:
     if ptype not in field_counts:
         known = ", ".join(sorted(field_counts)) or "none (model failed to load)"
-        problem(f"unknown line type {ptype!r}; the model defines: {known}")
-        return None
+        return f"unknown line type {ptype!r}; the model defines: {known}"
     if len(fields) != field_counts[ptype]:
         text = ", ".join((ptype, *fields))
-        problem(f"{ptype} lines take {field_counts[ptype]} fields, this one has {len(fields)}: {text!r}")
-        return None
-    if fields and not fields[0]:
-        problem("the subject (first field) is empty")
-        return None
-    return PolicyLine(ptype=ptype, fields=fields, file=file, line=number)
+        return f"{ptype} lines take {field_counts[ptype]} fields, this one has {len(fields)}: {text!r}"
+    return "the subject (first field) is empty"

@@ -45,3 +45,20 @@ async def test_close_finishes_the_writes_and_then_refuses_use(tmp_path: Path) ->
     store.close()
     with pytest.raises(sqlite3.ProgrammingError):
         store.query("SELECT 1")  # closed means closed: nothing is written behind the caller's back
+
+
+async def test_writes_behind_are_committed_in_order_with_awaited_writes(tmp_path: Path) -> None:
+    """Queued writes need no waiting caller; they commit in queue order (a delete after an insert wins), and a
+    failing one is only logged."""
+    store = StateStore(tmp_path / "state.db")
+    store.write_behind(INSERT, ("gone", "1"))
+    store.write_behind(INSERT, ("gone", "duplicate"))  # fails alone: primary key
+    store.write_behind("DELETE FROM volumes WHERE name = ?", ("gone",))
+    store.write_behind(INSERT, ("kept", "2"))
+    await store.write(INSERT, ("awaited", "3"))  # answered only after everything queued before it
+    assert dict(store.query("SELECT name, record FROM volumes")) == {"kept": "2", "awaited": "3"}
+    store.write_behind(INSERT, ("last", "4"))
+    store.close()
+    reopened = StateStore(tmp_path / "state.db")
+    assert dict(reopened.query("SELECT name, record FROM volumes")) == {"kept": "2", "awaited": "3", "last": "4"}
+    reopened.close()

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS mounts (
 class _Write:
     sql: str
     params: tuple[Any, ...]
-    done: asyncio.Future[None]
+    done: asyncio.Future[None] | None  # None: nobody waits (`write_behind`)
 
 
 _STOP = None
@@ -77,12 +77,26 @@ class StateStore:
 
     async def write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """Run one statement; returns once it is committed (in order with every other write)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Write(sql, params, done))
+        await done
+
+    def write_behind(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Queue one statement and return at once; it commits in order with every other write.
+
+        For rows that only mirror what the caller has already put in memory and that describe
+        something the daemon has already done (a container it created, an exec, a removal): a
+        crash before the commit (well under a millisecond) has the same effect as a crash just
+        before the daemon's AuthZRes, a window that exists anyway. Waiting for the commit costs
+        each such AuthZRes a thread hand-off (about 150 µs of CPU). A failure is logged.
+        """
+        self._enqueue(_Write(sql, params, None))
+
+    def _enqueue(self, write: _Write) -> None:
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_batches, name="fixeduser-state", daemon=True)
             self._writer.start()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Write(sql, params, done))
-        await done
+        self._queue.put(write)
 
     def _write_batches(self) -> None:
         while True:
@@ -147,8 +161,11 @@ class StateStore:
 def _settle(outcomes: list[tuple[_Write, Exception | None]]) -> None:
     """Wake the waiting coroutines: one hand-off per event loop, not per write."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, Exception | None]]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].done.get_loop(), []).append(outcome)
+    for w, error in outcomes:
+        if w.done is not None:
+            by_loop.setdefault(w.done.get_loop(), []).append((w, error))
+        elif error is not None:
+            log.error("a state write failed", extra={"sql": w.sql[:80], "error": str(error)})
     for loop, settled in by_loop.items():
         try:
             loop.call_soon_threadsafe(_resolve, settled)
@@ -158,7 +175,7 @@ def _settle(outcomes: list[tuple[_Write, Exception | None]]) -> None:
 
 def _resolve(settled: list[tuple[_Write, Exception | None]]) -> None:
     for w, error in settled:
-        if w.done.done():
+        if w.done is None or w.done.done():
             continue
         if error is None:
             w.done.set_result(None)

@@ -12,7 +12,8 @@ def _record(cid: str) -> ContainerRecord:
 
 async def test_prune_forgets_only_containers_known_before_the_listing(tmp_path: Path) -> None:
     """Containers gone from the daemon are forgotten; one recorded after the listing was asked for is kept."""
-    ledger = ContainerLedger(StateStore(tmp_path / "s.db"))
+    store = StateStore(tmp_path / "s.db")
+    ledger = ContainerLedger(store)
     await ledger.record(_record("a" * 64))
     await ledger.record(_record("b" * 64))
     known = ledger.ids()
@@ -20,4 +21,5 @@ async def test_prune_forgets_only_containers_known_before_the_listing(tmp_path: 
     await ledger.record(_record("c" * 64))  # created while the listing was in flight
     assert await ledger.keep_only(existing, among=known) == 1
     assert ledger.ids() == {"a" * 64, "c" * 64}
+    store.close()  # a plugin stopping: every queued write is committed first
     assert ContainerLedger(StateStore(tmp_path / "s.db")).ids() == {"a" * 64, "c" * 64}  # persisted

@@ -62,7 +62,7 @@ class ContainerLedger:
 
     async def record(self, record: ContainerRecord) -> None:
         self._index(record)
-        await self._store.write(
+        self._store.write_behind(
             "INSERT OR REPLACE INTO containers VALUES (?, ?, ?, ?, ?, ?)",
             (
                 record.id,
@@ -86,7 +86,7 @@ class ContainerLedger:
         del self._by_id[record.id]
         if self._by_name.get(record.name) == record.id:
             del self._by_name[record.name]
-        await self._store.write("DELETE FROM containers WHERE id = ?", (record.id,))
+        self._store.write_behind("DELETE FROM containers WHERE id = ?", (record.id,))
         await self.execs.forget_container(record.id)
 
     def find(self, reference: str) -> ContainerRecord | None:
@@ -149,7 +149,7 @@ class OwnedLedger:
 
     async def record(self, record: OwnedRecord) -> None:
         self._by_id[record.id] = record
-        await self._store.write(
+        self._store.write_behind(
             "INSERT OR REPLACE INTO owned_objects VALUES (?, ?, ?, ?, ?, ?)",
             (self._kind, record.id, record.name, record.owner, record.container, time.time()),
         )
@@ -170,7 +170,7 @@ class OwnedLedger:
         record = self.find(reference)
         if record is not None:
             del self._by_id[record.id]
-            await self._store.write("DELETE FROM owned_objects WHERE kind = ? AND id = ?", (self._kind, record.id))
+            self._store.write_behind("DELETE FROM owned_objects WHERE kind = ? AND id = ?", (self._kind, record.id))
 
     async def forget_container(self, container_id: str) -> None:
         """Drop the records that belong to a removed container (its exec instances)."""
@@ -178,7 +178,7 @@ class OwnedLedger:
         for oid in gone:
             del self._by_id[oid]
         if gone:
-            await self._store.write(
+            self._store.write_behind(
                 "DELETE FROM owned_objects WHERE kind = ? AND container = ?", (self._kind, container_id)
             )
 

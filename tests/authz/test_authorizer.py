@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fixeduser.authz.ledger import ContainerLedger
+from fixeduser.state import StateStore
 
 from .conftest import Harness
 
@@ -406,3 +410,51 @@ async def test_control_message_names_user_action_and_line(harness: Harness, tmp_
         "alice may not plugin.disable fixeduser-authz with its daemon-wide effect: escalation `plugin-management` "
         "needs `p, <alice or one of its roles>, escalation, plugin-management`"
     )
+
+
+async def test_binds_are_checked_again_at_every_start(harness: Harness, tmp_path: Path) -> None:
+    """A granted bind whose folder is swapped for a link into a protected root after the create cannot be started
+    (the daemon resolves binds again at each start); while it points where it did, starts are allowed."""
+    shared = tmp_path / "shared"
+    data = shared / "data"
+    data.mkdir(parents=True)
+    harness.add_policy_lines(tmp_path, f"p, alice, bind:{shared}/*, bind\n")
+    body = create_body(Binds=[f"{data}:/data"], Mounts=[{"Type": "bind", "Source": str(data), "Target": "/m"}])
+    await harness.create_container("alice", "binder", A_ID, body=body)
+    recorded = harness.ledger.find(A_ID)
+    assert recorded is not None and recorded.binds == (str(data), str(data))
+    start = f"/v1.41/containers/{A_ID}/start"
+    assert (await harness.ask("POST", start)).allow
+    data.rmdir()
+    data.symlink_to(harness.protected)
+    for action, method, uri in (("start", "POST", start), ("restart", "POST", "/v1.41/containers/binder/restart"),
+                                ("archive.get", "GET", "/v1.41/containers/binder/archive?path=/data")):  # fmt: skip
+        verdict = await harness.ask(method, uri)
+        assert not verdict.allow, (action, verdict.message)
+        assert f"alice may not {action} container binder now with bind {data}" in verdict.message, verdict.message
+        assert "protected-bind" in verdict.message
+    data.unlink()
+    (tmp_path / "elsewhere").mkdir()
+    data.symlink_to(tmp_path / "elsewhere")  # outside the grant, not protected: needs its own bind grant
+    verdict = await harness.ask("POST", start)
+    assert not verdict.allow and f"bind:{tmp_path / 'elsewhere'}, bind" in verdict.message, verdict.message
+
+
+async def test_ledger_of_an_older_version_loads_without_binds(tmp_path: Path) -> None:
+    """A state file from before binds were recorded gains the column; its containers have no binds on record."""
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute(
+        "CREATE TABLE containers (id TEXT PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL, "
+        "volumes TEXT NOT NULL, restart INTEGER NOT NULL, created REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO containers VALUES (?, 'old', 'bob', '[]', 0, 1.0)", (B_ID,))
+    db.commit()
+    db.close()
+    store = StateStore(tmp_path / "state.db")
+    ledger = ContainerLedger(store)
+    old = ledger.find("old")
+    assert old is not None and old.owner == "bob" and old.binds == ()
+    await ledger.record(old.model_copy(update={"id": A_ID, "name": "new", "binds": ("/srv/x",)}))
+    store.close()
+    reloaded = ContainerLedger(StateStore(tmp_path / "state.db")).find("new")
+    assert reloaded is not None and reloaded.binds == ("/srv/x",)

@@ -388,3 +388,35 @@ def test_container_on_host_network_by_id_denied(stack: E2E) -> None:
     for reference in (host, host[:12]):
         message = stack.denied("run", "--rm", "--network", reference, IMAGE, "true", user="alice")
         assert f"--network={reference} (the host network): escalation `namespaces`" in message, message
+
+
+def test_bind_swapped_for_a_link_after_the_create_cannot_be_started(stack: E2E, tmp_path: Path) -> None:
+    """alice may bind her own folder; after the create it is swapped for a link to the plugin's storage. The daemon
+    would follow the link at start, so the start is denied, the container stays created and nothing is mounted."""
+    shared = tmp_path / "shared"
+    data = shared / "data"
+    data.mkdir(parents=True)
+    policy = stack.plugin.policy_dir / "policy.csv"
+    original = policy.read_text()
+    policy.write_text(original + f"p, alice, bind:{shared}/*, bind\n")
+    name = f"swap-{secrets.token_hex(3)}"
+    create = ("create", "--name", name, "--network", "none", "-v", f"{data}:/d", IMAGE, "ls", "/d")
+    try:
+        deadline = time.monotonic() + 10
+        while stack.docker(*create, user="alice").returncode != 0:  # until the policy edit is in force
+            assert time.monotonic() < deadline, stack.plugin.log_tail()
+            time.sleep(0.2)
+        data.rmdir()
+        data.symlink_to(stack.plugin.local_root)
+        before = mounts(stack)
+        message = stack.denied("start", name, user="alice")
+        assert f"alice may not start container {name} now with bind {data}" in message, message
+        assert "protected-bind" in message and str(stack.plugin.local_root) in message
+        assert stack.ok("inspect", "-f", "{{.State.Status}}", name).strip() == "created"
+        assert mounts(stack) == before
+        data.unlink()
+        data.mkdir()  # back to what was granted: the owner may start it
+        stack.ok("start", "-a", name, user="alice")
+    finally:
+        stack.docker("rm", "-f", name)
+        policy.write_text(original)

@@ -15,11 +15,13 @@ from typing import TypeVar
 from fixeduser.authz.audit import Auditor, AuditRecord, now
 from fixeduser.authz.escalations import (
     Escalation,
+    bind_sources,
     build_escalations,
     container_escalations,
     exec_escalations,
     local_volume_escalation,
     service_escalations,
+    start_bind_escalations,
     volume_create_escalations,
 )
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord, OwnedRecord
@@ -540,6 +542,10 @@ class Authorizer:
             exec_create = _parsed(ctx, lambda: parse_exec_create(ctx.request.body), "exec create")
             self._require_escalations(ctx, exec_escalations(exec_create), "exec")
         if record is not None and ctx.api.action in MOUNTING_ACTIONS:
+            if record.binds:
+                found = start_bind_escalations(record.binds, self._protected)
+                what = f"{ctx.api.action.partition('.')[2]} container {record.name or record.id[:12]} now"
+                self._require_escalations(ctx, found, what)
             named: dict[str, dict[str, str] | None] = dict.fromkeys(record.volumes)
             volumes = self._identities_for(ctx, record.owner, named)
             await self._claim(ctx, container=record.id, owner=record.owner, volumes=volumes)
@@ -656,6 +662,7 @@ class Authorizer:
                 owner=ctx.subject,
                 volumes=tuple(volumes),
                 restart=create.host_config.restart_policy not in ("", "no"),
+                binds=bind_sources(create),
             )
         )
 

@@ -205,6 +205,24 @@ def _mount_escalations(mounts: Iterable[MountSpec], protected: Sequence[Path]) -
     return found
 
 
+def bind_sources(create: ContainerCreate) -> tuple[str, ...]:
+    """The host paths a container bind-mounts (`-v /path:...` and `--mount type=bind`), as written."""
+    host = create.host_config
+    sources = [b.source for b in host.binds if b.kind == "bind"]
+    sources += [m.source for m in host.mounts if m.type == "bind"]
+    return tuple(sources)
+
+
+def start_bind_escalations(sources: Iterable[str], protected: Iterable[Path]) -> list[Escalation]:
+    """The bind escalations of a container's binds as they resolve now.
+
+    The daemon resolves bind sources again at every start (measured: a folder swapped for a link
+    to /etc/docker after the create is what the started container sees), so each start, restart
+    and archive call checks them again, not only the create."""
+    roots = _protected_roots(protected)
+    return [_bind_escalation(source, roots, flag="bind ") for source in sources]
+
+
 def _bind_escalation(source: str, protected: Sequence[Path], *, flag: str = "-v ") -> Escalation:
     # The daemon bind-mounts what the path resolves to on the host, symlinks and `..` included;
     # a relative source (which the daemon rejects) is checked as the root it could reach.
@@ -300,10 +318,11 @@ def escalations_markdown() -> str:
 
 KNOWN_LIMIT = (
     "Bind sources are resolved (symlinks and `..`) in the plugin's mount namespace when the container",
-    "create is decided. The daemon resolves them again when it mounts them, at every start of the",
-    "container, and fixeduser does not check them again then. A path component swapped for a symlink",
-    "in between (created for a harmless folder, then the folder replaced by a link to `/` and the",
-    "container started) is not caught. What limits it:",
+    "create is decided, and again when each start, restart or archive (`docker cp`) call is decided,",
+    "because the daemon resolves them again at every start (a folder swapped for a link to `/` after",
+    "the create is what a later start would mount). Left open: a swap in the milliseconds between that",
+    "decision and the daemon's mount, and starts the daemon makes by itself (restart policies), which",
+    "no API request announces. What limits it:",
     "",
     "- only someone who can write the folder holding the swapped component can do it: host users",
     "  cannot write host paths they were not given, and no engineer has a bind grant in the example",

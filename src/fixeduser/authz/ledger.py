@@ -29,6 +29,14 @@ class ContainerRecord(BaseModel):
     owner: str
     volumes: tuple[str, ...]
     restart: bool
+    binds: tuple[str, ...] = ()  # host paths it bind-mounts, checked again at every start
+
+
+def _add_binds_column(store: StateStore) -> None:
+    """State files written before binds were recorded: their containers have none on record."""
+    columns = {row[1] for row in store.query("PRAGMA table_info(containers)")}
+    if "binds" not in columns:
+        store.execute("ALTER TABLE containers ADD COLUMN binds TEXT NOT NULL DEFAULT '[]'")
 
 
 class ContainerLedger:
@@ -41,7 +49,8 @@ class ContainerLedger:
         self.services = OwnedLedger(store, "service", prefixes=True)
         self._by_id: dict[str, ContainerRecord] = {}
         self._by_name: dict[str, str] = {}
-        for row in store.query("SELECT id, name, owner, volumes, restart FROM containers ORDER BY created"):
+        _add_binds_column(store)
+        for row in store.query("SELECT id, name, owner, volumes, restart, binds FROM containers ORDER BY created"):
             self._index(
                 ContainerRecord(
                     id=row[0],
@@ -49,6 +58,7 @@ class ContainerLedger:
                     owner=row[2],
                     volumes=tuple(json.loads(row[3])),
                     restart=bool(row[4]),
+                    binds=tuple(json.loads(row[5])),
                 )
             )
 
@@ -63,7 +73,8 @@ class ContainerLedger:
     async def record(self, record: ContainerRecord) -> None:
         self._index(record)
         self._store.write_behind(
-            "INSERT OR REPLACE INTO containers VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO containers (id, name, owner, volumes, restart, created, binds) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.name,
@@ -71,6 +82,7 @@ class ContainerLedger:
                 to_json(list(record.volumes)),
                 int(record.restart),
                 time.time(),
+                to_json(list(record.binds)),
             ),
         )
 

@@ -10,6 +10,7 @@ import hashlib
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,8 +43,7 @@ class IdentityResolution(BaseModel):
     sources: tuple[PolicyLine, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Rule:
+class _Rule(NamedTuple):
     obj: str
     act: str
     line: PolicyLine
@@ -57,13 +57,13 @@ class _Rule:
     def of(line: PolicyLine, obj: str, act: str, order: int) -> _Rule:
         act_star = "*" in act
         return _Rule(
-            obj=obj,
-            act=act,
-            line=line,
-            order=order,
-            obj_key=obj[: obj.index("*")] if "*" in obj else obj,
-            act_key=act[: act.index("*")] if act_star else act,
-            act_star=act_star,
+            obj,
+            act,
+            line,
+            order,
+            obj[: obj.index("*")] if "*" in obj else obj,
+            act[: act.index("*")] if act_star else act,
+            act_star,
         )
 
 

@@ -6,6 +6,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import casbin  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict
@@ -17,11 +18,11 @@ POLICY_GLOB = "*.csv"
 _FIELD_SPLIT = re.compile(r",(?![^\[]*\])(?![^(]*\))")
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyLine:
+class PolicyLine(NamedTuple):
     """One policy line and its origin, so every decision can name the line that made it.
 
-    A plain dataclass, not a pydantic model: a policy has up to hundreds of thousands of them.
+    A named tuple, not a pydantic model or a frozen dataclass: a policy has up to hundreds of
+    thousands of them, and a tuple is built in C (a frozen dataclass sets each field in Python).
     """
 
     ptype: str

@@ -361,8 +361,6 @@ def _ambiguity_problems(policy: CompiledPolicy) -> list[PolicyProblem]:
 
 
 def _version_of(source: PolicySource) -> str:
-    digest = hashlib.sha256()
-    for line in source.lines:
-        digest.update(line.text.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:12]
+    """A digest of every line's text, one per row (the same for a directory and its database copy)."""
+    text = "".join([", ".join((line.ptype, *line.fields)) + "\n" for line in source.lines])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -260,13 +260,21 @@ def _identity_from_choice(subject: str, chosen: dict[str, tuple[str, tuple[Polic
     )
 
 
-def compile_policy(source: PolicySource) -> CompiledPolicy:
-    """Index a policy source and collect every problem a running plugin would trip over."""
+def compile_policy(source: PolicySource, *, previous: CompiledPolicy | None = None) -> CompiledPolicy:
+    """Index a policy source and collect every problem a running plugin would trip over.
+
+    `previous`, the policy in force (so free of problems), lets a reload reuse what an edit left
+    unchanged: lines it had need no pattern check, holders whose rule lines are the same keep
+    their index, and subjects whose identity inputs are the same keep their resolution. The
+    result is the same as without it (property-tested); a reload that changes a few lines of a
+    policy of 100,000 is then a fraction of a full compile.
+    """
     members: dict[str, list[str]] = defaultdict(list)
     membership_lines: dict[str, list[PolicyLine]] = defaultdict(list)
-    rules: dict[str, list[_Rule]] = defaultdict(list)
+    rule_lines: dict[str, list[PolicyLine]] = defaultdict(list)
     identity_lines: dict[str, list[PolicyLine]] = defaultdict(list)
     problems = list(source.problems)
+    checked = frozenset(previous.source.lines) if previous is not None else frozenset()
     for line in source.lines:
         if line.ptype == "g":
             member, role = line.fields
@@ -281,37 +289,63 @@ def compile_policy(source: PolicySource) -> CompiledPolicy:
             members[member].append(role)
             membership_lines[member].append(line)
         elif line.ptype == "p":
-            subject, obj, act = line.fields
-            if not obj or not act:
-                problems.append(
-                    PolicyProblem(
-                        file=line.file,
-                        line=line.line,
-                        message="object and action must not be empty",
-                    )
-                )
-                continue
-            found = pattern_problems(obj, act)
-            if found:
-                problems.extend(PolicyProblem(file=line.file, line=line.line, message=message) for message in found)
-            held = rules[subject]
-            held.append(_Rule.of(line, obj, act, order=len(held)))
+            if line not in checked:
+                problems.extend(_rule_line_problems(line))
+            rule_lines[line.fields[0]].append(line)
         elif line.ptype == "p2":
             problems.extend(_identity_line_problems(line))
             identity_lines[line.fields[0]].append(line)
-    roles = {subject: _role_closure(subject, members) for subject in members}
     policy = CompiledPolicy(
         version=_version_of(source),
         source=source,
-        _roles=roles,
-        _rules={subject: _HolderRules.build(lines) for subject, lines in rules.items()},
+        _roles={subject: _role_closure(subject, members) for subject in members},
+        _rules={holder: _holder_rules(lines, previous, holder) for holder, lines in rule_lines.items()},
         _identity_lines={subject: tuple(lines) for subject, lines in identity_lines.items()},
         _membership_lines={subject: tuple(lines) for subject, lines in membership_lines.items()},
         problems=(),
     )
+    if previous is not None:
+        _reuse_identities(policy, previous)
     problems.extend(_ambiguity_problems(policy))
     policy.problems = tuple(problems)
     return policy
+
+
+def _rule_line_problems(line: PolicyLine) -> list[PolicyProblem]:
+    _, obj, act = line.fields
+    if not obj or not act:
+        return [PolicyProblem(file=line.file, line=line.line, message="object and action must not be empty")]
+    return [PolicyProblem(file=line.file, line=line.line, message=message) for message in pattern_problems(obj, act)]
+
+
+def _holder_rules(lines: list[PolicyLine], previous: CompiledPolicy | None, holder: str) -> _HolderRules:
+    """The index of one holder's rules: the previous policy's when its rule lines are the same."""
+    if previous is not None:
+        before = previous._rules.get(holder)
+        if (
+            before is not None
+            and len(before.all) == len(lines)
+            and all(rule.line == line for rule, line in zip(before.all, lines, strict=True))
+        ):
+            return before
+    usable = [line for line in lines if line.fields[1] and line.fields[2]]  # empty ones are problems already
+    return _HolderRules.build(
+        [_Rule.of(line, line.fields[1], line.fields[2], order) for order, line in enumerate(usable)]
+    )
+
+
+def _reuse_identities(policy: CompiledPolicy, previous: CompiledPolicy) -> None:
+    """Carry over the identity resolutions whose inputs are unchanged and that name numbers only.
+
+    A subject's resolution depends on its own p2 lines, its roles (in order) and their p2 lines;
+    a user or group *name* also depends on the host's user database, so those are resolved anew."""
+    for subject, resolution in previous._identities.items():
+        if (
+            policy.roles(subject) == previous.roles(subject)
+            and all(policy.identity_lines(h) == previous.identity_lines(h) for h in (subject, *policy.roles(subject)))
+            and all(line.fields[1].isdigit() and line.fields[2].isdigit() for line in resolution.sources)
+        ):
+            policy._identities[subject] = resolution
 
 
 def _role_closure(subject: str, members: dict[str, list[str]]) -> tuple[str, ...]:

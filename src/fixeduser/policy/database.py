@@ -153,10 +153,10 @@ class DatabaseLoader:
     def description(self) -> str:
         return self.database.label
 
-    def load(self) -> CompiledPolicy:
+    def load(self, previous: CompiledPolicy | None = None) -> CompiledPolicy:
         problems: list[PolicyProblem] = []
         field_counts = model_field_counts(self.model_path, problems)
-        return compile_policy(self.database.source(field_counts, str(self.model_path), problems))
+        return compile_policy(self.database.source(field_counts, str(self.model_path), problems), previous=previous)
 
 
 async def listen(

@@ -63,17 +63,21 @@ class PolicySource:
     problems: tuple[PolicyProblem, ...]
 
 
-def read_policy_dir(directory: Path) -> PolicySource:
-    """Read the model and every `*.csv` file; collect problems instead of stopping at the first."""
+def read_policy_dir(directory: Path, *, previous: PolicySource | None = None) -> PolicySource:
+    """Read the model and every `*.csv` file; collect problems instead of stopping at the first.
+
+    `previous` (the source of the policy in force, read with the same model) lets a line whose
+    text is exactly what that source had at the same place reuse its parsed form."""
     problems: list[PolicyProblem] = []
     model_path = directory / MODEL_FILE
     field_counts = model_field_counts(model_path, problems)
     csv_files = sorted(directory.glob(POLICY_GLOB))
     if not csv_files:
         problems.append(PolicyProblem(file=str(directory), line=None, message="no *.csv policy files"))
+    known = _known_lines(previous) if previous is not None and previous.field_counts == field_counts else {}
     lines: list[PolicyLine] = []
     for path in csv_files:
-        lines.extend(_read_policy_file(path, field_counts, problems))
+        lines.extend(_read_policy_file(path, field_counts, problems, known))
     return PolicySource(
         model_path=str(model_path),
         field_counts=field_counts,
@@ -96,7 +100,17 @@ def model_field_counts(model_path: Path, problems: list[PolicyProblem]) -> dict[
     return counts
 
 
-def _read_policy_file(path: Path, field_counts: dict[str, int], problems: list[PolicyProblem]) -> list[PolicyLine]:
+def _known_lines(previous: PolicySource) -> dict[tuple[str, int], tuple[str, PolicyLine]]:
+    """(file, line number) -> (the line's text as parsing writes it, the parsed line)."""
+    return {(line.file, line.line): (line.text, line) for line in previous.lines}
+
+
+def _read_policy_file(
+    path: Path,
+    field_counts: dict[str, int],
+    problems: list[PolicyProblem],
+    known: dict[tuple[str, int], tuple[str, PolicyLine]],
+) -> list[PolicyLine]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -121,8 +135,13 @@ def _read_policy_file(path: Path, field_counts: dict[str, int], problems: list[P
             )
         )
     lines = []
+    file = str(path)
     for number, content in enumerate(text.splitlines(), start=1):
-        parsed = _parse_line(content, str(path), number, field_counts, problems)
+        seen = known.get((file, number))
+        if seen is not None and content.strip() == seen[0]:
+            lines.append(seen[1])  # parsing `ptype, field, ...` gives back exactly these fields
+            continue
+        parsed = _parse_line(content, file, number, field_counts, problems)
         if parsed is not None:
             lines.append(parsed)
     return lines

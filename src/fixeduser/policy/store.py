@@ -39,8 +39,10 @@ class PolicyLoader(Protocol):
     @property
     def description(self) -> str: ...
 
-    def load(self) -> CompiledPolicy:
-        """Read and compile the policy (blocking; called in a worker thread). Never raises PolicyInvalid."""
+    def load(self, previous: CompiledPolicy | None = None) -> CompiledPolicy:
+        """Read and compile the policy (blocking; called in a worker thread). Never raises PolicyInvalid.
+
+        `previous` is the policy in force, whose unchanged parts may be reused."""
         ...
 
 
@@ -64,8 +66,9 @@ class DirectoryLoader:
     def description(self) -> str:
         return str(self.directory)
 
-    def load(self) -> CompiledPolicy:
-        return compile_policy(read_policy_dir(self.directory))
+    def load(self, previous: CompiledPolicy | None = None) -> CompiledPolicy:
+        source = read_policy_dir(self.directory, previous=previous.source if previous is not None else None)
+        return compile_policy(source, previous=previous)
 
     def fingerprint(self) -> Fingerprint:
         """Name, inode, mtime and size of every file a policy is read from."""
@@ -106,7 +109,7 @@ class PolicyStore:
         """Build a new policy off the event loop; keep the old one if the new one has any problem."""
         async with self._lock:  # a SIGHUP during a file-triggered reload waits, then reads again
             try:
-                policy = await asyncio.to_thread(_compile_with, self.loader)
+                policy = await asyncio.to_thread(_compile_with, self.loader, self.current)
             except Exception as exc:  # a database that is down, a file that vanished mid-read, ...
                 self.failed_reloads += 1
                 self.last_error = f"cannot read the policy from {self.loader.description}: {exc}"
@@ -160,9 +163,9 @@ class PolicyStore:
                 await self.reload("model file changed")
 
 
-def _compile_with(loader: PolicyLoader) -> CompiledPolicy:
+def _compile_with(loader: PolicyLoader, previous: CompiledPolicy) -> CompiledPolicy:
     with compiling(freeze=True):
-        return loader.load()
+        return loader.load(previous)
 
 
 _compiling_lock = threading.Lock()

@@ -274,7 +274,8 @@ def compile_policy(source: PolicySource, *, previous: CompiledPolicy | None = No
     rule_lines: dict[str, list[PolicyLine]] = defaultdict(list)
     identity_lines: dict[str, list[PolicyLine]] = defaultdict(list)
     problems = list(source.problems)
-    checked = frozenset(previous.source.lines) if previous is not None else frozenset()
+    # Checks of a p line depend on its text only (not on where it is): what the policy in force had passed.
+    checked = {(line.ptype, line.fields) for line in previous.source.lines} if previous is not None else set()
     for line in source.lines:
         if line.ptype == "g":
             member, role = line.fields
@@ -289,7 +290,7 @@ def compile_policy(source: PolicySource, *, previous: CompiledPolicy | None = No
             members[member].append(role)
             membership_lines[member].append(line)
         elif line.ptype == "p":
-            if line not in checked:
+            if (line.ptype, line.fields) not in checked:
                 problems.extend(_rule_line_problems(line))
             rule_lines[line.fields[0]].append(line)
         elif line.ptype == "p2":

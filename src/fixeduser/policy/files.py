@@ -67,7 +67,7 @@ def read_policy_dir(directory: Path, *, previous: PolicySource | None = None) ->
     """Read the model and every `*.csv` file; collect problems instead of stopping at the first.
 
     `previous` (the source of the policy in force, read with the same model) lets a line whose
-    text is exactly what that source had at the same place reuse its parsed form."""
+    text is exactly one that source had in the same file reuse its parsed form."""
     problems: list[PolicyProblem] = []
     model_path = directory / MODEL_FILE
     field_counts = model_field_counts(model_path, problems)
@@ -100,16 +100,16 @@ def model_field_counts(model_path: Path, problems: list[PolicyProblem]) -> dict[
     return counts
 
 
-def _known_lines(previous: PolicySource) -> dict[tuple[str, int], tuple[str, PolicyLine]]:
-    """(file, line number) -> (the line's text as parsing writes it, the parsed line)."""
-    return {(line.file, line.line): (line.text, line) for line in previous.lines}
+def _known_lines(previous: PolicySource) -> dict[tuple[str, str], PolicyLine]:
+    """(file, the line's text as parsing writes it) -> the parsed line."""
+    return {(line.file, line.text): line for line in previous.lines}
 
 
 def _read_policy_file(
     path: Path,
     field_counts: dict[str, int],
     problems: list[PolicyProblem],
-    known: dict[tuple[str, int], tuple[str, PolicyLine]],
+    known: dict[tuple[str, str], PolicyLine],
 ) -> list[PolicyLine]:
     try:
         raw = path.read_bytes()
@@ -137,9 +137,9 @@ def _read_policy_file(
     lines = []
     file = str(path)
     for number, content in enumerate(text.splitlines(), start=1):
-        seen = known.get((file, number))
-        if seen is not None and content.strip() == seen[0]:
-            lines.append(seen[1])  # parsing `ptype, field, ...` gives back exactly these fields
+        seen = known.get((file, content.strip())) if known else None
+        if seen is not None:  # parsing `ptype, field, ...` gives back exactly these fields
+            lines.append(seen if seen.line == number else seen._replace(line=number))
             continue
         parsed = _parse_line(content, file, number, field_counts, problems)
         if parsed is not None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import IO, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 
 class AuditRecord(BaseModel):
@@ -26,6 +26,10 @@ class AuditRecord(BaseModel):
     reason: str
     rule: str | None
     policy: str
+
+    @field_serializer("time")
+    def _microseconds(self, value: float) -> float:
+        return round(value, 6)
 
 
 class Auditor(Protocol):
@@ -67,4 +71,4 @@ class JsonLineAuditor:
 
 
 def now() -> float:
-    return round(time.time(), 6)
+    return time.time()  # rounded to microseconds when the line is written, off the decision path

@@ -33,6 +33,10 @@ class RpcError(Exception):
         self.code = code
 
 
+# The symbols real Quobyte API errors carry (ErrorType/POSIXErrno), as Quobyte's own plugins test for.
+NOT_FOUND, EXISTS = "ENTITY_NOT_FOUND/POSIX_ERROR_NONE", "ENTITY_EXISTS_ALREADY/POSIX_ERROR_NONE"
+
+
 class QuobyteApiDouble:
     def __init__(
         self,
@@ -48,6 +52,9 @@ class QuobyteApiDouble:
         self.volumes: dict[tuple[str, str], dict[str, Any]] = {}  # (tenant, name) -> volume
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_next: list[int] = []
+        # Entity errors carry this client's codes; None sends a generic server error code instead, so
+        # only the message symbol (which real Quobyte errors carry) tells what happened.
+        self.entity_codes: tuple[int, int] | None = (ENTITY_NOT_FOUND, ENTITY_EXISTS)
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -78,7 +85,7 @@ class QuobyteApiDouble:
         if method == "resolveVolumeName":
             volume = self.volumes.get((params.get("tenant_domain", ""), params.get("volume_name", "")))
             if volume is None:
-                raise RpcError(ENTITY_NOT_FOUND, f"ENTITY_NOT_FOUND: no volume {params.get('volume_name')!r}")
+                raise RpcError(self._code(0), f"{NOT_FOUND}: no volume {params.get('volume_name')!r}")
             return {"volume_uuid": volume["volume_uuid"]}
         if method == "deleteVolume":
             return self._delete(params)
@@ -86,12 +93,15 @@ class QuobyteApiDouble:
             return {"volume": list(self.volumes.values())}
         raise RpcError(METHOD_NOT_FOUND, f"method {method} not found")
 
+    def _code(self, which: int) -> int:
+        return -32000 if self.entity_codes is None else self.entity_codes[which]
+
     def _create(self, params: dict[str, Any]) -> dict[str, Any]:
         name, tenant = params.get("name"), params.get("tenant_id")
         if not name or not tenant or not params.get("configuration_name"):
             raise RpcError(INVALID_PARAMS, "name, tenant_id and configuration_name are required")
         if (tenant, name) in self.volumes:
-            raise RpcError(ENTITY_EXISTS, f"ENTITY_EXISTS: volume {name!r} exists in tenant {tenant!r}")
+            raise RpcError(self._code(1), f"{EXISTS}: volume {name!r} exists in tenant {tenant!r}")
         volume = {
             "volume_uuid": str(uuid.uuid4()),
             "name": name,
@@ -124,7 +134,7 @@ class QuobyteApiDouble:
                     for user, group in self.mapped:
                         (self.client_dir / f"{user}#{group}@{volume['name']}").unlink(missing_ok=True)
                 return {}
-        raise RpcError(ENTITY_NOT_FOUND, f"ENTITY_NOT_FOUND: no volume with uuid {params.get('volume_uuid')!r}")
+        raise RpcError(self._code(0), f"{NOT_FOUND}: no volume with uuid {params.get('volume_uuid')!r}")
 
     # ------------------------------------------------------------------ HTTP
 

@@ -154,6 +154,21 @@ async def test_backend_create_of_existing_volume_keeps_it(api: QuobyteApiDouble)
     assert api.volumes[("t1", "v1")]["volume_uuid"] == uuid
 
 
+async def test_entity_errors_are_recognised_by_their_message_symbol_alone(api: QuobyteApiDouble) -> None:
+    """Quobyte's numeric entity codes are not published: the message symbol (ENTITY_EXISTS_ALREADY/...,
+    ENTITY_NOT_FOUND/...) decides, as in Quobyte's own Docker plugin, whatever the code."""
+    api.entity_codes = None
+    backend = backend_for(api)
+    await backend.create_volume("v1", owner=ALICE, mode=0o770)
+    uuid = api.volumes[("t1", "v1")]["volume_uuid"]
+    await backend.create_volume("v1", owner=ALICE, mode=0o770)  # exists already: adopted, not an error
+    assert api.volumes[("t1", "v1")]["volume_uuid"] == uuid
+    assert not await backend.volume_exists("v2")  # not found: a plain no
+    await backend.remove_volume("v1", purge=True)
+    await backend.remove_volume("v1", purge=True)  # gone already: nothing to do
+    assert api.names() == []
+
+
 async def test_backend_remove_keeps_data_unless_purged(api: QuobyteApiDouble) -> None:
     """Remove without purge never calls deleteVolume; purge deletes exactly that tenant's volume."""
     backend = backend_for(api)

@@ -119,10 +119,12 @@ class VolumeRegistry:
         self._mounts[(record.mount_id, record.volume)] = record
 
     async def remove_mount(self, mount_id: str, volume: str) -> MountRecord | None:
-        if (mount_id, volume) not in self._mounts:
-            return None
-        await self._store.write("DELETE FROM mounts WHERE mount_id = ? AND volume = ?", (mount_id, volume))
-        return self._mounts.pop((mount_id, volume), None)
+        """Forget a mount at once; its row goes behind (a crash before that commit leaves a record
+        of a mount that is over, which the pruner drops: the safe direction, views stay up)."""
+        record = self._mounts.pop((mount_id, volume), None)
+        if record is not None:
+            self._store.write_behind("DELETE FROM mounts WHERE mount_id = ? AND volume = ?", (mount_id, volume))
+        return record
 
     def all_mounts(self) -> list[MountRecord]:
         return list(self._mounts.values())

@@ -493,15 +493,16 @@ class LocalBackend:
                     self._checked = True
         mp = self.view_root(identity)
         async with self._identity_lock(identity):
-            await asyncio.to_thread(_require_passwd_entry, identity)
-            if is_mount_point(mp):
-                if await self._healthy(mp):
-                    return mp
+            state = await self._view_state(mp)
+            if state == "up":
+                return mp
+            if state == "stale":
                 log.warning("view %s of %s is stale: unmounting it lazily and remounting", mp, identity)
                 await self._unmount_all(mp, lazy_only=True)
+            await asyncio.to_thread(_require_passwd_entry, identity)
             await asyncio.to_thread(self._prepare_mountpoint, identity, mp)
             await self._run_bindfs(identity, mp)
-            if not is_mount_point(mp) or not await self._healthy(mp):
+            if await self._view_state(mp) != "up":
                 raise BackendError(
                     f"bindfs reported success but {mp} is not a working mount point for "
                     f"{identity}; check the kernel log (dmesg) and the FUSE setup"
@@ -509,13 +510,19 @@ class LocalBackend:
             log.info("mounted view of %s on %s", identity, mp)
             return mp
 
-    async def _healthy(self, mp: Path) -> bool:
-        """False for a dead (ENOTCONN) or hung FUSE mount; never blocks the event loop."""
+    async def _view_state(self, mp: Path) -> Literal["up", "stale", "absent"]:
+        """Whether a working view is mounted on `mp`, in one trip off the event loop (the mount
+        table can be long on a busy host, and a hung FUSE mount blocks whoever probes it)."""
+
+        def probe() -> Literal["up", "stale", "absent"]:
+            if not is_mount_point(mp):
+                return "absent"
+            return "stale" if is_stale(mp) else "up"
+
         try:
-            stale = await asyncio.wait_for(asyncio.to_thread(is_stale, mp), PROBE_TIMEOUT)
+            return await asyncio.wait_for(asyncio.to_thread(probe), PROBE_TIMEOUT)
         except TimeoutError:
-            return False
-        return not stale
+            return "stale"
 
     def _prepare_mountpoint(self, identity: Identity, mp: Path) -> None:
         """Make the guard (root 0700 + ACL u:<uid>:--x) and the mount point (0700 uid:gid)."""

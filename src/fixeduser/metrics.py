@@ -11,6 +11,7 @@ through callables, so nothing extra runs per request.
 from __future__ import annotations
 
 import bisect
+import itertools
 import time
 from collections import Counter as Tally
 from collections import defaultdict
@@ -32,6 +33,8 @@ __all__ = ["CONTENT_TYPE", "CountingAuditor", "CountingBackend", "Metrics", "Plu
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Decisions are in-memory look-ups (sub-millisecond) unless the daemon is asked about a container.
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Volume calls may start a bindfs or wait for the hand-off gate.
+VOLUME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class PluginGauges:
@@ -79,25 +82,52 @@ class _GaugeCollector(Collector):
         yield GaugeMetricFamily("fixeduser_volumes", "Volumes known to the driver", value=g.volumes())
 
 
-class DecisionTally(Collector):
-    """Decisions by (phase, action, result) and answer latency per phase, kept as plain counts.
+class LatencyHistogram:
+    """A Prometheus histogram with one label, kept as plain counts (a bisect per observation).
 
-    Only the event loop updates them and scrapes run on the same loop, so no lock is needed."""
+    Only the event loop updates it and scrapes run on the same loop, so no lock is needed."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: tuple[float, ...]) -> None:
+        self._name, self._documentation, self._label, self._buckets = name, documentation, label, buckets
+        self._counts: dict[str, list[int]] = {}  # label value -> count per bucket (the last one is +Inf)
+        self._sums: defaultdict[str, float] = defaultdict(float)
+
+    def observe(self, key: str, seconds: float) -> None:
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = [0] * (len(self._buckets) + 1)
+        counts[bisect.bisect_left(self._buckets, seconds)] += 1
+        self._sums[key] += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
+        bounds = [*map(str, self._buckets), "+Inf"]
+        for key, counts in sorted(self._counts.items()):
+            cumulative = list(zip(bounds, itertools.accumulate(counts), strict=True))
+            family.add_metric([key], cumulative, sum_value=self._sums[key])
+        return family
+
+
+class DecisionTally(Collector):
+    """Decisions by (phase, action, result), answer latency per phase, and volume call latency."""
 
     def __init__(self) -> None:
         self.decisions: Tally[tuple[str, str, str]] = Tally()
-        self._buckets: dict[str, list[int]] = {}  # phase -> count per bucket (the last one is +Inf)
-        self._sums: defaultdict[str, float] = defaultdict(float)
+        self.latency = LatencyHistogram(
+            "fixeduser_decision_seconds",
+            "Time to answer an AuthZReq/AuthZRes call, parsing included",
+            "phase",
+            DECISION_BUCKETS,
+        )
+        self.volume_latency = LatencyHistogram(
+            "fixeduser_volume_call_seconds", "Time to answer a VolumeDriver call", "call", VOLUME_BUCKETS
+        )
 
     def count(self, phase: str, action: str, allow: bool) -> None:
         self.decisions[phase, action, "allow" if allow else "deny"] += 1
 
     def observe(self, phase: str, seconds: float) -> None:
-        counts = self._buckets.get(phase)
-        if counts is None:
-            counts = self._buckets[phase] = [0] * (len(DECISION_BUCKETS) + 1)
-        counts[bisect.bisect_left(DECISION_BUCKETS, seconds)] += 1
-        self._sums[phase] += seconds
+        self.latency.observe(phase, seconds)
 
     def collect(self) -> Iterator[Metric]:
         decisions = CounterMetricFamily(
@@ -108,16 +138,8 @@ class DecisionTally(Collector):
         for labels, value in sorted(self.decisions.items()):
             decisions.add_metric(list(labels), value)
         yield decisions
-        latency = HistogramMetricFamily(
-            "fixeduser_decision_seconds", "Time to answer an AuthZReq/AuthZRes call, parsing included", labels=["phase"]
-        )
-        for phase, counts in sorted(self._buckets.items()):
-            cumulative, running = [], 0
-            for bound, count in zip([*map(str, DECISION_BUCKETS), "+Inf"], counts, strict=True):
-                running += count
-                cumulative.append((bound, running))
-            latency.add_metric([phase], cumulative, sum_value=self._sums[phase])
-        yield latency
+        yield self.latency.family()
+        yield self.volume_latency.family()
 
 
 class Metrics:
@@ -166,18 +188,22 @@ class Metrics:
         return {method: wrap(method, handler) for method, handler in handlers.items()}
 
     def counted_volume_calls(self, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
-        """`handlers` (VolumeDriver.*) with each answer counted as ok or error (`Err` set)."""
+        """`handlers` (VolumeDriver.*) timed, and each answer counted as ok or error (`Err` set)."""
+        observe = self.tally.volume_latency.observe
 
         def wrap(method: str, handler: Handler) -> Handler:
             call = method.rsplit(".", 1)[-1]
             ok, error = self.volume_calls.labels(call, "ok"), self.volume_calls.labels(call, "error")
 
             async def counted(payload: dict[str, Any]) -> dict[str, Any]:
+                began = time.perf_counter()
                 try:
                     answer = await handler(payload)
                 except BaseException:
                     error.inc()
                     raise
+                finally:
+                    observe(call, time.perf_counter() - began)
                 (error if answer.get("Err") else ok).inc()
                 return answer
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,10 +76,11 @@ async def test_timed_authz_observes_latency_per_phase() -> None:
 
 
 async def test_volume_calls_counted_ok_and_error() -> None:
-    """A VolumeDriver answer with a non-empty Err counts as an error, an empty Err as ok."""
+    """A VolumeDriver answer with a non-empty Err counts as an error, an empty Err as ok; each call is timed."""
     metrics = Metrics()
 
     async def ok(_: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.03)  # a slow mount (a bindfs starting)
         return {"Err": "", "Mountpoint": "/x"}
 
     async def fail(_: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +92,11 @@ async def test_volume_calls_counted_ok_and_error() -> None:
     s = samples(metrics)
     assert s[("fixeduser_volume_calls_total", (("call", "Mount"), ("result", "ok")))] == 1
     assert s[("fixeduser_volume_calls_total", (("call", "Remove"), ("result", "error")))] == 1
+    mount = (("call", "Mount"),)
+    assert s[("fixeduser_volume_call_seconds_count", mount)] == 1
+    assert s[("fixeduser_volume_call_seconds_sum", mount)] >= 0.03
+    assert s[("fixeduser_volume_call_seconds_bucket", (("call", "Mount"), ("le", "0.025")))] == 0
+    assert s[("fixeduser_volume_call_seconds_bucket", (("call", "Mount"), ("le", "+Inf")))] == 1
 
 
 class FailingBackend:

@@ -35,7 +35,7 @@ def main() -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
     from bench import part_decision, part_docker, part_io, part_scale  # noqa: PLC0415
     from bench.common import BENCH_DIR, machine_info, work_dir  # noqa: PLC0415
-    from bench.report import Part, print_part, write_results  # noqa: PLC0415
+    from bench.report import Part, embed_in_readme, print_part, write_results  # noqa: PLC0415
 
     if os.geteuid() != 0:
         print("python -m bench: needs root (private dockerd, bindfs/FUSE); run it with sudo", file=sys.stderr)
@@ -72,6 +72,9 @@ def main() -> int:
     results = args.results or BENCH_DIR / "RESULTS.md"
     write_results(parts, machine, meta, out, results)
     print(f"\nwrote {results}, {out}/results.json and charts in {out}/")
+    if wanted == list(PARTS) and not args.quick and args.out is None and args.results is None:
+        embed_in_readme(BENCH_DIR.parent / "README.md", results)
+        print("and the README's performance section (a full run)")
     return 1 if any(p.error for p in parts) else 0
 
 

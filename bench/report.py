@@ -190,3 +190,22 @@ def write_results(parts: list[Part], machine: dict[str, str], meta: dict[str, An
             md += [f"- {n}" for n in part.notes] + [""]
     md += [f"Machine-readable: `{rel}/results.json`.", ""]
     results_md.write_text("\n".join(md))
+
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def readme_section(results_md: str, results_dir: str = "bench") -> str:
+    """RESULTS.md as the README's performance section: headings one level down, paths from the repo root."""
+    lines = []
+    for line in results_md.splitlines()[1:]:  # its title is the README section's
+        demoted = "#" + line if line.startswith("#") else line
+        lines.append(demoted.replace("](out/", f"]({results_dir}/out/").replace("`out/", f"`{results_dir}/out/"))
+    return "\n".join(lines).strip() + "\n"
+
+
+def embed_in_readme(readme: Path, results_md: Path) -> None:
+    """Put the figures of a full run into the README between its bench markers."""
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + readme_section(results_md.read_text()) + text[end:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -228,6 +229,35 @@ async def test_mount_identity_twice_gives_one_mount(backend: LocalBackend) -> No
     assert first == second == backend.view_root(A)
     assert len(mounts_at(first)) == 1
     assert await backend.mounted_identities() == ["10001:10000"]
+
+
+def _bindfs_argv(mount_point: Path) -> list[bytes]:
+    (pid,) = _bindfs_pids(mount_point)
+    return (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+
+
+def _linked_fuse_major() -> int:
+    out = subprocess.run(["bindfs", "--fuse-version"], capture_output=True, text=True, check=True)
+    return int(re.search(r"linked version (\d+)\.", out.stdout + out.stderr).group(1))  # type: ignore[union-attr]
+
+
+@needs_fuse
+async def test_views_ask_libfuse_2_for_large_writes(backend: LocalBackend, base_dir: Path) -> None:
+    """With a bindfs on libfuse 2 (Debian's), views run with `-o big_writes` (4 KiB write requests otherwise);
+    with libfuse 3, which rejects it, or when turned off, they do not. Big writes still land as the identity."""
+    view = await backend.mount_identity(A)
+    expected = _linked_fuse_major() == 2
+    assert (b"big_writes" in _bindfs_argv(view)) is expected
+    await backend.create_volume("big", owner=A, mode=0o770)
+    block = os.urandom(1 << 20)
+    (backend.volume_path(A, "big") / "f").write_bytes(block * 4)
+    stored = backend.root / "big" / "f"
+    assert stored.read_bytes() == block * 4 and stored.stat().st_uid == A.uid
+    plain = LocalBackend(root=base_dir / "data", mount_root=base_dir / "mnt2", large_writes=False)
+    try:
+        assert b"big_writes" not in _bindfs_argv(await plain.mount_identity(B))
+    finally:
+        await plain.unmount_identity(B)
 
 
 @needs_fuse

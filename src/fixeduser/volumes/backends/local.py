@@ -38,6 +38,7 @@ import secrets
 import shutil
 import stat
 import struct
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -282,6 +283,7 @@ class LocalBackend:
         dev_fuse: Path = DEV_FUSE,
         fuse_conf: Path = FUSE_CONF,
         mount_timeout: float = MOUNT_TIMEOUT,
+        large_writes: bool = True,
     ) -> None:
         if not Path(root).is_absolute() or not Path(mount_root).is_absolute():
             raise BackendError(f"root ({root}) and mount_root ({mount_root}) must be absolute paths")
@@ -295,6 +297,11 @@ class LocalBackend:
             )
         self.bindfs = bindfs
         self.bindfs_options = tuple(bindfs_options)
+        # libfuse 2 (Debian's bindfs) splits writes into 4 KiB requests unless asked for big ones:
+        # measured 130 -> 390 MiB/s sequential writes. Only the request size changes (no caching),
+        # so it is sound. libfuse 3 always writes large and rejects the option. Set by the check.
+        self.large_writes = large_writes
+        self._fuse_major: int | None = None
         self.setpriv = setpriv
         self.fusermount = fusermount
         self.dev_fuse = dev_fuse
@@ -317,6 +324,7 @@ class LocalBackend:
             self._checked = True
 
     def _check_sync(self) -> None:
+        self._fuse_major = _fuse_major(self.bindfs)
         problems = host_problems(
             bindfs=self.bindfs,
             setpriv=self.setpriv,
@@ -550,6 +558,7 @@ class LocalBackend:
             # as the daemon chowns a volume's top folder when it copies image content into it.
             "--chown-ignore",
             "--chgrp-ignore",
+            *(("-o", "big_writes") if self.large_writes and self._fuse_major == 2 else ()),
             *self.bindfs_options,
             str(self.root),
             str(self.view_root(identity)),
@@ -672,6 +681,16 @@ def _open_dir_checked(parent_fd: int, name: str, dev: int, expected: os.stat_res
         os.close(fd)
         raise
     return fd
+
+
+def _fuse_major(bindfs: str) -> int | None:
+    """The major version of the libfuse bindfs is linked with (`bindfs --fuse-version`), if it says."""
+    try:
+        out = subprocess.run([bindfs, "--fuse-version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"linked version (\d+)\.", out.stdout + out.stderr)
+    return int(match.group(1)) if match else None
 
 
 async def _run(argv: Sequence[str]) -> tuple[int, str]:

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,7 +121,13 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
     for name in stack.ok("ps", "--filter", f"volume={volume}", "--format", "{{.Names}}").split():
         _, user, index = name.split("-")
         written = backing / f"{user}-{index}"
-        wait_for(written.exists, f"{written}", stack, timeout=10)
+
+        def missing(name: str = name, written: Path = written) -> str:  # what the container itself said
+            logs = stack.docker("logs", name)
+            state = stack.docker("inspect", "-f", "{{json .State}} {{json .Mounts}}", name)
+            return f"{written} (container output: {logs.stdout}{logs.stderr}; {state.stdout})"
+
+        wait_for(written.exists, missing, stack, timeout=10)
         assert written.read_text() == f"{index}\n"
         assert (written.stat().st_uid, written.stat().st_gid) == UIDS[user], name
     for user, ids in UIDS.items():  # whatever started, wrote as its owner, crash or not

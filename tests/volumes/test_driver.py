@@ -443,6 +443,21 @@ async def test_copy_up_lends_the_top_folder_and_unmount_returns_it(rig: Rig) -> 
     assert await rig.views() == []
 
 
+async def test_a_restart_returns_a_top_folder_lent_before_it(rig: Rig) -> None:
+    """The plugin died during bob's image copy (the Unmount never came): the restarted plugin gives the top folder
+    back to its owner and mode at once, keeps counting the mount, and a later Unmount still finds it."""
+    await rig.volume("eng-v", mode="0750")
+    top = rig.base / "data" / "eng-v"
+    await rig.mount("eng-v", "copy", owner="bob", container="web", for_create=True)
+    assert top.stat().st_uid == 10002
+    await rig.restart().reconcile()
+    assert (top.stat().st_uid, top.stat().st_gid, top.stat().st_mode & 0o7777) == (10001, 10000, 0o750)
+    (mount,) = rig.driver.registry.all_mounts()
+    assert mount.mount_id == "copy" and not mount.copy_up and rig.counts("eng-v") == {"10002:10000": 1}
+    await rig.driver.unmount("eng-v", "copy")
+    assert rig.counts("eng-v") == {}
+
+
 async def test_cancelled_mount_rolls_back(rig: Rig) -> None:
     """A Mount cancelled mid-way (the daemon hung up) leaves no record and no view behind."""
     await rig.volume("eng-v")

@@ -281,12 +281,34 @@ class VolumeDriver:
                 log.info("dropping a mount record from an earlier boot", extra=_mount_log(mount))
                 async with self._volume_locks[mount.volume]:
                     await self.registry.remove_mount(mount.mount_id, mount.volume)
+        await self._return_lent_top_folders()
         for identity in {m.identity for m in self.registry.all_mounts()}:
             try:
                 await self._ensure_view(identity)
             except DriverError as exc:  # the next Mount for it tries again
                 log.warning("cannot remount a view in use", extra={"identity": identity.key, "error": str(exc)})
         await self.unmount_idle_views()
+
+    async def _return_lent_top_folders(self) -> None:
+        """Give back top folders lent for an image copy before the restart.
+
+        The gate that kept other identities out during that copy lived in the process that ended,
+        so a lent folder (owned by the copying identity) must not wait for its record to be pruned.
+        A copy still running would then fail to set the folder's owner: the create fails, nothing
+        is lost."""
+        lent = [m for m in self.registry.all_mounts() if m.copy_up]
+        for mount in lent:
+            async with self._volume_locks[mount.volume]:
+                await self.registry.add_mount(mount.model_copy(update={"copy_up": False}))
+        for name in sorted({m.volume for m in lent}):
+            volume = self.registry.get(name)
+            if volume is None:
+                continue
+            try:
+                await self.backend.set_top_folder(name, owner=volume.owner, mode=volume.mode)
+                log.info("top folder of an image copy before the restart returned", extra={"volume": name})
+            except BackendError as exc:
+                log.warning("cannot restore the top folder", extra={"volume": name, "error": str(exc)})
 
     async def prune_stale_mounts(self, *, grace: float) -> int:
         """Drop mount records the daemon shows to be over; returns how many.

@@ -42,6 +42,8 @@ from fixeduser.volumes.driver import ContainerLookup, DriverError, VolumeDriver
 from fixeduser.volumes.registry import MountRecord, VolumeRegistry, current_boot_id
 from fixeduser.volumes.resolve import MountIdentityResolver
 
+from .processes import bindfs_pids
+
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "policies")  # alice -> 10001:10000, bob -> 10002:10000; role:eng mounts eng-*
 ALICE = Identity(uid=10001, gid=10000, user="10001", group="10000")
@@ -329,19 +331,6 @@ async def _wait_for(condition: object, within: float = 5.0) -> bool:
     return False
 
 
-def _bindfs_pids(mount_point: Path) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"bindfs") and os.fsencode(mount_point) in argv:
-                pids.append(int(proc.name))
-    return pids
-
-
 # ------------------------------------------------------------------ reference counts
 
 
@@ -519,10 +508,10 @@ async def test_reconcile_after_reboot_drops_records_and_remounts_what_is_in_use(
 async def _kill_view_daemon(rig: Rig, identity: Identity) -> Path:
     """SIGKILL the bindfs serving `identity`'s view (a crash); returns the view's mount point."""
     view = rig.backend.view_root(identity)
-    pids = _bindfs_pids(view)
+    pids = bindfs_pids(view)
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
-    assert await _wait_for(lambda: not _bindfs_pids(view))
+    assert await _wait_for(lambda: not bindfs_pids(view))
     with pytest.raises(OSError, match="not connected"):
         os.statvfs(view)  # the kernel already knows the daemon is gone
     return view
@@ -535,7 +524,7 @@ async def test_reconcile_remounts_a_view_whose_fuse_daemon_died(rig: Rig) -> Non
     view = await _kill_view_daemon(rig, ALICE)
     assert await _wait_for(lambda: is_stale(view))  # once the mount point's cached attributes expire (~1 s)
     await rig.restart().reconcile()
-    assert await rig.views() == ["10001:10000"] and len(_bindfs_pids(view)) == 1
+    assert await rig.views() == ["10001:10000"] and len(bindfs_pids(view)) == 1
     assert rig.write_through(ALICE, "eng-v", "alive") == 10001
     assert rig.counts("eng-v") == {"10001:10000": 1}
 
@@ -546,7 +535,7 @@ async def test_reconcile_right_after_a_fuse_daemon_died_remounts_its_view(rig: R
     await rig.mount("eng-v", "m")
     view = await _kill_view_daemon(rig, ALICE)
     await rig.restart().reconcile()
-    assert len(_bindfs_pids(view)) == 1
+    assert len(bindfs_pids(view)) == 1
     assert rig.write_through(ALICE, "eng-v", "alive") == 10001
 
 
@@ -808,7 +797,7 @@ async def test_idle_view_stays_mounted_for_the_grace_period(rig: Rig) -> None:
     await rig.driver.unmount("eng-v", "create-time")
     assert await rig.views() == ["10001:10000"]  # kept for the start that follows
     await rig.mount("eng-v", "start", container="c" * 64)
-    assert rig.backend.calls["mount_identity"] == 2 and len(_bindfs_pids(rig.backend.view_root(ALICE))) == 1
+    assert rig.backend.calls["mount_identity"] == 2 and len(bindfs_pids(rig.backend.view_root(ALICE))) == 1
     await asyncio.sleep(0.45)
     assert await rig.views() == ["10001:10000"]  # in use: the grace timer did not unmount it
     assert rig.backend.calls["unmount_identity"] == 0

@@ -324,7 +324,8 @@ class LocalBackend:
             self._checked = True
 
     def _check_sync(self) -> None:
-        self._fuse_major = _fuse_major(self.bindfs)
+        if not self._checked:  # once: this check also runs at every /healthz
+            self._fuse_major = bindfs_fuse_major(self.bindfs)
         problems = host_problems(
             bindfs=self.bindfs,
             setpriv=self.setpriv,
@@ -683,7 +684,7 @@ def _open_dir_checked(parent_fd: int, name: str, dev: int, expected: os.stat_res
     return fd
 
 
-def _fuse_major(bindfs: str) -> int | None:
+def bindfs_fuse_major(bindfs: str) -> int | None:
     """The major version of the libfuse bindfs is linked with (`bindfs --fuse-version`), if it says."""
     try:
         out = subprocess.run([bindfs, "--fuse-version"], capture_output=True, text=True, timeout=10, check=False)

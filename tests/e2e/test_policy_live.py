@@ -13,7 +13,7 @@ import pytest
 
 from fixeduser.commands.status import fetch_status
 from fixeduser.sandbox import PluginProcess
-from tests.policy.postgres import Postgres, postgres_unavailable, start_postgres
+from tests.policy.postgres import Postgres
 
 from .conftest import E2E, REPO, new_stack
 
@@ -73,18 +73,6 @@ def _plugin(base: Path, url: str, name: str) -> PluginProcess:
         policy_dir=policy_dir,
         extra_args=("--policy-database", url),
     )
-
-
-@pytest.fixture
-def postgres() -> Iterator[Postgres]:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_two_hosts_converge_on_a_database_edit(workdir: Path, postgres: Postgres) -> None:

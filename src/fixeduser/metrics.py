@@ -126,9 +126,6 @@ class DecisionTally(Collector):
     def count(self, phase: str, action: str, allow: bool) -> None:
         self.decisions[phase, action, "allow" if allow else "deny"] += 1
 
-    def observe(self, phase: str, seconds: float) -> None:
-        self.latency.observe(phase, seconds)
-
     def collect(self) -> Iterator[Metric]:
         decisions = CounterMetricFamily(
             "fixeduser_decisions",
@@ -171,7 +168,7 @@ class Metrics:
 
     def timed_authz(self, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
         """`handlers` (AuthZPlugin.AuthZReq/AuthZRes) with their latency observed."""
-        observe = self.tally.observe
+        observe = self.tally.latency.observe
 
         def wrap(method: str, handler: Handler) -> Handler:
             phase = "response" if method.endswith("AuthZRes") else "request"

@@ -184,7 +184,7 @@ def test_decision_latency_lands_in_the_right_buckets() -> None:
     """Buckets are `le` (upper bound included), cumulative in the exposition, with the sum of all observations."""
     metrics = Metrics()
     for seconds in (0.0005, 0.0006, 0.003, 9.0):
-        metrics.tally.observe("request", seconds)
+        metrics.tally.latency.observe("request", seconds)
     s = samples(metrics)
 
     def bucket(le: str) -> float:

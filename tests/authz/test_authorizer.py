@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from fixeduser.authz.ledger import ContainerLedger
+from fixeduser.daemon import DaemonClient
 from fixeduser.state import StateStore
 
-from .conftest import Harness
+from .conftest import Harness, make_harness
 
 CREATE = "/v1.41/containers/create"
 A_ID, B_ID = "a" * 64, "b" * 64
@@ -458,3 +459,17 @@ async def test_ledger_of_an_older_version_loads_without_binds(tmp_path: Path) ->
     store.close()
     reloaded = ContainerLedger(StateStore(tmp_path / "state.db")).find("new")
     assert reloaded is not None and reloaded.binds == ("/srv/x",)
+
+
+async def test_a_start_the_daemon_cannot_describe_is_denied_saying_who_and_why(tmp_path: Path) -> None:
+    """A container fixeduser never recorded, and a daemon that does not answer: its start is denied, never guessed."""
+    client = DaemonClient(f"unix://{tmp_path}/no-daemon.sock")
+    harness, store = make_harness(tmp_path, client)
+    try:
+        verdict = await harness.ask("POST", "/v1.41/containers/web/start")
+        assert not verdict.allow
+        assert verdict.message.startswith("alice may not container.start web: cannot check which volumes it mounts ")
+        assert "cannot reach the Docker daemon" in verdict.message
+    finally:
+        store.close()
+        await client.close()

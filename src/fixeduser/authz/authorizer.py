@@ -501,7 +501,7 @@ class Authorizer:
         connect = ctx.api.action == "network.connect"
         what = "network connect" if connect else "network disconnect"
         attach = _parsed(ctx, lambda: parse_network_attach(ctx.request.body, connect=connect), what)
-        record = await self._find_container(attach.container, mounting=False)
+        record = await self._find_container(ctx, attach.container, mounting=False)
         self._check_owned(ctx, record, "container", repr(attach.container))
         found = []
         for link in attach.links:
@@ -536,7 +536,7 @@ class Authorizer:
 
     async def _check_container_action(self, ctx: Context) -> None:
         reference = ctx.api.target or ""
-        record = await self._find_container(reference, mounting=ctx.api.action in MOUNTING_ACTIONS)
+        record = await self._find_container(ctx, reference, mounting=ctx.api.action in MOUNTING_ACTIONS)
         self._check_owned(ctx, record, "container")
         if ctx.api.action == "exec.create":
             exec_create = _parsed(ctx, lambda: parse_exec_create(ctx.request.body), "exec create")
@@ -550,7 +550,7 @@ class Authorizer:
             volumes = self._identities_for(ctx, record.owner, named)
             await self._claim(ctx, container=record.id, owner=record.owner, volumes=volumes)
 
-    async def _find_container(self, reference: str, *, mounting: bool) -> ContainerRecord | None:
+    async def _find_container(self, ctx: Context, reference: str, *, mounting: bool) -> ContainerRecord | None:
         """The ledger's record; for names it does not know, ask the daemon which container it means."""
         record = self._ledger.find(reference)
         if record is not None or self._daemon is None:
@@ -559,15 +559,17 @@ class Authorizer:
             inspected = await self._daemon.inspect_container(reference)
         except DaemonError as exc:
             if mounting:
-                raise Denied(f"cannot check which volumes container {reference} mounts: {exc}") from None
+                raise Denied(
+                    f"{ctx.subject} may not {ctx.api.action} {reference}: cannot check which volumes it mounts ({exc})"
+                ) from None
             return None
         if inspected is None:
             return None
         record = self._ledger.find(str(inspected.get("Id", "")))
         if record is None and mounting and self._uses_our_volumes(inspected):
             raise Denied(
-                f"container {reference} mounts fixeduser volumes but was not created through fixeduser, "
-                "so it has no owner whose identity could be used; recreate it"
+                f"{ctx.subject} may not {ctx.api.action} {reference}: it mounts fixeduser volumes but was not "
+                "created through fixeduser, so it has no owner whose identity could be used; recreate it"
             )
         return record
 

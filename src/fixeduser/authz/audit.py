@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from pydantic import BaseModel, ConfigDict, field_serializer
+import orjson
+from pydantic import TypeAdapter
 
 
-class AuditRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    time: float
+# A dataclass, not a pydantic model: one is built for every decision, from values the authorizer
+# already holds as these types, and validating them again cost about 5 µs a call. Audit lines are
+# read back (tests, tools) through `AUDIT_LINE`, which does validate.
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes 6 µs to build, this one 1 µs
+class AuditRecord:
+    time: float  # seconds since the epoch, to the microsecond
     phase: str
     user: str
     auth: str
@@ -27,16 +31,12 @@ class AuditRecord(BaseModel):
     rule: str | None
     policy: str
 
-    @field_serializer("time")
-    def _microseconds(self, value: float) -> float:
-        return round(value, 6)
+
+AUDIT_LINE = TypeAdapter(AuditRecord)
 
 
 class Auditor(Protocol):
     def record(self, record: AuditRecord) -> None: ...
-
-
-_CHUNK = 32  # audit lines serialized between two hand-overs of the GIL (about 100 µs of work)
 
 
 class JsonLineAuditor:
@@ -44,27 +44,25 @@ class JsonLineAuditor:
 
     def __init__(self, destination: Path | None, *, flush_interval: float = 0.2) -> None:
         self._destination = destination
-        self._pending: list[AuditRecord] = []
+        self._pending: list[bytes] = []
         self._flush_interval = flush_interval
-        self._stream: IO[str] = sys.stdout if destination is None else destination.open("a", encoding="utf-8")
+        self._stream: IO[bytes] = sys.stdout.buffer if destination is None else destination.open("ab")
         self.counts: dict[str, int] = {"allow": 0, "deny": 0}
 
     def record(self, record: AuditRecord) -> None:
         self.counts["allow" if record.allow else "deny"] += 1
-        self._pending.append(record)  # serialized in the writer thread, off the decision path
+        # Serialized here (about 1 µs with orjson): a worker thread serializing in Python would hold
+        # the GIL against the event loop; it only does the write, which releases it.
+        self._pending.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
-    def _write(self, records: list[AuditRecord]) -> None:
-        for start in range(0, len(records), _CHUNK):
-            self._stream.write("".join(record.model_dump_json() + "\n" for record in records[start : start + _CHUNK]))
-            # Serializing holds the GIL; without a break the event loop could wait a whole switch
-            # interval (5 ms) for it during a burst. sleep(0) hands it over between chunks.
-            time.sleep(0)
+    def _write(self, lines: list[bytes]) -> None:
+        self._stream.write(b"".join(lines))
         self._stream.flush()
 
     async def flush(self) -> None:
         if self._pending:
-            records, self._pending = self._pending, []
-            await asyncio.to_thread(self._write, records)
+            lines, self._pending = self._pending, []
+            await asyncio.to_thread(self._write, lines)
 
     async def run(self) -> None:
         while True:
@@ -78,4 +76,4 @@ class JsonLineAuditor:
 
 
 def now() -> float:
-    return time.time()  # rounded to microseconds when the line is written, off the decision path
+    return round(time.time(), 6)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _endpoint(method: str, handler: Handler) -> Callable[[web.Request], Awaitabl
     async def serve(request: web.Request) -> web.Response:
         raw = await request.read()
         try:
-            payload = json.loads(raw) if raw.strip() else {}
+            payload = orjson.loads(raw) if raw.strip() else {}
             if not isinstance(payload, dict):
                 raise BadRequest(f"{method} body must be a JSON object")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -51,7 +51,7 @@ def _endpoint(method: str, handler: Handler) -> Callable[[web.Request], Awaitabl
 
 
 def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(payload).encode(), status=status, content_type=CONTENT_TYPE)
+    return web.Response(body=orjson.dumps(payload), status=status, content_type=CONTENT_TYPE)
 
 
 class SocketServer:

@@ -107,15 +107,16 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> N
 class FloorServer:
     """`python -m bench.floor SOCKET` in its own process."""
 
-    def __init__(self, socket_path: Path, log: Path) -> None:
+    def __init__(self, socket_path: Path, log: Path, transport: str = "asyncio") -> None:
         self.socket_path = socket_path
         self.log = log
+        self.transport = transport
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> FloorServer:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bench.floor", str(self.socket_path)],
-                                         cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            argv = [sys.executable, "-m", "bench.floor", str(self.socket_path), "--transport", self.transport]
+            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         wait_for_socket(self.socket_path, self.proc)
         return self
 

@@ -3,12 +3,16 @@
 It reads each request, parses the JSON body (every real plugin has to) and answers
 `{"Allow": true}`. Whatever fixeduser costs above this is the price of its decisions.
 
+`--transport asyncio` (the default) is the plain minimal plugin: asyncio's own event loop and the
+standard json module. `--transport fixeduser` runs on what fixeduser itself runs on (uvloop and
+orjson), so the difference to fixeduser is its decision work alone.
+
 With `--record FILE` it also appends every plugin call it receives (path and JSON body) to
 FILE as JSON lines, and answers the `VolumeDriver.*` calls with a trivial local driver that
 serves directories under `--volume-root`: `python -m bench capture` uses that to record the
 AuthZReq/AuthZRes bodies a real daemon sends for docker run, ps, inspect and exec.
 
-Run: python -m bench.floor SOCKET [--record FILE --volume-root DIR]
+Run: python -m bench.floor SOCKET [--transport asyncio|fixeduser] [--record FILE --volume-root DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1.1+json"
 ALLOW = json.dumps({"Allow": True, "Msg": "", "Err": ""}).encode()
 
 
-def floor_app() -> web.Application:
+def floor_app(loads: Callable[[bytes], Any] = json.loads) -> web.Application:
     """Allow-all authz: Plugin.Activate, AuthZReq, AuthZRes."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
 
@@ -35,7 +40,7 @@ def floor_app() -> web.Application:
         return web.Response(body=b'{"Implements": ["authz"]}', content_type=CONTENT_TYPE)
 
     async def allow(request: web.Request) -> web.Response:
-        json.loads(await request.read())
+        loads(await request.read())
         return web.Response(body=ALLOW, content_type=CONTENT_TYPE)
 
     app.router.add_post("/Plugin.Activate", activate)
@@ -112,12 +117,22 @@ def main() -> None:
     parser.add_argument("socket", type=Path)
     parser.add_argument("--record", type=Path)
     parser.add_argument("--volume-root", type=Path)
+    parser.add_argument("--transport", choices=("asyncio", "fixeduser"), default="asyncio")
     args = parser.parse_args()
     if args.record:
         app = recorder_app(args.record, args.volume_root or args.socket.parent / "volumes")
+    elif args.transport == "fixeduser":
+        import orjson  # noqa: PLC0415
+
+        app = floor_app(orjson.loads)
     else:
         app = floor_app()
-    asyncio.run(_serve(args.socket, app))
+    if args.transport == "fixeduser":
+        import uvloop  # noqa: PLC0415
+
+        uvloop.run(_serve(args.socket, app))
+    else:
+        asyncio.run(_serve(args.socket, app))
 
 
 if __name__ == "__main__":

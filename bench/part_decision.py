@@ -49,8 +49,10 @@ async def run(base: Path, *, quick: bool) -> Part:
             "Replays AuthZReq/AuthZRes bodies recorded from a real dockerd (bench/data/authz-capture.json: "
             "`docker run --rm` with `-v vol`, with `--mount ...volume-driver=fixeduser`, without volumes, "
             "`docker ps`, `docker run -d --name`, `docker inspect`, `docker exec`, `docker rm -f`) against "
-            "`fixeduser serve` and against the floor, a minimal allow-all aiohttp plugin (bench/floor.py), "
-            "both on a unix socket in their own process. Each simulated client is one keep-alive "
+            "`fixeduser serve` and against the floor, a minimal allow-all aiohttp plugin (bench/floor.py) on "
+            "asyncio's own event loop and the json module, all on a unix socket in their own process. A second "
+            "floor runs the same plugin on fixeduser's own transport (uvloop and orjson): the ratio to it is "
+            "the cost of fixeduser's decision work alone. Each simulated client is one keep-alive "
             "connection with its own TLS user, container and volumes, sending the calls in daemon order "
             "(closed loop). Latency is one request/response on the socket, measured by the client. "
             "Server and client CPU are per call, from /proc and process_time."
@@ -61,6 +63,7 @@ async def run(base: Path, *, quick: bool) -> Part:
     policy = write_policy_dir(base / "policy", bench_policy_lines(64))
     server = FixeduserServer(base / "plugin", policy).start()
     floor = FloorServer(base / "floor.sock", base / "floor.log").start()
+    same = FloorServer(base / "floor-uv.sock", base / "floor-uv.log", transport="fixeduser").start()
     try:
         renderer = Renderer(capture, server.driver)
         all_clients = make_clients(max(CONCURRENCY), [f"u{i}" for i in range(64)])
@@ -68,10 +71,12 @@ async def run(base: Path, *, quick: bool) -> Part:
         throughput = Table(
             key="decision_throughput",
             title="Plugin socket throughput, docker-session mix (calls/s; CPU µs per call)",
-            columns=["mix", "clients", "floor calls/s", "fixeduser calls/s", "floor/fixeduser",
-                     "floor p99 ms", "fixeduser p99 ms", "server CPU µs/call (floor)",
+            columns=["mix", "clients", "floor calls/s", "floor (uvloop+orjson) calls/s", "fixeduser calls/s",
+                     "floor/fixeduser", "floor (uvloop+orjson)/fixeduser", "floor p99 ms", "fixeduser p99 ms",
+                     "server CPU µs/call (floor)", "server CPU µs/call (floor, uvloop+orjson)",
                      "server CPU µs/call (fixeduser)", "client CPU µs/call", "client CPU busy %"],
-            chart=Chart(x="clients", ys=["floor calls/s", "fixeduser calls/s"], ylabel="calls/s"),
+            chart=Chart(x="clients", ys=["floor calls/s", "floor (uvloop+orjson) calls/s", "fixeduser calls/s"],
+                        ylabel="calls/s"),
         )
         latency = Table(
             key="decision_latency",
@@ -89,16 +94,20 @@ async def run(base: Path, *, quick: bool) -> Part:
                 setup = [renderer.calls(("run_detached",), cl) for cl in clients] if ops == READ_OPS else []
                 # floor first, then fixeduser, back to back: same machine state for both
                 results[("floor", mix, c)] = await measure(floor.pid, floor.socket_path, per_client, seconds, setup)
+                results[("same", mix, c)] = await measure(same.pid, same.socket_path, per_client, seconds, setup)
                 results[("fixeduser", mix, c)] = await measure(server.pid, server.authz_socket, per_client, seconds, setup)
                 fl, fl_cpu = results[("floor", mix, c)]
+                sm, sm_cpu = results[("same", mix, c)]
                 fu, fu_cpu = results[("fixeduser", mix, c)]
                 fl_s, fu_s = summarize(fl.all_latencies()), summarize(fu.all_latencies())
                 client_us = 1e6 * (fl.client_cpu + fu.client_cpu) / max(1, fl.calls + fu.calls)
                 client_busy = 100 * fl.client_cpu / fl.seconds
                 throughput.rows.append([
-                    mix, c, fl.throughput, fu.throughput, fl.throughput / fu.throughput if fu.throughput else None,
-                    ms(fl_s.p99), ms(fu_s.p99), 1e6 * fl_cpu / max(1, fl.calls), 1e6 * fu_cpu / max(1, fu.calls),
-                    client_us, client_busy,
+                    mix, c, fl.throughput, sm.throughput, fu.throughput,
+                    fl.throughput / fu.throughput if fu.throughput else None,
+                    sm.throughput / fu.throughput if fu.throughput else None,
+                    ms(fl_s.p99), ms(fu_s.p99), 1e6 * fl_cpu / max(1, fl.calls), 1e6 * sm_cpu / max(1, sm.calls),
+                    1e6 * fu_cpu / max(1, fu.calls), client_us, client_busy,
                 ])
                 for who, (res, _) in (("floor", (fl, 0)), ("fixeduser", (fu, 0))):
                     bad = {k: v for k, v in {**res.denied, **res.errors}.items() if v}
@@ -124,10 +133,14 @@ async def run(base: Path, *, quick: bool) -> Part:
             "p99 of a container-create AuthZReq decision, 1 client (worst of the create variants)",
             "< 1 ms", f"{create_p99:.3f} ms" if create_p99 is not None else "n/a",
             None if create_p99 is None else create_p99 < 1.0))
-        worst = max((row for row in throughput.rows if row[0] == session), key=lambda r: r[4] or 0)
+        worst = max((row for row in throughput.rows if row[0] == session), key=lambda r: r[5] or 0)
+        worst_same = max((row for row in throughput.rows if row[0] == session), key=lambda r: r[6] or 0)
         part.targets.append(Target(
             "throughput, docker-session mix: floor/fixeduser (worst concurrency)",
-            "≤ 1.5x", f"{worst[4]:.2f}x at {worst[1]} clients", (worst[4] or 99) <= 1.5))
+            "≤ 1.5x", f"{worst[5]:.2f}x at {worst[1]} clients", (worst[5] or 99) <= 1.5))
+        part.targets.append(Target(
+            "the same against the floor on fixeduser's own transport (uvloop+orjson): decision work alone",
+            "report", f"{worst_same[6]:.2f}x at {worst_same[1]} clients", None))
         part.notes.append(
             "Client cost: 'client CPU busy %' is the load client's CPU time over the floor run's wall time; "
             "below ~90 % the client is not what limits the floor's throughput, and 'client CPU µs/call' "
@@ -135,6 +148,7 @@ async def run(base: Path, *, quick: bool) -> Part:
         return part
     finally:
         floor.stop()
+        same.stop()
         server.stop()
 
 

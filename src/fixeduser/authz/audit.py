@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 # read back (tests, tools) through `AUDIT_LINE`, which does validate.
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes 6 µs to build, this one 1 µs
 class AuditRecord:
-    time: float  # seconds since the epoch, to the microsecond
+    time: float  # seconds since the epoch
     phase: str
     user: str
     auth: str
@@ -76,4 +76,4 @@ class JsonLineAuditor:
 
 
 def now() -> float:
-    return round(time.time(), 6)
+    return time.time()

@@ -223,7 +223,7 @@ class Authorizer:
                 target=api.target if api else None,
                 allow=verdict.allow,
                 reason=verdict.message,
-                rule=f"{verdict.rule.where}: {verdict.rule.text}" if verdict.rule else None,
+                rule=_citation(verdict.rule) if verdict.rule else None,
                 policy=policy.version,
             )
         )
@@ -704,6 +704,11 @@ def _deny_unknown_mounts(ctx: Context, mounts: Iterable[MountSpec]) -> None:
             f"{ctx.subject} may not {ctx.api.action}: mount type(s) {', '.join(map(repr, unknown))} are not ones "
             "fixeduser can check (bind, volume and tmpfs; types are case-sensitive)"
         )
+
+
+@functools.lru_cache(maxsize=4096)  # the same few lines decide most requests; formatting them cost 2 µs a call
+def _citation(rule: PolicyLine) -> str:
+    return f"{rule.where}: {rule.text}"
 
 
 def _is_form_body(request: AuthZRequest) -> bool:

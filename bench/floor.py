@@ -3,9 +3,9 @@
 It reads each request, parses the JSON body (every real plugin has to) and answers
 `{"Allow": true}`. Whatever fixeduser costs above this is the price of its decisions.
 
-`--transport asyncio` (the default) is the plain minimal plugin: asyncio's own event loop and the
-standard json module. `--transport fixeduser` runs on what fixeduser itself runs on (uvloop and
-orjson), so the difference to fixeduser is its decision work alone.
+`--transport asyncio` (the default) is the plain minimal plugin, with the standard json module.
+`--transport fixeduser` parses with orjson, as fixeduser itself does, so the difference to
+fixeduser is its decision work alone.
 
 With `--record FILE` it also appends every plugin call it receives (path and JSON body) to
 FILE as JSON lines, and answers the `VolumeDriver.*` calls with a trivial local driver that
@@ -127,12 +127,7 @@ def main() -> None:
         app = floor_app(orjson.loads)
     else:
         app = floor_app()
-    if args.transport == "fixeduser":
-        import uvloop  # noqa: PLC0415
-
-        uvloop.run(_serve(args.socket, app))
-    else:
-        asyncio.run(_serve(args.socket, app))
+    asyncio.run(_serve(args.socket, app))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ async def run(base: Path, *, quick: bool) -> Part:
             "`docker ps`, `docker run -d --name`, `docker inspect`, `docker exec`, `docker rm -f`) against "
             "`fixeduser serve` and against the floor, a minimal allow-all aiohttp plugin (bench/floor.py) on "
             "asyncio's own event loop and the json module, all on a unix socket in their own process. A second "
-            "floor runs the same plugin on fixeduser's own transport (uvloop and orjson): the ratio to it is "
+            "floor parses with orjson, as fixeduser does: the ratio to it is "
             "the cost of fixeduser's decision work alone. Each simulated client is one keep-alive "
             "connection with its own TLS user, container and volumes, sending the calls in daemon order "
             "(closed loop). Latency is one request/response on the socket, measured by the client. "
@@ -71,11 +71,11 @@ async def run(base: Path, *, quick: bool) -> Part:
         throughput = Table(
             key="decision_throughput",
             title="Plugin socket throughput, docker-session mix (calls/s; CPU µs per call)",
-            columns=["mix", "clients", "floor calls/s", "floor (uvloop+orjson) calls/s", "fixeduser calls/s",
-                     "floor/fixeduser", "floor (uvloop+orjson)/fixeduser", "floor p99 ms", "fixeduser p99 ms",
-                     "server CPU µs/call (floor)", "server CPU µs/call (floor, uvloop+orjson)",
+            columns=["mix", "clients", "floor calls/s", "floor (orjson) calls/s", "fixeduser calls/s",
+                     "floor/fixeduser", "floor (orjson)/fixeduser", "floor p99 ms", "fixeduser p99 ms",
+                     "server CPU µs/call (floor)", "server CPU µs/call (floor, orjson)",
                      "server CPU µs/call (fixeduser)", "client CPU µs/call", "client CPU busy %"],
-            chart=Chart(x="clients", ys=["floor calls/s", "floor (uvloop+orjson) calls/s", "fixeduser calls/s"],
+            chart=Chart(x="clients", ys=["floor calls/s", "floor (orjson) calls/s", "fixeduser calls/s"],
                         ylabel="calls/s"),
         )
         latency = Table(
@@ -139,7 +139,7 @@ async def run(base: Path, *, quick: bool) -> Part:
             "throughput, docker-session mix: floor/fixeduser (worst concurrency)",
             "≤ 1.5x", f"{worst[5]:.2f}x at {worst[1]} clients", (worst[5] or 99) <= 1.5))
         part.targets.append(Target(
-            "the same against the floor on fixeduser's own transport (uvloop+orjson): decision work alone",
+            "the same against the floor on fixeduser's own JSON library (orjson): decision work alone",
             "report", f"{worst_same[6]:.2f}x at {worst_same[1]} clients", None))
         part.notes.append(
             "Client cost: 'client CPU busy %' is the load client's CPU time over the floor run's wall time; "

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.client import Connection, encode, run_load
+from bench.client import ALLOW, Connection, encode, run_load
 from bench.common import summarize
 from bench.plugin import FixeduserServer
 from bench.report import Chart, Part, Table, Target
@@ -90,7 +90,7 @@ async def _reload_under_load(server: FixeduserServer, policy_dir: Path, per_clie
     }).encode(), "canary")
     probe = await Connection.open(server.authz_socket)
     _, before = await probe.request(encode(canary))
-    assert b'"Allow": false' in before, before
+    assert not ALLOW.search(before), before
     csv = policy_dir / "policy.csv"
     began = time.perf_counter()
     flip: dict[str, float] = {}
@@ -102,7 +102,7 @@ async def _reload_under_load(server: FixeduserServer, policy_dir: Path, per_clie
         server.sighup()
         while True:
             _, body = await probe.request(encode(canary))
-            if b'"Allow": true' in body:
+            if ALLOW.search(body):
                 flip["allow"] = time.perf_counter() - began
                 return
             if time.perf_counter() - began > seconds + 60:

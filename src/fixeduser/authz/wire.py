@@ -31,8 +31,12 @@ class AuthZRequest(BaseModel):
         return _decode(self.response_body_b64)
 
     def header(self, name: str) -> str | None:
+        if not self.headers:
+            return None
+        if name in self.headers:  # the daemon sends canonical names (Go's http.Header)
+            return self.headers[name]
         lowered = name.lower()
-        for key, value in (self.headers or {}).items():
+        for key, value in self.headers.items():
             if key.lower() == lowered:
                 return value
         return None

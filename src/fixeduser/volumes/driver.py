@@ -166,9 +166,14 @@ class VolumeDriver:
             else:
                 await self.registry.add_mount(mount)
         try:
+            # Independent steps (the backing folder, the identity's view): side by side, and both
+            # finished before a failure of either rolls back.
+            steps = [self._ensure_view(mount.identity)]
             if mount.copy_up:
-                await self._lend_top_folder(record, mount.identity)
-            await self._ensure_view(mount.identity)
+                steps.append(self._lend_top_folder(record, mount.identity))
+            failures = [r for r in await asyncio.gather(*steps, return_exceptions=True) if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]
         except BaseException:
             await asyncio.shield(self._roll_back(mount))
             raise

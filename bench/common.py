@@ -107,15 +107,18 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> N
 class FloorServer:
     """`python -m bench.floor SOCKET` in its own process."""
 
-    def __init__(self, socket_path: Path, log: Path, transport: str = "asyncio") -> None:
+    def __init__(self, socket_path: Path, log: Path, transport: str = "asyncio", volume_root: Path | None = None) -> None:
         self.socket_path = socket_path
         self.log = log
         self.transport = transport
+        self.volume_root = volume_root  # also a trivial volume driver serving folders here
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> FloorServer:
         with self.log.open("ab") as log:
             argv = [sys.executable, "-m", "bench.floor", str(self.socket_path), "--transport", self.transport]
+            if self.volume_root is not None:
+                argv += ["--volume-root", str(self.volume_root)]
             self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         wait_for_socket(self.socket_path, self.proc)
         return self

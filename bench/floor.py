@@ -7,12 +7,13 @@ It reads each request, parses the JSON body (every real plugin has to) and answe
 `--transport fixeduser` parses with orjson, as fixeduser itself does, so the difference to
 fixeduser is its decision work alone.
 
-With `--record FILE` it also appends every plugin call it receives (path and JSON body) to
-FILE as JSON lines, and answers the `VolumeDriver.*` calls with a trivial local driver that
-serves directories under `--volume-root`: `python -m bench capture` uses that to record the
-AuthZReq/AuthZRes bodies a real daemon sends for docker run, ps, inspect and exec.
+With `--volume-root DIR` it also answers the `VolumeDriver.*` calls with a trivial driver that
+serves plain directories under DIR: the floor of a volume plugin, for the docker part. With
+`--record FILE` it appends every plugin call it receives (path and JSON body) to FILE as JSON
+lines: `python -m bench capture` uses that to record the AuthZReq/AuthZRes bodies a real daemon
+sends for docker run, ps, inspect and exec.
 
-Run: python -m bench.floor SOCKET [--transport asyncio|fixeduser] [--record FILE --volume-root DIR]
+Run: python -m bench.floor SOCKET [--transport asyncio|fixeduser] [--volume-root DIR] [--record FILE]
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def floor_app(loads: Callable[[bytes], Any] = json.loads) -> web.Application:
     return app
 
 
-def recorder_app(record: Path, volume_root: Path) -> web.Application:
-    """Allow-all authz plus a trivial volume driver; logs every call to `record`."""
+def driver_app(volume_root: Path, record: Path | None = None) -> web.Application:
+    """Allow-all authz plus a trivial volume driver (plain folders under `volume_root`); with `record`,
+    logs every call there."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    out = record.open("a", encoding="utf-8")
+    out = record.open("a", encoding="utf-8") if record is not None else None
     volumes: dict[str, Path] = {}
 
     def reply(payload: dict[str, Any]) -> web.Response:
@@ -62,8 +64,9 @@ def recorder_app(record: Path, volume_root: Path) -> web.Application:
         raw = await request.read()
         body = json.loads(raw) if raw.strip() else {}
         method = request.path.lstrip("/")
-        out.write(json.dumps({"call": method, "body": body}) + "\n")
-        out.flush()
+        if out is not None:
+            out.write(json.dumps({"call": method, "body": body}) + "\n")
+            out.flush()
         name = body.get("Name", "")
         if method == "Plugin.Activate":
             return reply({"Implements": ["authz", "VolumeDriver"]})
@@ -119,8 +122,8 @@ def main() -> None:
     parser.add_argument("--volume-root", type=Path)
     parser.add_argument("--transport", choices=("asyncio", "fixeduser"), default="asyncio")
     args = parser.parse_args()
-    if args.record:
-        app = recorder_app(args.record, args.volume_root or args.socket.parent / "volumes")
+    if args.record or args.volume_root:
+        app = driver_app(args.volume_root or args.socket.parent / "volumes", args.record)
     elif args.transport == "fixeduser":
         import orjson  # noqa: PLC0415
 

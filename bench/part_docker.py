@@ -56,18 +56,19 @@ async def run(base: Path, *, quick: bool) -> Part:
         key="docker",
         title="3. End-to-end Docker overhead",
         measures=(
-            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against two private sandbox "
-            "daemons running at the same time: one with fixeduser as authorization plugin and volume driver "
-            "(volume created with `-d fixeduser`), one without any plugin (a `local` driver volume), and one "
-            "with the allow-all floor plugin (bench/floor.py) as authz plugin, which shows what any authz "
-            "plugin costs in the daemon. Runs "
+            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against four private sandbox "
+            "daemons running at the same time: plain, without any plugin (a `local` driver volume); floor "
+            "authz, with the allow-all floor plugin (bench/floor.py) as authz plugin, which shows what any "
+            "authz plugin costs in the daemon; floor plugins, with the floor as authz plugin and as a trivial "
+            "volume driver serving plain folders, which shows what any plugin volume costs in the daemon; and "
+            "fixeduser, as authz plugin and volume driver (volume created with `-d fixeduser`). Runs "
             "alternate between the daemons, command by command, after one warm-up run each. "
             "`docker run --rm -v vol` mounts the fixed-user bindfs view; `docker inspect` targets a running "
             "container. The plugin's own time per command (AuthZ decisions and volume calls, from its "
             "/metrics) shows how much of the added time is fixeduser's and how much is the daemon's."
         ),
     )
-    rounds = 5 if quick else 30
+    rounds = 5 if quick else 40
     policy = base / "policy"
     shutil.copytree(POLICY_DIR, policy)
     plain = Dockerd(base / "plain", tls=TLSUsers(base / "plain-tls", users=[USER]))
@@ -75,6 +76,10 @@ async def run(base: Path, *, quick: bool) -> Part:
     floor_spec = SPEC_DIR / f"{floor_name}.spec"
     floor = FloorServer(base / "floor.sock", base / "floor.log")
     floored = Dockerd(base / "floored", authz_plugin=floor_name, tls=TLSUsers(base / "floor-tls", users=[USER]))
+    both_name = f"fubench-floorvol-{secrets.token_hex(3)}"
+    both_spec = SPEC_DIR / f"{both_name}.spec"
+    both = FloorServer(base / "floorvol.sock", base / "floorvol.log", volume_root=base / "floor-volumes")
+    floored_both = Dockerd(base / "floorvol", authz_plugin=both_name, tls=TLSUsers(base / "floorvol-tls", users=[USER]))
     stack: Stack | None = None
     try:
         stack = start_stack(base / "fu", policy_dir=policy, users=(USER,), prefix="fubench")
@@ -85,8 +90,14 @@ async def run(base: Path, *, quick: bool) -> Part:
         floor_spec.write_text(f"unix://{floor.socket_path}\n")
         floored.start()
         floored.import_busybox()
-        daemons = (("plain", plain), ("floor authz", floored), ("fixeduser", stack.dockerd))
-        for daemon, driver in ((plain, "local"), (floored, "local"), (stack.dockerd, stack.driver)):
+        both.start()
+        both_spec.write_text(f"unix://{both.socket_path}\n")
+        floored_both.start()
+        floored_both.import_busybox()
+        daemons = (("plain", plain), ("floor authz", floored), ("floor plugins", floored_both),
+                   ("fixeduser", stack.dockerd))
+        for daemon, driver in ((plain, "local"), (floored, "local"), (floored_both, both_name),
+                               (stack.dockerd, stack.driver)):
             daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
             r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
                               user=USER, timeout=60)
@@ -94,10 +105,12 @@ async def run(base: Path, *, quick: bool) -> Part:
                 raise RuntimeError(f"cannot start {KEEP}: {r.stderr}")
         table = Table(
             key="docker_overhead", title=f"docker CLI wall time ({rounds} interleaved runs each, ms)",
-            columns=["command", "plain median", "plain p99", "floor authz median", "fixeduser median",
-                     "fixeduser p99", "added ms (median)", "added % (median)", "added % vs floor authz",
-                     "plugin ms per command: decisions", "plugin ms per command: volume calls"],
-            chart=Chart(x="command", ys=["plain median", "floor authz median", "fixeduser median"],
+            columns=["command", "plain median", "plain p99", "floor authz median", "floor plugins median",
+                     "fixeduser median", "fixeduser p99", "added ms (median)", "added % (median)",
+                     "added % vs floor plugins", "plugin ms per command: decisions",
+                     "plugin ms per command: volume calls"],
+            chart=Chart(x="command", ys=["plain median", "floor authz median", "floor plugins median",
+                                         "fixeduser median"],
                         ylabel="ms (median)"),
         )
         times: dict[tuple[str, str], list[float]] = {}
@@ -111,14 +124,14 @@ async def run(base: Path, *, quick: bool) -> Part:
             after = _plugin_seconds(stack)
             # background work between commands (pruning) also counts here: an upper bound
             plugin_ms = {kind: 1000 * (after[kind] - before[kind]) / rounds for kind in after}
-            p, fl, f = (summarize(times[(name, who)]) for who, _ in daemons)
-            table.rows.append([name, p.median, p.p99, fl.median, f.median, f.p99, f.median - p.median,
-                               100 * (f.median - p.median) / p.median, 100 * (f.median - fl.median) / fl.median,
+            p, fl, fb, f = (summarize(times[(name, who)]) for who, _ in daemons)
+            table.rows.append([name, p.median, p.p99, fl.median, fb.median, f.median, f.p99, f.median - p.median,
+                               100 * (f.median - p.median) / p.median, 100 * (f.median - fb.median) / fb.median,
                                plugin_ms["decisions"], plugin_ms["volume calls"]])
         part.tables.append(table)
         part.data["times_ms"] = {f"{k[0]} | {k[1]}": v for k, v in times.items()}
         rows = {row[0]: row for row in table.rows}
-        run_pct, ps_pct = rows["docker run --rm -v vol"][7], rows["docker ps"][7]
+        run_pct, ps_pct = rows["docker run --rm -v vol"][8], rows["docker ps"][8]
         part.targets += [
             Target("added wall time, docker run --rm with a fixeduser volume", "< 5 %", f"{run_pct:+.1f} %",
                    run_pct < 5),
@@ -136,6 +149,9 @@ async def run(base: Path, *, quick: bool) -> Part:
         floored.stop()
         floor.stop()
         floor_spec.unlink(missing_ok=True)
+        floored_both.stop()
+        both.stop()
+        both_spec.unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -46,8 +46,9 @@ class _Write:
 _STOP = None
 CHECKPOINT_EVERY = 200  # writes between WAL checkpoints (SQLite's own default is about 1,000 pages)
 # Writes behind are handed to the writer thread together, at most this long after the first of them:
-# each hand-off wakes the thread and competes for the GIL (measured: about 30 µs of CPU per call of the
-# docker-session mix at 8 clients when every write behind was handed over on its own).
+# each hand-off wakes the thread, and fewer, larger transactions cost less. Measured with the
+# docker-session mix (8 and 64 clients): the writer's CPU fell from 15-32 to 11-23 µs per call;
+# the plugin's throughput did not change measurably.
 BEHIND_DELAY = 0.005
 
 

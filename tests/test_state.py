@@ -62,3 +62,17 @@ async def test_writes_behind_are_committed_in_order_with_awaited_writes(tmp_path
     reopened = StateStore(tmp_path / "state.db")
     assert dict(reopened.query("SELECT name, record FROM volumes")) == {"kept": "2", "awaited": "3", "last": "4"}
     reopened.close()
+
+
+async def test_a_write_behind_commits_on_its_own_soon_after(tmp_path: Path) -> None:
+    """Nobody awaits it and nothing else is written: it still reaches the database within moments."""
+    store = StateStore(tmp_path / "state.db")
+    store.write_behind(INSERT, ("alone", "1"))
+    reader = StateStore(tmp_path / "state.db")  # another connection sees only what is committed
+    for _ in range(100):
+        if reader.query("SELECT record FROM volumes WHERE name = 'alone'"):
+            break
+        await asyncio.sleep(0.01)
+    assert reader.query("SELECT record FROM volumes WHERE name = 'alone'") == [("1",)]
+    reader.close()
+    store.close()

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from fixeduser.cli import main
-from fixeduser.control import control_app
+from fixeduser.control import HealthReport, control_app
 
 STATUS = {
     "policy": {"version": "abc123", "source": "policies", "reloads": 2, "failed_reloads": 1,
@@ -27,8 +27,8 @@ async def _status() -> dict[str, Any]:
     return STATUS
 
 
-async def _health() -> list[str]:
-    return []
+async def _health() -> HealthReport:
+    return HealthReport()
 
 
 async def test_status_over_the_control_socket(capsys: pytest.CaptureFixture[str]) -> None:

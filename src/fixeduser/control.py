@@ -31,16 +31,10 @@ class HealthReport(BaseModel):
 
 
 Probe = Callable[[], Awaitable[dict[str, Any]]]
-HealthCheck = Callable[[], Awaitable[HealthReport | list[str]]]
-"""A health check: a report, or just the list of problems."""
+HealthCheck = Callable[[], Awaitable[HealthReport]]
 Exposition = Callable[[], bytes]
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-async def _report(health: HealthCheck) -> HealthReport:
-    answer = await health()
-    return answer if isinstance(answer, HealthReport) else HealthReport(problems=answer)
 
 
 def control_app(*, status: Probe, health: HealthCheck, metrics: Exposition | None = None) -> web.Application:
@@ -52,7 +46,7 @@ def control_app(*, status: Probe, health: HealthCheck, metrics: Exposition | Non
         return web.json_response(await status())
 
     async def get_health(_: web.Request) -> web.Response:
-        report = await _report(health)
+        report = await health()
         return web.json_response(report.model_dump(mode="json"), status=200 if report.ok else 503)
 
     app.router.add_get("/status", get_status)

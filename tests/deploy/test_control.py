@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -26,8 +27,8 @@ async def _client(problems: list[str]) -> TestClient:  # type: ignore[type-arg]
     async def status() -> dict[str, Any]:
         return {"policy": {"version": "v1"}}
 
-    async def health() -> list[str]:
-        return problems
+    async def health() -> HealthReport:
+        return HealthReport(problems=problems)
 
     client = TestClient(TestServer(control_app(status=status, health=health, metrics=lambda: b"m_total 1.0\n")))
     await client.start_server()
@@ -90,13 +91,22 @@ async def live(tmp_path: Path) -> AsyncIterator[tuple[Plugin, Path]]:
         docker_host=f"unix://{base}/no-docker.sock",
         audit_log=base / "audit.jsonl",
     )
+    async with _serving(settings) as plugin:
+        try:
+            yield plugin, base
+        finally:
+            (base / "storage").chmod(0o711)  # a test may have made it unusable; shutdown needs it back
+
+
+@contextlib.asynccontextmanager
+async def _serving(settings: ServeSettings) -> AsyncIterator[Plugin]:
+    """The plugin built from `settings`, its sockets serving, shut down afterwards."""
     plugin = await build(settings)
     for server in plugin.servers:
         await server.start()
     try:
-        yield plugin, base
+        yield plugin
     finally:
-        (base / "storage").chmod(0o711)
         await shutdown(plugin, [])
 
 
@@ -218,13 +228,10 @@ async def live_quobyte(tmp_path: Path) -> AsyncIterator[tuple[Plugin, QuobyteApi
         quobyte_retries=0,
         docker_host=f"unix://{tmp_path}/no-docker.sock",
     )
-    plugin = await build(settings)
-    for server in plugin.servers:
-        await server.start()
     try:
-        yield plugin, api
+        async with _serving(settings) as plugin:
+            yield plugin, api
     finally:
-        await shutdown(plugin, [])
         api.stop()
 
 

@@ -10,6 +10,8 @@ import statistics
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.common import POLICY_DIR, FloorServer, summarize
 from bench.report import Chart, Part, Table, Target
 from fixeduser.sandbox import SPEC_DIR, Dockerd, Stack, TLSUsers, start_stack, unix_http_request
@@ -29,18 +31,19 @@ def _commands() -> list[tuple[str, list[str]]]:
     ]
 
 
+_TIME_SUMS = {"fixeduser_decision_seconds_sum": "decisions", "fixeduser_volume_call_seconds_sum": "volume calls"}
+
+
 def _plugin_seconds(stack: Stack) -> dict[str, float]:
     """Seconds the plugin has spent answering so far, by kind: AuthZ decisions and volume calls (its /metrics)."""
     status, body = unix_http_request(stack.plugin.state_dir / "control.sock", "GET", "/metrics", timeout=20)
     if status != 200:
         raise RuntimeError(f"the plugin's /metrics answered HTTP {status}")
-    text = body.decode()
-    totals = {"decisions": 0.0, "volume calls": 0.0}
-    for line in text.splitlines():
-        for kind, metric in (("decisions", "fixeduser_decision_seconds_sum"),
-                             ("volume calls", "fixeduser_volume_call_seconds_sum")):
-            if line.startswith(metric):
-                totals[kind] += float(line.rsplit(" ", 1)[1])
+    totals = dict.fromkeys(_TIME_SUMS.values(), 0.0)
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name in _TIME_SUMS:
+                totals[_TIME_SUMS[sample.name]] += sample.value
     return totals
 
 

@@ -339,7 +339,8 @@ class VolumeDriver:
                 log.info("cannot check mount records now", extra={"volume": volume, "error": str(exc)})
                 continue
             judged = [m for m in old if m.volume == volume]
-            over = [m for m in judged if await self._is_over(m, listed)]
+            states = {container.id: container.state for container in listed}
+            over = [m for m in judged if await self._is_over(m, states)]
             rest = [m for m in judged if m not in over]
             for mount in [*over, *surplus_records(rest, self._live_uses(volume, listed))]:
                 if await self._forget(mount):
@@ -369,9 +370,8 @@ class VolumeDriver:
                 log.exception("pruning stale mount records failed")
             await asyncio.sleep(interval)
 
-    async def _is_over(self, mount: MountRecord, listed: list[ListedContainer]) -> bool:
+    async def _is_over(self, mount: MountRecord, states: Mapping[str, str]) -> bool:
         assert self._daemon is not None
-        states = {container.id: container.state for container in listed}
         # `copy_up` is no evidence: it says a create was in flight, maybe another container's. A
         # create's own mount names the container (not yet an ID) and is over once the create is.
         if not mount.containers:

@@ -16,7 +16,7 @@ from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.ledger import ContainerLedger
 from fixeduser.control import HealthReport, control_app
 from fixeduser.daemon import DaemonClient, DaemonError
-from fixeduser.handoff import MountGate
+from fixeduser.handoff import ClaimJournal, MountGate
 from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
 from fixeduser.plugin.server import Handler, SocketServer, plugin_app
 from fixeduser.policy.store import PolicyLoader, PolicyStore
@@ -97,7 +97,9 @@ async def build(settings: ServeSettings) -> Plugin:
     policy = PolicyStore(settings.policy_dir, loader=_policy_loader(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(settings.database)
-    ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate()
+    ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate(journal=ClaimJournal(store))
+    if restored := gate.restore():
+        log.info("claims made before the restart taken back", extra={"claims": restored})
     daemon = DaemonClient(settings.docker_host)
     metrics = Metrics()
     backend = CountingBackend(_backend(settings), metrics)

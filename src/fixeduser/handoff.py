@@ -10,8 +10,15 @@ The gate admits concurrent claims on a volume only when they are for the same id
 for a different identity waits until the volume is free. So while a `Mount` for a volume is in
 flight, every live claim on that volume names one identity: the driver never has to guess.
 
-Permits work the same way for `Create`/`Remove`: the driver only creates or removes a volume the
-authz plugin has just allowed someone to create or remove.
+Claims outlive the plugin process: each is committed to the state store before the request that
+made it is answered (`ClaimJournal`), and a restarted plugin takes them back with their remaining
+lease. Docker retries a driver call that found no plugin for 30 s, so a `Mount` for a start allowed
+just before a crash or restart reaches the new process; without its claim it would be refused, or
+mounted for whichever identity holds the volume then.
+
+Permits work the same way for `Create`/`Remove`, in memory only: the driver only creates or removes
+a volume the authz plugin has just allowed someone to create or remove (one lost in a restart makes
+that request fail, nothing more).
 """
 
 from __future__ import annotations
@@ -19,21 +26,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from fixeduser.identity import Identity
+from fixeduser.state import StateStore
+
+log = logging.getLogger(__name__)
 
 
 class GateBusy(Exception):
     """A volume stayed claimed for another identity for longer than a request may wait."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one claim is only ever equal to itself
 class Claim:
     key: str
     serial: int
+    id: str  # unique across restarts: the journal's row
     container: str
     owner: str
     volumes: Mapping[str, Identity]
@@ -58,10 +73,32 @@ class MountGate:
 
     lease_seconds: float = 30.0
     wait_seconds: float = 50.0
+    journal: ClaimJournal | None = None
     _claims: list[Claim] = field(default_factory=list)
     _permits: list[Permit] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _serials: itertools.count[int] = field(default_factory=itertools.count)
+    _run: str = field(default_factory=lambda: os.urandom(6).hex())
+
+    def restore(self) -> int:
+        """Take back the journal's live claims (made before a restart); returns how many."""
+        if self.journal is None:
+            return 0
+        restored = [
+            Claim(
+                key=saved.key,
+                serial=next(self._serials),
+                id=saved.id,
+                container=saved.container,
+                owner=saved.owner,
+                volumes=saved.volumes,
+                expires=time.monotonic() + remaining,
+                for_create=saved.for_create,
+            )
+            for saved, remaining in self.journal.live()
+        ]
+        self._claims[:0] = restored
+        return len(restored)
 
     async def claim(
         self, key: str, *, container: str, owner: str, volumes: Mapping[str, Identity], for_create: bool = False
@@ -80,17 +117,27 @@ class MountGate:
                     )
                 # Wake at the earliest lease expiry too: a claim may end without an AuthZRes.
                 await self._wait(min(remaining, self._next_expiry() - time.monotonic()))
-            self._claims.append(
-                Claim(
-                    key=key,
-                    serial=next(self._serials),
-                    container=container,
-                    owner=owner,
-                    volumes=dict(volumes),
-                    expires=time.monotonic() + self.lease_seconds,
-                    for_create=for_create,
-                )
+            serial = next(self._serials)
+            claim = Claim(
+                key=key,
+                serial=serial,
+                id=f"{self._run}.{serial}",
+                container=container,
+                owner=owner,
+                volumes=dict(volumes),
+                expires=time.monotonic() + self.lease_seconds,
+                for_create=for_create,
             )
+            self._claims.append(claim)
+        if self.journal is not None:
+            await self._journal_claim(self.journal, claim)
+
+    async def _journal_claim(self, journal: ClaimJournal, claim: Claim) -> None:
+        try:
+            await journal.save(claim, self.lease_seconds)
+        except Exception as exc:  # unrecorded, a restart would lose it: refuse the request instead
+            await self._end(claim)
+            raise GateBusy(f"cannot record the claim of volume(s) {', '.join(sorted(claim.volumes))}: {exc}") from exc
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -107,20 +154,31 @@ class MountGate:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        self._claims = [c for c in self._claims if c.expires > now]
-        self._permits = [p for p in self._permits if p.expires > now]
+        if any(c.expires <= now for c in self._claims):
+            for claim in self._claims:
+                if claim.expires <= now and self.journal is not None:
+                    self.journal.drop(claim)
+            self._claims = [c for c in self._claims if c.expires > now]
+        if self._permits:
+            self._permits = [p for p in self._permits if p.expires > now]
 
     def _next_expiry(self) -> float:
         return min((c.expires for c in self._claims), default=time.monotonic() + self.lease_seconds)
 
     async def release(self, key: str) -> None:
         """End the oldest claim made for this request key (identical keys claim identically)."""
+        for claim in self._claims:
+            if claim.key == key:
+                await self._end(claim)
+                return
+
+    async def _end(self, claim: Claim) -> None:
         async with self._changed:
-            for index, claim in enumerate(self._claims):
-                if claim.key == key:
-                    del self._claims[index]
-                    self._changed.notify_all()
-                    return
+            if any(c is claim for c in self._claims):
+                self._claims = [c for c in self._claims if c is not claim]
+                if self.journal is not None:
+                    self.journal.drop(claim)
+                self._changed.notify_all()
 
     def claims_on(self, volume: str) -> list[tuple[Claim, Identity]]:
         self._expire()
@@ -152,3 +210,59 @@ class MountGate:
     def revoke(self, key: str) -> None:
         """Drop the permits of a finished request (the wildcard ones of a prune, say)."""
         self._permits = [p for p in self._permits if p.key != key]
+
+
+class SavedClaim(BaseModel):
+    """A claim as the journal keeps it; `expires_at` is wall-clock time (monotonic time ends with the process)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    key: str
+    container: str
+    owner: str
+    volumes: dict[str, Identity]
+    for_create: bool
+    expires_at: float
+
+
+class ClaimJournal:
+    """The gate's claims in the state store, so a restarted plugin still knows them."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def save(self, claim: Claim, lease_seconds: float) -> None:
+        """Commit `claim`; returns once a crash can no longer lose it."""
+        saved = SavedClaim(
+            id=claim.id,
+            key=claim.key,
+            container=claim.container,
+            owner=claim.owner,
+            volumes=dict(claim.volumes),
+            for_create=claim.for_create,
+            expires_at=time.time() + lease_seconds,
+        )
+        await self._store.write("INSERT OR REPLACE INTO claims VALUES (?, ?)", (saved.id, saved.model_dump_json()))
+
+    def drop(self, claim: Claim) -> None:
+        """Forget `claim` (behind: a crash before that commit leaves a claim that ends with its lease)."""
+        self._store.write_behind("DELETE FROM claims WHERE id = ?", (claim.id,))
+
+    def live(self) -> list[tuple[SavedClaim, float]]:
+        """The saved claims whose lease has not ended, oldest first, with the seconds left of each.
+
+        Ended or unreadable rows are deleted (an unreadable one cannot be honoured; it is logged)."""
+        now = time.time()
+        live = []
+        for row_id, record in self._store.query("SELECT id, record FROM claims ORDER BY rowid"):
+            try:
+                saved = SavedClaim.model_validate_json(record)
+            except ValidationError as exc:
+                log.error("dropping an unreadable saved claim", extra={"claim": row_id, "error": str(exc)})
+                saved = None
+            if saved is not None and saved.expires_at > now:
+                live.append((saved, saved.expires_at - now))
+            else:
+                self._store.execute("DELETE FROM claims WHERE id = ?", (row_id,))
+        return live

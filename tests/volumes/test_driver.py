@@ -29,7 +29,7 @@ import pytest
 
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
 from fixeduser.daemon import DaemonClient
-from fixeduser.handoff import MountGate
+from fixeduser.handoff import ClaimJournal, MountGate
 from fixeduser.identity import Identity
 from fixeduser.mounts import is_mount_point, is_stale
 from fixeduser.policy.access import mount_identity
@@ -133,7 +133,6 @@ class Rig:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.fail: set[str] = set()
-        self.gate = MountGate()
         self.daemon: DaemonClient | None = None
         self.store: StateStore | None = None
         self._keys = itertools.count()
@@ -142,12 +141,14 @@ class Rig:
     def restart(self, *, purge_default: bool = False, view_idle_seconds: float = 0) -> VolumeDriver:
         """A new driver on the same state file and storage: what a restarted plugin process sees.
 
-        The gate lives on (the authz side of the same process would be restarted too, but no
-        claim spans a restart in these tests); the mounted views stay, as they do for real.
+        The gate is rebuilt with the claims its journal kept, as the authz side of a restarted
+        process does; the mounted views stay, as they do for real.
         """
         if self.store is not None:
             self.store.close()
         self.store = StateStore(self.base / "state" / "state.db")
+        self.gate = MountGate(journal=ClaimJournal(self.store))
+        self.gate.restore()
         self.ledger = ContainerLedger(self.store)
         self.backend = FaultyLocalBackend(fail=self.fail, root=self.base / "data", mount_root=self.base / "mnt")
         self.resolver = MountIdentityResolver(
@@ -621,6 +622,35 @@ async def test_pruning_keeps_a_start_mount_made_while_another_create_was_in_flig
     containers.ok("stop", "-t", "0", running)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
     assert rig.counts(name) == {} and await rig.views() == []
+
+
+async def test_a_start_allowed_before_a_restart_mounts_for_its_own_container(
+    pruning_rig: Rig, containers: Containers
+) -> None:
+    """The daemon retries a Mount that found no plugin: one for a start allowed just before a restart reaches
+    the new process. The start's claim came back with the journal, so the record names that container (not
+    only another create in flight) and the pruner keeps it while the container runs."""
+    rig, name = pruning_rig, "eng-p5"
+    await rig.volume(name)
+    started = containers.run(name)
+    starting = rig.key()
+    await rig.gate.claim(starting, container=started, owner="alice", volumes={name: ALICE})  # its AuthZReq
+    rig.restart()  # before the Mount: the daemon retries it on the new process
+    creating = rig.key()
+    await rig.gate.claim(creating, container="other-being-created", owner="alice", volumes={name: ALICE},
+                         for_create=True)  # fmt: skip
+    try:
+        await rig.driver.mount(name, "m")
+    finally:
+        await rig.gate.release(creating)
+        await rig.gate.release(starting)  # its AuthZRes, retried on the new process too
+    (mount,) = rig.driver.registry.all_mounts()
+    assert mount.containers == tuple(sorted(("other-being-created", started)))
+    await asyncio.sleep(0.2)
+    assert await rig.restart().prune_stale_mounts(grace=0.1) == 0
+    assert rig.counts(name) == {"10001:10000": 1}
+    containers.ok("stop", "-t", "0", started)
+    assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
 
 
 async def test_pruning_records_without_containers_needs_no_live_user(pruning_rig: Rig, containers: Containers) -> None:

@@ -342,9 +342,13 @@ class VolumeDriver:
             states = {container.id: container.state for container in listed}
             over = [m for m in judged if await self._is_over(m, states)]
             rest = [m for m in judged if m not in over]
-            for mount in [*over, *surplus_records(rest, self._live_uses(volume, listed))]:
+            surplus = surplus_records(rest, self._live_uses(volume, listed))
+            for mount, reason in [*((m, "over") for m in over), *((m, "surplus") for m in surplus)]:
                 if await self._forget(mount):
-                    log.warning("dropped the record of a mount that is over", extra=_mount_log(mount))
+                    log.warning(
+                        "dropped the record of a mount that is over",
+                        extra={**_mount_log(mount), "reason": reason, "containers": list(mount.containers)},
+                    )
                     pruned += 1
         return pruned
 

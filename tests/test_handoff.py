@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
 
 from fixeduser.handoff import ClaimJournal, GateBusy, MountGate
 from fixeduser.identity import Identity
-from fixeduser.state import StateStore
 
 ALICE = Identity(uid=10001, gid=10000, user="10001", group="10000")
 ALICE_BY_NAME = Identity(uid=10001, gid=10000, user="alice", group="eng")
@@ -72,60 +72,91 @@ async def test_permits_are_single_use_and_wildcards_are_not() -> None:
     assert gate.take("remove", "x") is None
 
 
-def restarted_gate(path: Path, **kwargs: float) -> tuple[MountGate, StateStore]:
-    """What a (re)started plugin builds: a gate over the state file, with the claims it finds there."""
-    store = StateStore(path)
-    gate = MountGate(journal=ClaimJournal(store), **kwargs)
+def restarted_gate(path: Path, **kwargs: float) -> MountGate:
+    """What a (re)started plugin builds: a gate with the claims its journal file holds."""
+    gate = MountGate(journal=ClaimJournal(path), **kwargs)
     gate.restore()
-    return gate, store
+    return gate
+
+
+def journal_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
 
 
 async def test_a_claim_outlives_a_crash_until_its_release(tmp_path: Path) -> None:
-    """A claim is committed before `claim` returns: a plugin started after a crash still holds it, so a
+    """A claim is written before `claim` returns: a plugin started after a crash still holds it, so a
     Mount retried by the daemon finds its container, and other identities keep waiting until its AuthZRes."""
-    before, _ = restarted_gate(tmp_path / "state.db")  # left unclosed: a crash
+    journal = tmp_path / "claims.jsonl"
+    before = restarted_gate(journal)
     await before.claim("k", container="c1", owner="alice", volumes={"v": ALICE})
+    await before.claim("other", container="c9", owner="bob", volumes={"w": BOB})
+    await before.release("other")  # its end is journaled too
+    # the process dies here
 
-    after, store = restarted_gate(tmp_path / "state.db", wait_seconds=0.1)
+    after = restarted_gate(journal, wait_seconds=0.1)
     assert [(claim.container, identity) for claim, identity in after.claims_on("v")] == [("c1", ALICE)]
+    assert after.claims_on("w") == []
+    assert len(journal_lines(journal)) == 1  # rewritten with the live claim only
     with pytest.raises(GateBusy):
         await after.claim("b", container="c2", owner="bob", volumes={"v": BOB})
     await after.release("k")  # the request's AuthZRes, retried to the new process
     assert after.claims_on("v") == []
-    store.close()
 
-    again, store = restarted_gate(tmp_path / "state.db")
-    assert again.claims_on("v") == []
-    store.close()
+    assert restarted_gate(journal).claims_on("v") == []
 
 
 async def test_a_restored_claim_keeps_only_what_was_left_of_its_lease(tmp_path: Path) -> None:
-    before, first = restarted_gate(tmp_path / "state.db", lease_seconds=0.2)
+    journal = tmp_path / "claims.jsonl"
+    before = restarted_gate(journal, lease_seconds=0.2)
     await before.claim("k", container="c1", owner="alice", volumes={"v": ALICE})
-    first.close()
-    await asyncio.sleep(0.3)
-    after, store = restarted_gate(tmp_path / "state.db")
-    assert after.claims_on("v") == []
-    assert store.query("SELECT COUNT(*) FROM claims") == [(0,)]  # the ended row is gone too
-    store.close()
+    await asyncio.sleep(0.1)
+    after = restarted_gate(journal, wait_seconds=2)
+    (claim, _), = after.claims_on("v")
+    assert claim.expires - time.monotonic() < 0.11
+    started = time.monotonic()
+    await after.claim("b", container="c2", owner="bob", volumes={"v": BOB})  # waits out the rest of the lease
+    assert time.monotonic() - started < 1
+    assert [claim.key for claim, _ in restarted_gate(journal).claims_on("v")] == ["b"]  # the ended one is gone
 
 
 async def test_a_claim_that_cannot_be_recorded_is_refused_and_not_held(tmp_path: Path) -> None:
-    gate, store = restarted_gate(tmp_path / "state.db", wait_seconds=0.1)
-    store.execute("DROP TABLE claims")
-    with pytest.raises(GateBusy, match=r"cannot record the claim of volume\(s\) v"):
+    gate = MountGate(journal=ClaimJournal(tmp_path / "missing" / "claims.jsonl"))
+    with pytest.raises(GateBusy, match=r"cannot record the claim of volume\(s\) v: .*No such file"):
         await gate.claim("k", container="c1", owner="alice", volumes={"v": ALICE})
     assert gate.claims_on("v") == []
-    store.close()
 
 
-def test_an_unreadable_saved_claim_is_dropped_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store = StateStore(tmp_path / "state.db")
-    store.execute("INSERT INTO claims VALUES ('x', '{\"key\": 1}')")
-    store.close()
-    with caplog.at_level(logging.ERROR):
-        gate, store = restarted_gate(tmp_path / "state.db")
-    assert gate.claims_on("v") == []
-    assert "unreadable saved claim" in caplog.text
-    assert store.query("SELECT COUNT(*) FROM claims") == [(0,)]
-    store.close()
+async def test_a_torn_or_unreadable_journal_line_is_skipped_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = tmp_path / "claims.jsonl"
+    before = restarted_gate(journal)
+    await before.claim("k", container="c1", owner="alice", volumes={"v": ALICE})
+    with journal.open("a") as handle:
+        handle.write('{"key": 1}\n{"id": "torn by a cra')
+    with caplog.at_level(logging.WARNING):
+        after = restarted_gate(journal)
+    assert [claim.container for claim, _ in after.claims_on("v")] == ["c1"]
+    assert caplog.text.count("unreadable claim journal line") == 2
+
+
+async def test_the_journal_is_emptied_or_compacted_once_it_grows(tmp_path: Path) -> None:
+    """Past its first limit the file is emptied when no claim is live; under a load that always has some,
+    past its second it keeps only the live ones. Either way a restart finds exactly the live claims."""
+    journal_file = tmp_path / "claims.jsonl"
+    journal = ClaimJournal(journal_file)
+    journal.EMPTY_AT, journal.COMPACT_AT = 2048, 8192
+    gate = MountGate(journal=journal)
+
+    async def claim_and_release(count: int) -> None:
+        for i in range(count):
+            await gate.claim(f"k{i}", container=f"c{i}", owner="alice", volumes={"v": ALICE})
+            await gate.release(f"k{i}")
+
+    await claim_and_release(100)
+    assert journal_file.stat().st_size < 2048 + 512
+    assert restarted_gate(journal_file).claims_on("v") == []
+    await gate.claim("steady", container="c0", owner="alice", volumes={"v": ALICE})
+    await claim_and_release(200)
+    assert 0 < journal_file.stat().st_size < 8192 + 512
+    assert [claim.key for claim, _ in restarted_gate(journal_file).claims_on("v")] == ["steady"]

@@ -44,6 +44,7 @@ class Plugin:
     ledger: ContainerLedger
     servers: list[SocketServer]
     metrics: Metrics
+    claims: ClaimJournal
 
     async def status(self) -> dict[str, Any]:
         """What `fixeduser status` shows: policy in force, decisions so far, mounts per identity."""
@@ -97,7 +98,9 @@ async def build(settings: ServeSettings) -> Plugin:
     policy = PolicyStore(settings.policy_dir, loader=_policy_loader(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(settings.database)
-    ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate(journal=ClaimJournal(store))
+    ledger, registry = ContainerLedger(store), VolumeRegistry(store)
+    claims = ClaimJournal(settings.claim_journal)
+    gate = MountGate(journal=claims)
     if restored := gate.restore():
         log.info("claims made before the restart taken back", extra={"claims": restored})
     daemon = DaemonClient(settings.docker_host)
@@ -149,7 +152,7 @@ async def build(settings: ServeSettings) -> Plugin:
             _server(settings, settings.authz_name, ["authz"], authz),
             _server(settings, settings.volume_name, ["VolumeDriver"], volume),
         ]
-    plugin = Plugin(settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics)
+    plugin = Plugin(settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics, claims)
     metrics.watch(
         PluginGauges(
             reloads=lambda: policy.reloads,
@@ -259,4 +262,5 @@ async def shutdown(plugin: Plugin, tasks: list[asyncio.Task[None]]) -> None:
     await plugin.daemon.close()
     await plugin.backend.close()
     plugin.store.close()
+    plugin.claims.close()
     log.info("fixeduser stopped")

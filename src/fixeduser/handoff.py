@@ -10,8 +10,8 @@ The gate admits concurrent claims on a volume only when they are for the same id
 for a different identity waits until the volume is free. So while a `Mount` for a volume is in
 flight, every live claim on that volume names one identity: the driver never has to guess.
 
-Claims outlive the plugin process: each is committed to the state store before the request that
-made it is answered (`ClaimJournal`), and a restarted plugin takes them back with their remaining
+Claims outlive the plugin process: each is written to a journal before the request that made it
+is answered (`ClaimJournal`), and a restarted plugin takes them back with their remaining
 lease. Docker retries a driver call that found no plugin for 30 s, so a `Mount` for a start allowed
 just before a crash or restart reaches the new process; without its claim it would be refused, or
 mounted for whichever identity holds the volume then.
@@ -29,13 +29,14 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import orjson
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from fixeduser.identity import Identity
-from fixeduser.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +129,14 @@ class MountGate:
                 expires=time.monotonic() + self.lease_seconds,
                 for_create=for_create,
             )
+            if self.journal is not None:
+                try:
+                    self.journal.save(claim, self.lease_seconds)
+                except OSError as exc:  # unrecorded, a restart would lose it: refuse the request instead
+                    raise GateBusy(
+                        f"cannot record the claim of volume(s) {', '.join(sorted(volumes))}: {exc}"
+                    ) from None
             self._claims.append(claim)
-        if self.journal is not None:
-            await self._journal_claim(self.journal, claim)
-
-    async def _journal_claim(self, journal: ClaimJournal, claim: Claim) -> None:
-        try:
-            await journal.save(claim, self.lease_seconds)
-        except Exception as exc:  # unrecorded, a restart would lose it: refuse the request instead
-            await self._end(claim)
-            raise GateBusy(f"cannot record the claim of volume(s) {', '.join(sorted(claim.volumes))}: {exc}") from exc
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -155,10 +154,11 @@ class MountGate:
     def _expire(self) -> None:
         now = time.monotonic()
         if any(c.expires <= now for c in self._claims):
-            for claim in self._claims:
-                if claim.expires <= now and self.journal is not None:
-                    self.journal.drop(claim)
+            ended = [c for c in self._claims if c.expires <= now]
             self._claims = [c for c in self._claims if c.expires > now]
+            if self.journal is not None:
+                for claim in ended:
+                    self.journal.drop(claim, self._claims)
         if self._permits:
             self._permits = [p for p in self._permits if p.expires > now]
 
@@ -177,7 +177,7 @@ class MountGate:
             if any(c is claim for c in self._claims):
                 self._claims = [c for c in self._claims if c is not claim]
                 if self.journal is not None:
-                    self.journal.drop(claim)
+                    self.journal.drop(claim, self._claims)
                 self._changed.notify_all()
 
     def claims_on(self, volume: str) -> list[tuple[Claim, Identity]]:
@@ -226,43 +226,120 @@ class SavedClaim(BaseModel):
     expires_at: float
 
 
+class Released(BaseModel):
+    released: str  # a SavedClaim's id
+
+
+JOURNAL_LINE: TypeAdapter[SavedClaim | Released] = TypeAdapter(SavedClaim | Released)
+
+
 class ClaimJournal:
-    """The gate's claims in the state store, so a restarted plugin still knows them."""
+    """The gate's claims in an append-only file of JSON lines, so a restarted plugin still knows them.
 
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
+    A claim is one write(2) on the event loop and then survives a crash of the process (a power
+    cut ends every mount, so claims need no fsync); its end is another. Committing claims to the
+    state store through its writer thread cost each create and start with a fixeduser volume
+    0.35 ms at the median and up to 4.5 ms at p99 (measured side by side), on the AuthZReq the
+    docker CLI waits for. Lines are written with orjson and read back through pydantic
+    (`JOURNAL_LINE`). The file is emptied once it passes `EMPTY_AT` with no claim live, and
+    rewritten with the live ones past `COMPACT_AT` (under a load that always has some).
+    """
 
-    async def save(self, claim: Claim, lease_seconds: float) -> None:
-        """Commit `claim`; returns once a crash can no longer lose it."""
-        saved = SavedClaim(
-            id=claim.id,
-            key=claim.key,
-            container=claim.container,
-            owner=claim.owner,
-            volumes=dict(claim.volumes),
-            for_create=claim.for_create,
-            expires_at=time.time() + lease_seconds,
-        )
-        await self._store.write("INSERT OR REPLACE INTO claims VALUES (?, ?)", (saved.id, saved.model_dump_json()))
+    EMPTY_AT = 1 << 16
+    COMPACT_AT = 1 << 20
 
-    def drop(self, claim: Claim) -> None:
-        """Forget `claim` (behind: a crash before that commit leaves a claim that ends with its lease)."""
-        self._store.write_behind("DELETE FROM claims WHERE id = ?", (claim.id,))
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._size = 0
+
+    def save(self, claim: Claim, lease_seconds: float) -> None:
+        """Append `claim`; once this returns, a crash can no longer lose it. Raises OSError."""
+        self._append(_claim_line(claim, time.time() + lease_seconds))
+
+    def drop(self, claim: Claim, live: Sequence[Claim]) -> None:
+        """Forget `claim`, given the claims still live. A failure is logged: the claim then ends
+        with its lease after a restart, the safe direction."""
+        try:
+            if not live and self._size >= self.EMPTY_AT:
+                self._empty()
+            elif self._size >= self.COMPACT_AT:
+                self._rewrite(live)
+            else:
+                self._append(orjson.dumps({"released": claim.id}, option=orjson.OPT_APPEND_NEWLINE))
+        except OSError as exc:
+            log.warning("cannot record the end of a claim", extra={"claim": claim.id, "error": str(exc)})
 
     def live(self) -> list[tuple[SavedClaim, float]]:
-        """The saved claims whose lease has not ended, oldest first, with the seconds left of each.
-
-        Ended or unreadable rows are deleted (an unreadable one cannot be honoured; it is logged)."""
+        """The saved claims whose lease has not ended, oldest first, with the seconds left of each;
+        the file is rewritten with just those. A line that cannot be read (torn by a crash in the
+        middle of its write, before its request was answered) is logged and skipped."""
+        saved: dict[str, SavedClaim] = {}
+        with contextlib.suppress(FileNotFoundError), self._path.open("rb") as lines:
+            for number, line in enumerate(lines, 1):
+                try:
+                    entry = JOURNAL_LINE.validate_json(line)
+                except ValidationError as exc:
+                    log.warning("skipping an unreadable claim journal line", extra={"line": number, "error": str(exc)})
+                    continue
+                if isinstance(entry, Released):
+                    saved.pop(entry.released, None)
+                else:
+                    saved[entry.id] = entry
         now = time.time()
-        live = []
-        for row_id, record in self._store.query("SELECT id, record FROM claims ORDER BY rowid"):
-            try:
-                saved = SavedClaim.model_validate_json(record)
-            except ValidationError as exc:
-                log.error("dropping an unreadable saved claim", extra={"claim": row_id, "error": str(exc)})
-                saved = None
-            if saved is not None and saved.expires_at > now:
-                live.append((saved, saved.expires_at - now))
-            else:
-                self._store.execute("DELETE FROM claims WHERE id = ?", (row_id,))
+        live = [(claim, claim.expires_at - now) for claim in saved.values() if claim.expires_at > now]
+        self._write_file(b"".join(claim.model_dump_json().encode() + b"\n" for claim, _ in live))
         return live
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, line: bytes) -> None:
+        os.write(self._opened(), line)
+        self._size += len(line)
+
+    def _empty(self) -> None:
+        os.ftruncate(self._opened(), 0)
+        self._size = 0
+
+    def _opened(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
+
+    def _rewrite(self, live: Sequence[Claim]) -> None:
+        now, wall = time.monotonic(), time.time()
+        self._write_file(b"".join(_claim_line(c, wall + c.expires - now) for c in live))
+
+    def _write_file(self, content: bytes) -> None:
+        """Replace the file at once (rename), so a crash leaves either the old or the new one."""
+        self.close()
+        fresh = self._path.with_name(self._path.name + ".new")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, content)
+        finally:
+            os.close(fd)
+        os.replace(fresh, self._path)
+        self._size = len(content)
+
+
+def _claim_line(claim: Claim, expires_at: float) -> bytes:
+    """A `SavedClaim` line, built directly: constructing the model first cost 9 µs a claim."""
+    return orjson.dumps(
+        {
+            "id": claim.id,
+            "key": claim.key,
+            "container": claim.container,
+            "owner": claim.owner,
+            "volumes": {
+                name: {"uid": i.uid, "gid": i.gid, "user": i.user, "group": i.group}
+                for name, i in claim.volumes.items()
+            },
+            "for_create": claim.for_create,
+            "expires_at": expires_at,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )

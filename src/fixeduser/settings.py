@@ -84,6 +84,10 @@ class ServeSettings(BaseModel):
     def database(self) -> Path:
         return self.state_dir / "state.db"
 
+    @property
+    def claim_journal(self) -> Path:
+        return self.state_dir / "claims.jsonl"
+
     def socket(self, name: str) -> Path:
         return self.plugin_dir / f"{name}.sock"
 

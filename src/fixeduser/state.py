@@ -29,9 +29,6 @@ CREATE TABLE IF NOT EXISTS containers (
 CREATE TABLE IF NOT EXISTS volumes (
     name TEXT PRIMARY KEY, record TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS claims (
-    id TEXT PRIMARY KEY, record TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS mounts (
     mount_id TEXT NOT NULL, volume TEXT NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (mount_id, volume)

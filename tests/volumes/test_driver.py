@@ -147,7 +147,7 @@ class Rig:
         if self.store is not None:
             self.store.close()
         self.store = StateStore(self.base / "state" / "state.db")
-        self.gate = MountGate(journal=ClaimJournal(self.store))
+        self.gate = MountGate(journal=ClaimJournal(self.base / "state" / "claims.jsonl"))
         self.gate.restore()
         self.ledger = ContainerLedger(self.store)
         self.backend = FaultyLocalBackend(fail=self.fail, root=self.base / "data", mount_root=self.base / "mnt")

@@ -45,7 +45,7 @@ class GateBusy(Exception):
     """A volume stayed claimed for another identity for longer than a request may wait."""
 
 
-@dataclass(frozen=True, eq=False)  # one claim is only ever equal to itself
+@dataclass(frozen=True)
 class Claim:
     key: str
     serial: int
@@ -167,18 +167,14 @@ class MountGate:
 
     async def release(self, key: str) -> None:
         """End the oldest claim made for this request key (identical keys claim identically)."""
-        for claim in self._claims:
-            if claim.key == key:
-                await self._end(claim)
-                return
-
-    async def _end(self, claim: Claim) -> None:
         async with self._changed:
-            if any(c is claim for c in self._claims):
-                self._claims = [c for c in self._claims if c is not claim]
-                if self.journal is not None:
-                    self.journal.drop(claim, self._claims)
-                self._changed.notify_all()
+            for index, claim in enumerate(self._claims):
+                if claim.key == key:
+                    del self._claims[index]
+                    if self.journal is not None:
+                        self.journal.drop(claim, self._claims)
+                    self._changed.notify_all()
+                    return
 
     def claims_on(self, volume: str) -> list[tuple[Claim, Identity]]:
         self._expire()

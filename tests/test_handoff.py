@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -160,3 +162,23 @@ async def test_the_journal_is_emptied_or_compacted_once_it_grows(tmp_path: Path)
     await claim_and_release(200)
     assert 0 < journal_file.stat().st_size < 8192 + 512
     assert [claim.key for claim, _ in restarted_gate(journal_file).claims_on("v")] == ["steady"]
+
+
+async def test_a_torn_write_refuses_the_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that stores only part of the line (a full disk) saves nothing: the claim is refused."""
+    gate = MountGate(journal=ClaimJournal(tmp_path / "claims.jsonl"))
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:10]))
+    with pytest.raises(GateBusy, match="wrote 10 of"):
+        await gate.claim("k", container="c1", owner="alice", volumes={"v": ALICE})
+    assert gate.claims_on("v") == []
+
+
+def test_a_restored_claim_never_outlasts_a_lease(tmp_path: Path) -> None:
+    """Remaining time comes from the wall clock, which may have jumped back: it is capped at one lease."""
+    journal = tmp_path / "claims.jsonl"
+    line = {"id": "x.1", "key": "k", "container": "c1", "owner": "alice", "for_create": False,
+            "volumes": {"v": ALICE.model_dump()}, "expires_at": time.time() + 3600}  # fmt: skip
+    journal.write_text(json.dumps(line) + "\n")
+    (claim, _), = restarted_gate(journal, lease_seconds=30).claims_on("v")
+    assert claim.expires - time.monotonic() <= 30

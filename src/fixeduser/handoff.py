@@ -93,7 +93,7 @@ class MountGate:
                 container=saved.container,
                 owner=saved.owner,
                 volumes=saved.volumes,
-                expires=time.monotonic() + remaining,
+                expires=time.monotonic() + min(remaining, self.lease_seconds),  # the wall clock may have jumped
                 for_create=saved.for_create,
             )
             for saved, remaining in self.journal.live()
@@ -293,8 +293,10 @@ class ClaimJournal:
             self._fd = None
 
     def _append(self, line: bytes) -> None:
-        os.write(self._opened(), line)
-        self._size += len(line)
+        written = os.write(self._opened(), line)
+        self._size += written
+        if written != len(line):  # a full disk, say: the line is torn, so the claim is not saved
+            raise OSError(f"claim journal {self._path}: wrote {written} of {len(line)} bytes")
 
     def _empty(self) -> None:
         os.ftruncate(self._opened(), 0)
@@ -315,7 +317,8 @@ class ClaimJournal:
         fresh = self._path.with_name(self._path.name + ".new")
         fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, content)
+            if os.write(fd, content) != len(content):
+                raise OSError(f"claim journal {fresh}: short write")
         finally:
             os.close(fd)
         os.replace(fresh, self._path)

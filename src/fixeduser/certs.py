@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict
+
+from fixeduser.files import write_private_file
 
 __all__ = [
     "DEFAULT_DAYS",
@@ -255,20 +256,6 @@ def issue_client_cert(ca: KeyPair, user: str, *, days: int = DEFAULT_DAYS) -> Ke
         ca_key, hashes.SHA256()
     )
     return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
-
-
-def write_private_file(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` atomically, created with `mode` (never readable by others first)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_bundle(directory: Path, files: dict[str, tuple[bytes, int]]) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from fixeduser.files import write_private_file
 from fixeduser.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -314,14 +315,7 @@ class ClaimJournal:
     def _write_file(self, content: bytes) -> None:
         """Replace the file at once (rename), so a crash leaves either the old or the new one."""
         self.close()
-        fresh = self._path.with_name(self._path.name + ".new")
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            if os.write(fd, content) != len(content):
-                raise OSError(f"claim journal {fresh}: short write")
-        finally:
-            os.close(fd)
-        os.replace(fresh, self._path)
+        write_private_file(self._path, content, 0o600)
         self._size = len(content)
 
 

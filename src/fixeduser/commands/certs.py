@@ -24,9 +24,9 @@ from fixeduser.certs import (
     issue_client_cert,
     issue_server_cert,
     write_client_bundle,
-    write_private_file,
     write_server_bundle,
 )
+from fixeduser.files import write_private_file
 
 CA_CERT, CA_KEY = "ca.pem", "ca-key.pem"
 

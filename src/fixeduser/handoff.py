@@ -49,7 +49,6 @@ class GateBusy(Exception):
 @dataclass(frozen=True)
 class Claim:
     key: str
-    serial: int
     id: str  # unique across restarts: the journal's row
     container: str
     owner: str
@@ -89,7 +88,6 @@ class MountGate:
         restored = [
             Claim(
                 key=saved.key,
-                serial=next(self._serials),
                 id=saved.id,
                 container=saved.container,
                 owner=saved.owner,
@@ -119,11 +117,9 @@ class MountGate:
                     )
                 # Wake at the earliest lease expiry too: a claim may end without an AuthZRes.
                 await self._wait(min(remaining, self._next_expiry() - time.monotonic()))
-            serial = next(self._serials)
             claim = Claim(
                 key=key,
-                serial=serial,
-                id=f"{self._run}.{serial}",
+                id=f"{self._run}.{next(self._serials)}",
                 container=container,
                 owner=owner,
                 volumes=dict(volumes),

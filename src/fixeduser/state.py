@@ -94,9 +94,10 @@ class StateStore:
         For rows that only mirror what the caller has already put in memory and that describe
         something the daemon has already done (a container it created, an exec, a removal): a
         crash before the commit (within `BEHIND_DELAY` and one commit, about 6 ms) has the same
-        effect as a crash just before the daemon's AuthZRes, a window that exists anyway. Waiting for the commit costs
-        each such AuthZRes a thread hand-off (about 150 µs of CPU). Writes behind reach the writer
-        thread together, within `BEHIND_DELAY` of the first. A failure is logged.
+        effect as a crash just before the daemon's AuthZRes, a window that exists anyway. Waiting
+        for the commit costs each such AuthZRes a thread hand-off (about 150 µs of CPU). Writes
+        behind reach the writer thread together, within `BEHIND_DELAY` of the first. A failure is
+        logged.
         """
         self._behind.append(_Write(sql, params, None))
         if len(self._behind) > 1:

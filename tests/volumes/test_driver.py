@@ -146,6 +146,8 @@ class Rig:
         """
         if self.store is not None:
             self.store.close()
+            assert self.gate.journal is not None
+            self.gate.journal.close()
         self.store = StateStore(self.base / "state" / "state.db")
         self.gate = MountGate(journal=ClaimJournal(self.base / "state" / "claims.jsonl"))
         self.gate.restore()

@@ -297,9 +297,10 @@ class VolumeDriver:
     async def _return_lent_top_folders(self) -> None:
         """Give back top folders lent for an image copy before the restart.
 
-        The gate that kept other identities out during that copy lived in the process that ended,
-        so a lent folder (owned by the copying identity) must not wait for its record to be pruned.
-        A copy still running would then fail to set the folder's owner: the create fails, nothing
+        The copy's claim comes back with the journal, but its Unmount, which returns the folder,
+        may have been lost with the process: a lent folder (owned by the copying identity) must not
+        wait minutes for its record to be pruned while other identities' starts cannot write. A
+        copy still running would then fail to set the folder's owner: the create fails, nothing
         is lost."""
         lent = [m for m in self.registry.all_mounts() if m.copy_up]
         for mount in lent:

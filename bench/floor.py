@@ -1,11 +1,12 @@
-"""The floor: a minimal allow-all Docker authz plugin on aiohttp, the same transport as fixeduser.
+"""The floor: a minimal allow-all Docker authz plugin on aiohttp, as anyone would write one.
 
 It reads each request, parses the JSON body (every real plugin has to) and answers
 `{"Allow": true}`. Whatever fixeduser costs above this is the price of its decisions.
 
-`--transport asyncio` (the default) is the plain minimal plugin, with the standard json module.
-`--transport fixeduser` parses with orjson, as fixeduser itself does, so the difference to
-fixeduser is its decision work alone.
+`--transport asyncio` (the default) is the plain minimal plugin: an aiohttp app, the standard json
+module. `--transport fixeduser` answers allow-all through fixeduser's own plugin transport
+(`fixeduser.plugin.server`: httptools, orjson), so the difference to fixeduser is its decision work
+alone.
 
 With `--volume-root DIR` it also answers the `VolumeDriver.*` calls with a trivial driver that
 serves plain directories under DIR: the floor of a volume plugin, for the docker part. With
@@ -115,6 +116,25 @@ async def _serve(socket_path: Path, app: web.Application) -> None:
         socket_path.unlink(missing_ok=True)
 
 
+async def _serve_on_fixeduser_transport(socket_path: Path) -> None:
+    from fixeduser.plugin.server import PluginCalls, SocketServer  # noqa: PLC0415
+
+    async def allow(_: dict[str, Any]) -> dict[str, Any]:
+        return {"Allow": True, "Msg": "", "Err": ""}
+
+    server = SocketServer(PluginCalls(["authz"], {"AuthZPlugin.AuthZReq": allow, "AuthZPlugin.AuthZRes": allow}),
+                          socket_path)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.floor")
     parser.add_argument("socket", type=Path)
@@ -125,9 +145,8 @@ def main() -> None:
     if args.record or args.volume_root:
         app = driver_app(args.volume_root or args.socket.parent / "volumes", args.record)
     elif args.transport == "fixeduser":
-        import orjson  # noqa: PLC0415
-
-        app = floor_app(orjson.loads)
+        asyncio.run(_serve_on_fixeduser_transport(args.socket))
+        return
     else:
         app = floor_app()
     asyncio.run(_serve(args.socket, app))

@@ -51,8 +51,8 @@ async def run(base: Path, *, quick: bool) -> Part:
             "`docker ps`, `docker run -d --name`, `docker inspect`, `docker exec`, `docker rm -f`) against "
             "`fixeduser serve` and against the floor, a minimal allow-all aiohttp plugin (bench/floor.py) on "
             "asyncio's own event loop and the json module, all on a unix socket in their own process. A second "
-            "floor parses with orjson, as fixeduser does: the ratio to it is "
-            "the cost of fixeduser's decision work alone. Each simulated client is one keep-alive "
+            "floor answers allow-all through fixeduser's own plugin transport (fixeduser.plugin.server: "
+            "httptools and orjson): the ratio to it is the cost of fixeduser's decision work alone. Each simulated client is one keep-alive "
             "connection with its own TLS user, container and volumes, sending the calls in daemon order "
             "(closed loop). Latency is one request/response on the socket, measured by the client. "
             "Server and client CPU are per call, from /proc and process_time."
@@ -63,7 +63,7 @@ async def run(base: Path, *, quick: bool) -> Part:
     policy = write_policy_dir(base / "policy", bench_policy_lines(64))
     server = FixeduserServer(base / "plugin", policy).start()
     floor = FloorServer(base / "floor.sock", base / "floor.log").start()
-    same = FloorServer(base / "floor-uv.sock", base / "floor-uv.log", transport="fixeduser").start()
+    same = FloorServer(base / "floor-same.sock", base / "floor-same.log", transport="fixeduser").start()
     try:
         renderer = Renderer(capture, server.driver)
         all_clients = make_clients(max(CONCURRENCY), [f"u{i}" for i in range(64)])
@@ -71,11 +71,11 @@ async def run(base: Path, *, quick: bool) -> Part:
         throughput = Table(
             key="decision_throughput",
             title="Plugin socket throughput, docker-session mix (calls/s; CPU µs per call)",
-            columns=["mix", "clients", "floor calls/s", "floor (orjson) calls/s", "fixeduser calls/s",
-                     "floor/fixeduser", "floor (orjson)/fixeduser", "floor p99 ms", "fixeduser p99 ms",
-                     "server CPU µs/call (floor)", "server CPU µs/call (floor, orjson)",
+            columns=["mix", "clients", "floor calls/s", "floor (same transport) calls/s", "fixeduser calls/s",
+                     "floor/fixeduser", "floor (same transport)/fixeduser", "floor p99 ms", "fixeduser p99 ms",
+                     "server CPU µs/call (floor)", "server CPU µs/call (floor, same transport)",
                      "server CPU µs/call (fixeduser)", "client CPU µs/call", "client CPU busy %"],
-            chart=Chart(x="clients", ys=["floor calls/s", "floor (orjson) calls/s", "fixeduser calls/s"],
+            chart=Chart(x="clients", ys=["floor calls/s", "floor (same transport) calls/s", "fixeduser calls/s"],
                         ylabel="calls/s"),
         )
         latency = Table(
@@ -139,7 +139,7 @@ async def run(base: Path, *, quick: bool) -> Part:
             "throughput, docker-session mix: floor/fixeduser (worst concurrency)",
             "≤ 1.5x", f"{worst[5]:.2f}x at {worst[1]} clients", (worst[5] or 99) <= 1.5))
         part.targets.append(Target(
-            "the same against the floor on fixeduser's own JSON library (orjson): decision work alone",
+            "the same against the floor on fixeduser's own transport: decision work alone",
             "report", f"{worst_same[6]:.2f}x at {worst_same[1]} clients", None))
         part.notes.append(
             "Client cost: 'client CPU busy %' is the load client's CPU time over the floor run's wall time; "

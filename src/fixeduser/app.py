@@ -18,7 +18,7 @@ from fixeduser.control import HealthReport, control_app
 from fixeduser.daemon import DaemonClient, DaemonError
 from fixeduser.handoff import ClaimJournal, MountGate
 from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
-from fixeduser.plugin.server import Handler, SocketServer, plugin_app
+from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
 from fixeduser.policy.store import PolicyLoader, PolicyStore
 from fixeduser.settings import ServeSettings
 from fixeduser.state import StateStore
@@ -144,7 +144,7 @@ async def build(settings: ServeSettings) -> Plugin:
     volume = metrics.counted_volume_calls(volume_handlers(driver))
     if settings.plugin_socket is not None:  # a managed plugin: one socket implements both
         both = SocketServer(
-            plugin_app(["authz", "VolumeDriver"], authz | volume), settings.plugin_dir / settings.plugin_socket
+            PluginCalls(["authz", "VolumeDriver"], authz | volume), settings.plugin_dir / settings.plugin_socket
         )
         servers = [both]
     else:
@@ -169,7 +169,7 @@ async def build(settings: ServeSettings) -> Plugin:
 
 def _server(settings: ServeSettings, name: str, implements: list[str], handlers: Mapping[str, Handler]) -> SocketServer:
     spec = settings.spec_dir / f"{name}.spec" if settings.spec_dir else None
-    return SocketServer(plugin_app(implements, handlers), settings.socket(name), spec)
+    return SocketServer(PluginCalls(implements, handlers), settings.socket(name), spec)
 
 
 def _backend(settings: ServeSettings) -> Backend:

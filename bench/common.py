@@ -174,6 +174,7 @@ def machine_info() -> dict[str, str]:
         from importlib.metadata import version  # noqa: PLC0415
 
         info["pycasbin"] = version("pycasbin")
+        info["httptools"] = version("httptools")
     return info
 
 

@@ -1,9 +1,11 @@
 """HTTP/1.1 on a plugin socket: httptools parses, answers go out in request order, one write each.
 
-The daemon's plugin client keeps one connection per plugin and sends a small JSON POST at a time,
-twice for every Docker API call. aiohttp's server answered them before; its request machinery
-(parser glue, a request object, response headers, keep-alive timers) cost the daemon about
-0.3 ms per call, a third of a `docker ps` budget: `bench/README.md` has the measurement.
+The daemon's plugin client keeps one connection per plugin and sends one small JSON POST at a time,
+twice for every Docker API call. aiohttp's server answered them before, and its request machinery
+(the request and response objects, header handling, timers) is most of what an authz plugin costs
+the daemon: the same allow-all plugin made `docker ps` 16 % slower on aiohttp's server and 8.5 %
+on this one (a stdlib thread per connection: 6.3 %), and used 223 µs of CPU per call against 67
+(40 interleaved runs; bench part 3 repeats the comparison in every full run).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ It reads each request, parses the JSON body (every real plugin has to) and answe
 `--transport asyncio` (the default) is the plain minimal plugin: an aiohttp app, the standard json
 module. `--transport fixeduser` answers allow-all through fixeduser's own plugin transport
 (`fixeduser.plugin.server`: httptools, orjson), so the difference to fixeduser is its decision work
-alone.
+alone. `--transport bare` is no framework at all: blocking sockets, a thread per connection, the
+request read by its Content-Length and `{"Allow": true}` written back. It is the least any authz
+plugin can cost the daemon: what is left is the daemon's own round trip to a plugin.
 
 With `--volume-root DIR` it also answers the `VolumeDriver.*` calls with a trivial driver that
 serves plain directories under DIR: the floor of a volume plugin, for the docker part. With
@@ -14,7 +16,7 @@ serves plain directories under DIR: the floor of a volume plugin, for the docker
 lines: `python -m bench capture` uses that to record the AuthZReq/AuthZRes bodies a real daemon
 sends for docker run, ps, inspect and exec.
 
-Run: python -m bench.floor SOCKET [--transport asyncio|fixeduser] [--volume-root DIR] [--record FILE]
+Run: python -m bench.floor SOCKET [--transport asyncio|fixeduser|bare] [--volume-root DIR] [--record FILE]
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,6 +120,42 @@ async def _serve(socket_path: Path, app: web.Application) -> None:
         socket_path.unlink(missing_ok=True)
 
 
+def _serve_bare(socket_path: Path) -> None:
+    socket_path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    os.chmod(socket_path, 0o660)
+    listener.listen(64)
+    signal.signal(signal.SIGTERM, lambda *_: (socket_path.unlink(missing_ok=True), os._exit(0)))
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_answer_bare, args=(conn,), daemon=True).start()
+
+
+def _answer_bare(conn: socket.socket) -> None:
+    buffered = b""
+    with conn:
+        while True:
+            while b"\r\n\r\n" not in buffered:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffered += data
+            head, _, buffered = buffered.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            length = next((int(v) for k, _, v in (line.partition(b":") for line in lines[1:])
+                           if k.strip().lower() == b"content-length"), 0)
+            while len(buffered) < length:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffered += data
+            buffered = buffered[length:]
+            body = b'{"Implements": ["authz"]}' if b"/Plugin.Activate" in lines[0] else ALLOW
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                         % (CONTENT_TYPE.encode(), len(body), body))
+
+
 async def _serve_on_fixeduser_transport(socket_path: Path) -> None:
     from fixeduser.plugin.server import PluginCalls, SocketServer  # noqa: PLC0415
 
@@ -140,10 +180,13 @@ def main() -> None:
     parser.add_argument("socket", type=Path)
     parser.add_argument("--record", type=Path)
     parser.add_argument("--volume-root", type=Path)
-    parser.add_argument("--transport", choices=("asyncio", "fixeduser"), default="asyncio")
+    parser.add_argument("--transport", choices=("asyncio", "fixeduser", "bare"), default="asyncio")
     args = parser.parse_args()
     if args.record or args.volume_root:
         app = driver_app(args.volume_root or args.socket.parent / "volumes", args.record)
+    elif args.transport == "bare":
+        _serve_bare(args.socket)
+        return
     elif args.transport == "fixeduser":
         asyncio.run(_serve_on_fixeduser_transport(args.socket))
         return

@@ -76,12 +76,14 @@ async def run(base: Path, *, quick: bool) -> Part:
         key="docker",
         title="3. End-to-end Docker overhead",
         measures=(
-            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against five private sandbox "
+            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against six private sandbox "
             "daemons running at the same time: plain, without any plugin (a `local` driver volume); floor "
             "authz, with the allow-all floor plugin (bench/floor.py, aiohttp) as authz plugin, which shows what "
             "an authz plugin as anyone would write it costs in the daemon; floor authz on fixeduser's transport, "
             "the same allow-all plugin answering through fixeduser.plugin.server, which is what fixeduser "
-            "would cost if its decisions took no time; floor plugins, with the floor as authz plugin and as a trivial "
+            "would cost if its decisions took no time; floor authz, bare sockets, the allow-all plugin with no "
+            "framework at all (blocking sockets, a thread per connection), the least any authz plugin can cost "
+            "the daemon; floor plugins, with the floor as authz plugin and as a trivial "
             "volume driver serving plain folders, which shows what any plugin volume costs in the daemon; and "
             "fixeduser, as authz plugin and volume driver (volume created with `-d fixeduser`). Runs "
             "alternate between the daemons, command by command, after one warm-up run each. "
@@ -103,6 +105,11 @@ async def run(base: Path, *, quick: bool) -> Part:
     same = FloorServer(base / "floorsame.sock", base / "floorsame.log", transport="fixeduser")
     floored_same = Dockerd(base / "floorsame", authz_plugin=same_name,
                            tls=TLSUsers(base / "floorsame-tls", users=[USER]))
+    bare_name = f"fubench-floorbare-{secrets.token_hex(3)}"
+    bare_spec = SPEC_DIR / f"{bare_name}.spec"
+    bare = FloorServer(base / "floorbare.sock", base / "floorbare.log", transport="bare")
+    floored_bare = Dockerd(base / "floorbare", authz_plugin=bare_name,
+                           tls=TLSUsers(base / "floorbare-tls", users=[USER]))
     both_name = f"fubench-floorvol-{secrets.token_hex(3)}"
     both_spec = SPEC_DIR / f"{both_name}.spec"
     both = FloorServer(base / "floorvol.sock", base / "floorvol.log", volume_root=base / "floor-volumes")
@@ -121,14 +128,19 @@ async def run(base: Path, *, quick: bool) -> Part:
         same_spec.write_text(f"unix://{same.socket_path}\n")
         floored_same.start()
         floored_same.import_busybox()
+        bare.start()
+        bare_spec.write_text(f"unix://{bare.socket_path}\n")
+        floored_bare.start()
+        floored_bare.import_busybox()
         both.start()
         both_spec.write_text(f"unix://{both.socket_path}\n")
         floored_both.start()
         floored_both.import_busybox()
         daemons = (("plain", plain), ("floor authz", floored), ("floor authz, same transport", floored_same),
-                   ("floor plugins", floored_both),
+                   ("floor authz, bare sockets", floored_bare), ("floor plugins", floored_both),
                    ("fixeduser", stack.dockerd))
-        for daemon, driver in ((plain, "local"), (floored, "local"), (floored_same, "local"), (floored_both, both_name),
+        for daemon, driver in ((plain, "local"), (floored, "local"), (floored_same, "local"), (floored_bare, "local"),
+                               (floored_both, both_name),
                                (stack.dockerd, stack.driver)):
             daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
             r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
@@ -138,12 +150,12 @@ async def run(base: Path, *, quick: bool) -> Part:
         table = Table(
             key="docker_overhead", title=f"docker CLI wall time ({rounds} interleaved runs each, ms)",
             columns=["command", "plain median", "plain p99", "floor authz median",
-                     "floor authz, same transport median", "floor plugins median",
+                     "floor authz, same transport median", "floor authz, bare sockets median", "floor plugins median",
                      "fixeduser median", "fixeduser p99", "added ms (median)", "added % (median)",
                      "added % 95 % interval", "added % vs floor plugins", "plugin ms per command: decisions",
                      "plugin ms per command: volume calls"],
             chart=Chart(x="command", ys=["plain median", "floor authz median", "floor authz, same transport median",
-                                         "floor plugins median",
+                                         "floor authz, bare sockets median", "floor plugins median",
                                          "fixeduser median"],
                         ylabel="ms (median)"),
         )
@@ -158,9 +170,9 @@ async def run(base: Path, *, quick: bool) -> Part:
             after = _plugin_seconds(stack)
             # background work between commands (pruning) also counts here: an upper bound
             plugin_ms = {kind: 1000 * (after[kind] - before[kind]) / rounds for kind in after}
-            p, fl, fs, fb, f = (summarize(times[(name, who)]) for who, _ in daemons)
+            p, fl, fs, fr, fb, f = (summarize(times[(name, who)]) for who, _ in daemons)
             low, high = added_percent_interval(times[(name, "plain")], times[(name, "fixeduser")])
-            table.rows.append([name, p.median, p.p99, fl.median, fs.median, fb.median, f.median, f.p99,
+            table.rows.append([name, p.median, p.p99, fl.median, fs.median, fr.median, fb.median, f.median, f.p99,
                                f.median - p.median,
                                100 * (f.median - p.median) / p.median, f"{low:+.1f} to {high:+.1f}",
                                100 * (f.median - fb.median) / fb.median, plugin_ms["decisions"],
@@ -194,6 +206,9 @@ async def run(base: Path, *, quick: bool) -> Part:
         floored_same.stop()
         same.stop()
         same_spec.unlink(missing_ok=True)
+        floored_bare.stop()
+        bare.stop()
+        bare_spec.unlink(missing_ok=True)
         floored_both.stop()
         both.stop()
         both_spec.unlink(missing_ok=True)

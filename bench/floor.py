@@ -103,18 +103,22 @@ def driver_app(volume_root: Path, record: Path | None = None) -> web.Application
     return app
 
 
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
 async def _serve(socket_path: Path, app: web.Application) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     socket_path.unlink(missing_ok=True)
     await web.UnixSite(runner, str(socket_path)).start()
     os.chmod(socket_path, 0o660)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        await stop.wait()
+        await _until_stopped()
     finally:
         await runner.cleanup()
         socket_path.unlink(missing_ok=True)
@@ -165,12 +169,8 @@ async def _serve_on_fixeduser_transport(socket_path: Path) -> None:
     server = SocketServer(PluginCalls(["authz"], {"AuthZPlugin.AuthZReq": allow, "AuthZPlugin.AuthZRes": allow}),
                           socket_path)
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        await stop.wait()
+        await _until_stopped()
     finally:
         await server.stop()
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024  # request line and headers; the daemon sends a few hundred bytes
 MAX_QUEUED = 8  # calls read ahead of their answers before reading stops (a pipelining client)
-Reply = tuple[int, bytes]
+Reply = tuple[HTTPStatus, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +181,14 @@ class PluginConnection(asyncio.Protocol):
             log.exception("plugin call failed", extra={"path": call.path})
             return self._responder.refusal(HTTPStatus.INTERNAL_SERVER_ERROR, f"{call.path} failed; see the plugin log")
 
-    def _send(self, status: int, body: bytes, call: Call) -> None:
+    def _send(self, status: HTTPStatus, body: bytes, call: Call) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         closing = b"Connection: close\r\n" if not call.keep_alive or call.refusal is not None else b""
         head = b"HTTP/1.1 %d %s\r\n%s%s%d\r\n\r\n" % (
             status,
-            HTTPStatus(status).phrase.encode(),
+            status.phrase.encode(),
             closing,
             self._header_lines,
             len(body),

@@ -8,6 +8,7 @@ import secrets
 import shutil
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,6 +63,39 @@ def added_percent_interval(base: list[float], plugin: list[float], *, resamples:
     return found[int(0.025 * resamples)], found[int(0.975 * resamples) - 1]
 
 
+@dataclass
+class FlooredDaemon:
+    """A sandbox daemon whose authz plugin (with `volume_root`, also its volume driver) is a bench floor."""
+
+    plugin: str
+    floor: FloorServer
+    daemon: Dockerd
+
+    @classmethod
+    def under(cls, base: Path, tag: str, *, transport: str = "asyncio",
+              volume_root: Path | None = None) -> FlooredDaemon:
+        plugin = f"fubench-{tag}-{secrets.token_hex(3)}"
+        floor = FloorServer(base / f"{tag}.sock", base / f"{tag}.log", transport=transport, volume_root=volume_root)
+        return cls(plugin, floor, Dockerd(base / tag, authz_plugin=plugin, tls=TLSUsers(base / f"{tag}-tls",
+                                                                                        users=[USER])))
+
+    @property
+    def spec(self) -> Path:
+        return SPEC_DIR / f"{self.plugin}.spec"
+
+    def start(self) -> None:
+        self.floor.start()
+        SPEC_DIR.mkdir(parents=True, exist_ok=True)
+        self.spec.write_text(f"unix://{self.floor.socket_path}\n")
+        self.daemon.start()
+        self.daemon.import_busybox()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.floor.stop()
+        self.spec.unlink(missing_ok=True)
+
+
 def _timed(daemon: Dockerd, args: list[str]) -> float:
     t = time.perf_counter()
     result = daemon.docker(*args, user=USER, timeout=120)
@@ -96,52 +130,23 @@ async def run(base: Path, *, quick: bool) -> Part:
     policy = base / "policy"
     shutil.copytree(POLICY_DIR, policy)
     plain = Dockerd(base / "plain", tls=TLSUsers(base / "plain-tls", users=[USER]))
-    floor_name = f"fubench-floor-{secrets.token_hex(3)}"
-    floor_spec = SPEC_DIR / f"{floor_name}.spec"
-    floor = FloorServer(base / "floor.sock", base / "floor.log")
-    floored = Dockerd(base / "floored", authz_plugin=floor_name, tls=TLSUsers(base / "floor-tls", users=[USER]))
-    same_name = f"fubench-floorsame-{secrets.token_hex(3)}"
-    same_spec = SPEC_DIR / f"{same_name}.spec"
-    same = FloorServer(base / "floorsame.sock", base / "floorsame.log", transport="fixeduser")
-    floored_same = Dockerd(base / "floorsame", authz_plugin=same_name,
-                           tls=TLSUsers(base / "floorsame-tls", users=[USER]))
-    bare_name = f"fubench-floorbare-{secrets.token_hex(3)}"
-    bare_spec = SPEC_DIR / f"{bare_name}.spec"
-    bare = FloorServer(base / "floorbare.sock", base / "floorbare.log", transport="bare")
-    floored_bare = Dockerd(base / "floorbare", authz_plugin=bare_name,
-                           tls=TLSUsers(base / "floorbare-tls", users=[USER]))
-    both_name = f"fubench-floorvol-{secrets.token_hex(3)}"
-    both_spec = SPEC_DIR / f"{both_name}.spec"
-    both = FloorServer(base / "floorvol.sock", base / "floorvol.log", volume_root=base / "floor-volumes")
-    floored_both = Dockerd(base / "floorvol", authz_plugin=both_name, tls=TLSUsers(base / "floorvol-tls", users=[USER]))
+    floor = FlooredDaemon.under(base, "floor")
+    same = FlooredDaemon.under(base, "floorsame", transport="fixeduser")
+    bare = FlooredDaemon.under(base, "floorbare", transport="bare")
+    both = FlooredDaemon.under(base, "floorvol", volume_root=base / "floor-volumes")
+    floors = (floor, same, bare, both)
     stack: Stack | None = None
     try:
         stack = start_stack(base / "fu", policy_dir=policy, users=(USER,), prefix="fubench")
         plain.start()
         plain.import_busybox()
-        floor.start()
-        SPEC_DIR.mkdir(parents=True, exist_ok=True)
-        floor_spec.write_text(f"unix://{floor.socket_path}\n")
-        floored.start()
-        floored.import_busybox()
-        same.start()
-        same_spec.write_text(f"unix://{same.socket_path}\n")
-        floored_same.start()
-        floored_same.import_busybox()
-        bare.start()
-        bare_spec.write_text(f"unix://{bare.socket_path}\n")
-        floored_bare.start()
-        floored_bare.import_busybox()
-        both.start()
-        both_spec.write_text(f"unix://{both.socket_path}\n")
-        floored_both.start()
-        floored_both.import_busybox()
-        daemons = (("plain", plain), ("floor authz", floored), ("floor authz, same transport", floored_same),
-                   ("floor authz, bare sockets", floored_bare), ("floor plugins", floored_both),
+        for floored in floors:
+            floored.start()
+        daemons = (("plain", plain), ("floor authz", floor.daemon), ("floor authz, same transport", same.daemon),
+                   ("floor authz, bare sockets", bare.daemon), ("floor plugins", both.daemon),
                    ("fixeduser", stack.dockerd))
-        for daemon, driver in ((plain, "local"), (floored, "local"), (floored_same, "local"), (floored_bare, "local"),
-                               (floored_both, both_name),
-                               (stack.dockerd, stack.driver)):
+        for daemon, driver in ((plain, "local"), (floor.daemon, "local"), (same.daemon, "local"),
+                               (bare.daemon, "local"), (both.daemon, both.plugin), (stack.dockerd, stack.driver)):
             daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
             r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
                               user=USER, timeout=60)
@@ -200,19 +205,8 @@ async def run(base: Path, *, quick: bool) -> Part:
             if leftover:
                 part.notes.append(f"mounts left after stopping the plugin stack: {leftover}")
         plain.stop()
-        floored.stop()
-        floor.stop()
-        floor_spec.unlink(missing_ok=True)
-        floored_same.stop()
-        same.stop()
-        same_spec.unlink(missing_ok=True)
-        floored_bare.stop()
-        bare.stop()
-        bare_spec.unlink(missing_ok=True)
-        floored_both.stop()
-        both.stop()
-        both_spec.unlink(missing_ok=True)
-
+        for floored in floors:
+            floored.stop()
 
 def main() -> None:
     from bench.common import work_dir  # noqa: PLC0415

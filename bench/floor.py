@@ -11,7 +11,8 @@ request read by its Content-Length and `{"Allow": true}` written back. It is the
 plugin can cost the daemon: what is left is the daemon's own round trip to a plugin.
 
 With `--volume-root DIR` it also answers the `VolumeDriver.*` calls with a trivial driver that
-serves plain directories under DIR: the floor of a volume plugin, for the docker part. With
+serves plain directories under DIR: the floor of a volume plugin, for the docker part (on aiohttp,
+or with `--transport fixeduser` on fixeduser's transport; not on bare sockets). With
 `--record FILE` it appends every plugin call it receives (path and JSON body) to FILE as JSON
 lines: `python -m bench capture` uses that to record the AuthZReq/AuthZRes bodies a real daemon
 sends for docker run, ps, inspect and exec.
@@ -55,12 +56,47 @@ def floor_app(loads: Callable[[bytes], Any] = json.loads) -> web.Application:
     return app
 
 
+VOLUME_CALLS = ("Create", "Remove", "Mount", "Unmount", "Path", "Get", "List", "Capabilities")
+
+
+class TrivialDriver:
+    """A volume driver serving plain folders under `volume_root`: the floor of a volume plugin."""
+
+    def __init__(self, volume_root: Path) -> None:
+        self.volume_root = volume_root
+        self.volumes: dict[str, Path] = {}
+
+    def answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The reply to `VolumeDriver.<method>`."""
+        name = body.get("Name", "")
+        if method == "Create":
+            path = self.volume_root / name
+            path.mkdir(parents=True, exist_ok=True)
+            self.volumes[name] = path
+            return {"Err": ""}
+        if method == "Remove":
+            self.volumes.pop(name, None)
+            return {"Err": ""}
+        if method in ("Mount", "Path"):
+            return {"Err": "", "Mountpoint": str(self.volumes.get(name, ""))}
+        if method == "Unmount":
+            return {"Err": ""}
+        if method == "Get":
+            if name not in self.volumes:
+                return {"Err": f"no such volume {name}"}
+            return {"Err": "", "Volume": {"Name": name, "Mountpoint": str(self.volumes[name])}}
+        if method == "List":
+            return {"Err": "", "Volumes": [{"Name": n, "Mountpoint": str(p)} for n, p in self.volumes.items()]}
+        if method == "Capabilities":
+            return {"Capabilities": {"Scope": "local"}}
+        return {"Err": f"unknown call VolumeDriver.{method}"}
+
+
 def driver_app(volume_root: Path, record: Path | None = None) -> web.Application:
-    """Allow-all authz plus a trivial volume driver (plain folders under `volume_root`); with `record`,
-    logs every call there."""
+    """Allow-all authz plus the trivial volume driver, on aiohttp; with `record`, logs every call there."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
     out = record.open("a", encoding="utf-8") if record is not None else None
-    volumes: dict[str, Path] = {}
+    driver = TrivialDriver(volume_root)
 
     def reply(payload: dict[str, Any]) -> web.Response:
         return web.Response(body=json.dumps(payload).encode(), content_type=CONTENT_TYPE)
@@ -72,31 +108,12 @@ def driver_app(volume_root: Path, record: Path | None = None) -> web.Application
         if out is not None:
             out.write(json.dumps({"call": method, "body": body}) + "\n")
             out.flush()
-        name = body.get("Name", "")
         if method == "Plugin.Activate":
             return reply({"Implements": ["authz", "VolumeDriver"]})
         if method.startswith("AuthZPlugin."):
             return reply({"Allow": True})
-        if method == "VolumeDriver.Create":
-            path = volume_root / name
-            path.mkdir(parents=True, exist_ok=True)
-            volumes[name] = path
-            return reply({"Err": ""})
-        if method == "VolumeDriver.Remove":
-            volumes.pop(name, None)
-            return reply({"Err": ""})
-        if method in ("VolumeDriver.Mount", "VolumeDriver.Path"):
-            return reply({"Err": "", "Mountpoint": str(volumes.get(name, ""))})
-        if method == "VolumeDriver.Unmount":
-            return reply({"Err": ""})
-        if method == "VolumeDriver.Get":
-            if name not in volumes:
-                return reply({"Err": f"no such volume {name}"})
-            return reply({"Err": "", "Volume": {"Name": name, "Mountpoint": str(volumes[name])}})
-        if method == "VolumeDriver.List":
-            return reply({"Err": "", "Volumes": [{"Name": n, "Mountpoint": str(p)} for n, p in volumes.items()]})
-        if method == "VolumeDriver.Capabilities":
-            return reply({"Capabilities": {"Scope": "local"}})
+        if method.startswith("VolumeDriver."):
+            return reply(driver.answer(method.removeprefix("VolumeDriver."), body))
         return reply({"Err": f"unknown call {method}"})
 
     app.router.add_post("/{call}", handle)
@@ -160,14 +177,26 @@ def _answer_bare(conn: socket.socket) -> None:
                          % (CONTENT_TYPE.encode(), len(body), body))
 
 
-async def _serve_on_fixeduser_transport(socket_path: Path) -> None:
-    from fixeduser.plugin.server import PluginCalls, SocketServer  # noqa: PLC0415
+async def _serve_on_fixeduser_transport(socket_path: Path, volume_root: Path | None = None) -> None:
+    from fixeduser.plugin.server import Handler, PluginCalls, SocketServer  # noqa: PLC0415
 
     async def allow(_: dict[str, Any]) -> dict[str, Any]:
         return {"Allow": True, "Msg": "", "Err": ""}
 
-    server = SocketServer(PluginCalls(["authz"], {"AuthZPlugin.AuthZReq": allow, "AuthZPlugin.AuthZRes": allow}),
-                          socket_path)
+    handlers: dict[str, Handler] = {"AuthZPlugin.AuthZReq": allow, "AuthZPlugin.AuthZRes": allow}
+    implements = ["authz"]
+    if volume_root is not None:
+        driver = TrivialDriver(volume_root)
+
+        def volume_call(method: str) -> Handler:
+            async def handle(body: dict[str, Any]) -> dict[str, Any]:
+                return driver.answer(method, body)
+
+            return handle
+
+        handlers |= {f"VolumeDriver.{method}": volume_call(method) for method in VOLUME_CALLS}
+        implements.append("VolumeDriver")
+    server = SocketServer(PluginCalls(implements, handlers), socket_path)
     await server.start()
     try:
         await _until_stopped()
@@ -182,13 +211,15 @@ def main() -> None:
     parser.add_argument("--volume-root", type=Path)
     parser.add_argument("--transport", choices=("asyncio", "fixeduser", "bare"), default="asyncio")
     args = parser.parse_args()
+    if args.transport == "bare" and args.volume_root:
+        parser.error("--volume-root is served on aiohttp or fixeduser's transport, not on bare sockets")
+    if args.transport == "fixeduser" and not args.record:
+        asyncio.run(_serve_on_fixeduser_transport(args.socket, args.volume_root))
+        return
     if args.record or args.volume_root:
         app = driver_app(args.volume_root or args.socket.parent / "volumes", args.record)
     elif args.transport == "bare":
         _serve_bare(args.socket)
-        return
-    elif args.transport == "fixeduser":
-        asyncio.run(_serve_on_fixeduser_transport(args.socket))
         return
     else:
         app = floor_app()

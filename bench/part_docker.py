@@ -114,7 +114,7 @@ async def run(base: Path, *, quick: bool) -> Part:
         key="docker",
         title="3. End-to-end Docker overhead",
         measures=(
-            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against six private sandbox "
+            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against seven private sandbox "
             "daemons running at the same time: plain, without any plugin (a `local` driver volume); floor "
             "authz, with the allow-all floor plugin (bench/floor.py, aiohttp) as authz plugin, which shows what "
             "an authz plugin as anyone would write it costs in the daemon; floor authz on fixeduser's transport, "
@@ -122,7 +122,9 @@ async def run(base: Path, *, quick: bool) -> Part:
             "would cost if its decisions took no time; floor authz, bare sockets, the allow-all plugin with no "
             "framework at all (blocking sockets, a thread per connection), the least any authz plugin can cost "
             "the daemon; floor plugins, with the floor as authz plugin and as a trivial "
-            "volume driver serving plain folders, which shows what any plugin volume costs in the daemon; and "
+            "volume driver serving plain folders, which shows what any plugin volume costs in the daemon; floor "
+            "plugins on fixeduser's transport, the same two answering through fixeduser.plugin.server, which "
+            "is what fixeduser would cost a `docker run -v` if its decisions and volume calls took no time; and "
             "fixeduser, as authz plugin and volume driver (volume created with `-d fixeduser`). Runs "
             "alternate between the daemons, command by command, after one warm-up run each. "
             "`docker run --rm -v vol` mounts the fixed-user bindfs view; `docker inspect` targets a running "
@@ -137,7 +139,8 @@ async def run(base: Path, *, quick: bool) -> Part:
     same = FlooredDaemon.under(base, "floorsame", transport="fixeduser")
     bare = FlooredDaemon.under(base, "floorbare", transport="bare")
     both = FlooredDaemon.under(base, "floorvol", volume_root=base / "floor-volumes")
-    floors = (floor, same, bare, both)
+    both_same = FlooredDaemon.under(base, "floorvolsame", transport="fixeduser", volume_root=base / "floor-volumes-same")
+    floors = (floor, same, bare, both, both_same)
     stack: Stack | None = None
     try:
         stack = start_stack(base / "fu", policy_dir=policy, users=(USER,), prefix="fubench")
@@ -147,9 +150,10 @@ async def run(base: Path, *, quick: bool) -> Part:
             floored.start()
         daemons = (("plain", plain), ("floor authz", floor.daemon), ("floor authz, same transport", same.daemon),
                    ("floor authz, bare sockets", bare.daemon), ("floor plugins", both.daemon),
-                   ("fixeduser", stack.dockerd))
+                   ("floor plugins, same transport", both_same.daemon), ("fixeduser", stack.dockerd))
         for daemon, driver in ((plain, "local"), (floor.daemon, "local"), (same.daemon, "local"),
-                               (bare.daemon, "local"), (both.daemon, both.plugin), (stack.dockerd, stack.driver)):
+                               (bare.daemon, "local"), (both.daemon, both.plugin),
+                               (both_same.daemon, both_same.plugin), (stack.dockerd, stack.driver)):
             daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
             r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
                               user=USER, timeout=60)
@@ -159,12 +163,13 @@ async def run(base: Path, *, quick: bool) -> Part:
             key="docker_overhead", title="docker CLI wall time (interleaved runs, ms)",
             columns=["command", "runs per daemon", "plain median", "plain p99", "floor authz median",
                      "floor authz, same transport median", "floor authz, bare sockets median", "floor plugins median",
-                     "fixeduser median", "fixeduser p99", "added ms (median)", "added % (median)",
-                     "added % 95 % interval", "added % vs floor plugins", "plugin ms per command: decisions",
+                     "floor plugins, same transport median", "fixeduser median", "fixeduser p99", "added ms (median)",
+                     "added % (median)", "added % 95 % interval", "added % vs floor plugins",
+                     "added % vs floor plugins, same transport", "plugin ms per command: decisions",
                      "plugin ms per command: volume calls"],
             chart=Chart(x="command", ys=["plain median", "floor authz median", "floor authz, same transport median",
                                          "floor authz, bare sockets median", "floor plugins median",
-                                         "fixeduser median"],
+                                         "floor plugins, same transport median", "fixeduser median"],
                         ylabel="ms (median)"),
         )
         times: dict[tuple[str, str], list[float]] = {}
@@ -178,13 +183,13 @@ async def run(base: Path, *, quick: bool) -> Part:
             after = _plugin_seconds(stack)
             # background work between commands (pruning) also counts here: an upper bound
             plugin_ms = {kind: 1000 * (after[kind] - before[kind]) / rounds for kind in after}
-            p, fl, fs, fr, fb, f = (summarize(times[(name, who)]) for who, _ in daemons)
+            p, fl, fs, fr, fb, fbs, f = (summarize(times[(name, who)]) for who, _ in daemons)
             low, high = added_percent_interval(times[(name, "plain")], times[(name, "fixeduser")])
-            table.rows.append([name, rounds, p.median, p.p99, fl.median, fs.median, fr.median, fb.median, f.median, f.p99,
-                               f.median - p.median,
+            table.rows.append([name, rounds, p.median, p.p99, fl.median, fs.median, fr.median, fb.median, fbs.median,
+                               f.median, f.p99, f.median - p.median,
                                100 * (f.median - p.median) / p.median, f"{low:+.1f} to {high:+.1f}",
-                               100 * (f.median - fb.median) / fb.median, plugin_ms["decisions"],
-                               plugin_ms["volume calls"]])
+                               100 * (f.median - fb.median) / fb.median, 100 * (f.median - fbs.median) / fbs.median,
+                               plugin_ms["decisions"], plugin_ms["volume calls"]])
         part.tables.append(table)
         part.data["times_ms"] = {f"{k[0]} | {k[1]}": v for k, v in times.items()}
         rows = {row[0]: row for row in table.rows}

@@ -139,7 +139,8 @@ async def run(base: Path, *, quick: bool) -> Part:
     same = FlooredDaemon.under(base, "floorsame", transport="fixeduser")
     bare = FlooredDaemon.under(base, "floorbare", transport="bare")
     both = FlooredDaemon.under(base, "floorvol", volume_root=base / "floor-volumes")
-    both_same = FlooredDaemon.under(base, "floorvolsame", transport="fixeduser", volume_root=base / "floor-volumes-same")
+    both_same = FlooredDaemon.under(base, "floorvolsame", transport="fixeduser",
+                                    volume_root=base / "floor-volumes-same")
     floors = (floor, same, bare, both, both_same)
     stack: Stack | None = None
     try:

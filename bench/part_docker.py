@@ -100,6 +100,15 @@ class FlooredDaemon:
         self.spec.unlink(missing_ok=True)
 
 
+def _prepare(daemon: Dockerd, driver: str) -> None:
+    """The volume the run commands use (of `driver`) and the running container `docker inspect` looks at."""
+    daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
+    r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
+                      user=USER, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"cannot start {KEEP}: {r.stderr}")
+
+
 def _timed(daemon: Dockerd, args: list[str]) -> float:
     t = time.perf_counter()
     result = daemon.docker(*args, user=USER, timeout=120)
@@ -114,8 +123,10 @@ async def run(base: Path, *, quick: bool) -> Part:
         key="docker",
         title="3. End-to-end Docker overhead",
         measures=(
-            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against seven private sandbox "
-            "daemons running at the same time: plain, without any plugin (a `local` driver volume); floor "
+            "Wall time of the real docker CLI (as TLS user alice, over 127.0.0.1) against eight private sandbox "
+            "daemons running at the same time: plain, without any plugin (a `local` driver volume), twice: the "
+            "second plain daemon is the same as the first, so its difference to it is how far two identical "
+            "daemons drift apart in one run, a bias the interval below does not include; floor "
             "authz, with the allow-all floor plugin (bench/floor.py, aiohttp) as authz plugin, which shows what "
             "an authz plugin as anyone would write it costs in the daemon; floor authz on fixeduser's transport, "
             "the same allow-all plugin answering through fixeduser.plugin.server, which is what fixeduser "
@@ -135,6 +146,7 @@ async def run(base: Path, *, quick: bool) -> Part:
     policy = base / "policy"
     shutil.copytree(POLICY_DIR, policy)
     plain = Dockerd(base / "plain", tls=TLSUsers(base / "plain-tls", users=[USER]))
+    plain2 = Dockerd(base / "plain2", tls=TLSUsers(base / "plain2-tls", users=[USER]))
     floor = FlooredDaemon.under(base, "floor")
     same = FlooredDaemon.under(base, "floorsame", transport="fixeduser")
     bare = FlooredDaemon.under(base, "floorbare", transport="bare")
@@ -145,24 +157,23 @@ async def run(base: Path, *, quick: bool) -> Part:
     stack: Stack | None = None
     try:
         stack = start_stack(base / "fu", policy_dir=policy, users=(USER,), prefix="fubench")
-        plain.start()
-        plain.import_busybox()
+        for daemon in (plain, plain2):
+            daemon.start()
+            daemon.import_busybox()
         for floored in floors:
             floored.start()
-        daemons = (("plain", plain), ("floor authz", floor.daemon), ("floor authz, same transport", same.daemon),
+        daemons = (("plain", plain), ("plain, second daemon", plain2), ("floor authz", floor.daemon),
+                   ("floor authz, same transport", same.daemon),
                    ("floor authz, bare sockets", bare.daemon), ("floor plugins", both.daemon),
                    ("floor plugins, same transport", both_same.daemon), ("fixeduser", stack.dockerd))
-        for daemon, driver in ((plain, "local"), (floor.daemon, "local"), (same.daemon, "local"),
+        for daemon, driver in ((plain, "local"), (plain2, "local"), (floor.daemon, "local"), (same.daemon, "local"),
                                (bare.daemon, "local"), (both.daemon, both.plugin),
                                (both_same.daemon, both_same.plugin), (stack.dockerd, stack.driver)):
-            daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
-            r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
-                              user=USER, timeout=60)
-            if r.returncode != 0:
-                raise RuntimeError(f"cannot start {KEEP}: {r.stderr}")
+            _prepare(daemon, driver)
         table = Table(
             key="docker_overhead", title="docker CLI wall time (interleaved runs, ms)",
-            columns=["command", "runs per daemon", "plain median", "plain p99", "floor authz median",
+            columns=["command", "runs per daemon", "plain median", "plain p99", "second plain daemon: added %",
+                     "floor authz median",
                      "floor authz, same transport median", "floor authz, bare sockets median", "floor plugins median",
                      "floor plugins, same transport median", "fixeduser median", "fixeduser p99", "added ms (median)",
                      "added % (median)", "added % 95 % interval", "added % vs floor plugins",
@@ -184,9 +195,10 @@ async def run(base: Path, *, quick: bool) -> Part:
             after = _plugin_seconds(stack)
             # background work between commands (pruning) also counts here: an upper bound
             plugin_ms = {kind: 1000 * (after[kind] - before[kind]) / rounds for kind in after}
-            p, fl, fs, fr, fb, fbs, f = (summarize(times[(name, who)]) for who, _ in daemons)
+            p, p2, fl, fs, fr, fb, fbs, f = (summarize(times[(name, who)]) for who, _ in daemons)
             low, high = added_percent_interval(times[(name, "plain")], times[(name, "fixeduser")])
-            table.rows.append([name, rounds, p.median, p.p99, fl.median, fs.median, fr.median, fb.median, fbs.median,
+            table.rows.append([name, rounds, p.median, p.p99, 100 * (p2.median - p.median) / p.median, fl.median,
+                               fs.median, fr.median, fb.median, fbs.median,
                                f.median, f.p99, f.median - p.median,
                                100 * (f.median - p.median) / p.median, f"{low:+.1f} to {high:+.1f}",
                                100 * (f.median - fb.median) / fb.median, 100 * (f.median - fbs.median) / fbs.median,
@@ -214,6 +226,7 @@ async def run(base: Path, *, quick: bool) -> Part:
             if leftover:
                 part.notes.append(f"mounts left after stopping the plugin stack: {leftover}")
         plain.stop()
+        plain2.stop()
         for floored in floors:
             floored.stop()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import POLICY_DIR, FloorServer, summarize
-from bench.report import Chart, Part, Table, Target
+from bench.report import Cell, Chart, Part, Table, Target
 from fixeduser.sandbox import SPEC_DIR, Dockerd, Stack, TLSUsers, start_stack, unix_http_request
 
 USER = "alice"  # an engineer with a fixed identity in policies/policy.csv
@@ -109,6 +109,24 @@ def _prepare(daemon: Dockerd, driver: str) -> None:
         raise RuntimeError(f"cannot start {KEEP}: {r.stderr}")
 
 
+def _added(value: float, base: float) -> float:
+    """`value` over `base`, in % added."""
+    return 100 * (value - base) / base
+
+
+def _row(name: str, rounds: int, times: dict[str, list[float]], plugin_ms: dict[str, float]) -> list[Cell]:
+    """One command's row of the table, from its times (ms) on each daemon and the plugin's own time."""
+    stats = {who: summarize(values) for who, values in times.items()}
+    median = {who: summary.median for who, summary in stats.items()}
+    p, f = median["plain"], median["fixeduser"]
+    low, high = added_percent_interval(times["plain"], times["fixeduser"])
+    return [name, rounds, p, stats["plain"].p99, _added(median["plain, second daemon"], p), median["floor authz"],
+            median["floor authz, same transport"], median["floor authz, bare sockets"], median["floor plugins"],
+            median["floor plugins, same transport"], f, stats["fixeduser"].p99, f - p, _added(f, p),
+            f"{low:+.1f} to {high:+.1f}", _added(f, median["floor plugins"]),
+            _added(f, median["floor plugins, same transport"]), plugin_ms["decisions"], plugin_ms["volume calls"]]
+
+
 def _timed(daemon: Dockerd, args: list[str]) -> float:
     t = time.perf_counter()
     result = daemon.docker(*args, user=USER, timeout=120)
@@ -162,14 +180,15 @@ async def run(base: Path, *, quick: bool) -> Part:
             daemon.import_busybox()
         for floored in floors:
             floored.start()
-        daemons = (("plain", plain), ("plain, second daemon", plain2), ("floor authz", floor.daemon),
-                   ("floor authz, same transport", same.daemon),
-                   ("floor authz, bare sockets", bare.daemon), ("floor plugins", both.daemon),
-                   ("floor plugins, same transport", both_same.daemon), ("fixeduser", stack.dockerd))
-        for daemon, driver in ((plain, "local"), (plain2, "local"), (floor.daemon, "local"), (same.daemon, "local"),
-                               (bare.daemon, "local"), (both.daemon, both.plugin),
-                               (both_same.daemon, both_same.plugin), (stack.dockerd, stack.driver)):
+        # (column name, daemon, driver of its volume), in the order the rounds visit them
+        setups = (("plain", plain, "local"), ("plain, second daemon", plain2, "local"),
+                  ("floor authz", floor.daemon, "local"), ("floor authz, same transport", same.daemon, "local"),
+                  ("floor authz, bare sockets", bare.daemon, "local"), ("floor plugins", both.daemon, both.plugin),
+                  ("floor plugins, same transport", both_same.daemon, both_same.plugin),
+                  ("fixeduser", stack.dockerd, stack.driver))
+        for _, daemon, driver in setups:
             _prepare(daemon, driver)
+        daemons = [(who, daemon) for who, daemon, _ in setups]
         table = Table(
             key="docker_overhead", title="docker CLI wall time (interleaved runs, ms)",
             columns=["command", "runs per daemon", "plain median", "plain p99", "second plain daemon: added %",
@@ -195,14 +214,7 @@ async def run(base: Path, *, quick: bool) -> Part:
             after = _plugin_seconds(stack)
             # background work between commands (pruning) also counts here: an upper bound
             plugin_ms = {kind: 1000 * (after[kind] - before[kind]) / rounds for kind in after}
-            p, p2, fl, fs, fr, fb, fbs, f = (summarize(times[(name, who)]) for who, _ in daemons)
-            low, high = added_percent_interval(times[(name, "plain")], times[(name, "fixeduser")])
-            table.rows.append([name, rounds, p.median, p.p99, 100 * (p2.median - p.median) / p.median, fl.median,
-                               fs.median, fr.median, fb.median, fbs.median,
-                               f.median, f.p99, f.median - p.median,
-                               100 * (f.median - p.median) / p.median, f"{low:+.1f} to {high:+.1f}",
-                               100 * (f.median - fb.median) / fb.median, 100 * (f.median - fbs.median) / fbs.median,
-                               plugin_ms["decisions"], plugin_ms["volume calls"]])
+            table.rows.append(_row(name, rounds, {who: times[(name, who)] for who, _ in daemons}, plugin_ms))
         part.tables.append(table)
         part.data["times_ms"] = {f"{k[0]} | {k[1]}": v for k, v in times.items()}
         rows = {row[0]: row for row in table.rows}
@@ -218,7 +230,8 @@ async def run(base: Path, *, quick: bool) -> Part:
             "The 95 % interval of the added % resamples the interleaved rounds (2,000 bootstrap resamples, a "
             "round of both daemons drawn as a pair): how far noise alone moves the figure on this machine.")
         if quick:
-            part.notes.append("quick mode: 5-10 runs per command; medians of so few runs are noisy.")
+            runs = sorted({rounds for *_, rounds in _commands(quick=True)})
+            part.notes.append(f"quick mode: {runs[0]}-{runs[-1]} runs per command; medians of so few runs are noisy.")
         return part
     finally:
         if stack is not None:
@@ -229,6 +242,7 @@ async def run(base: Path, *, quick: bool) -> Part:
         plain2.stop()
         for floored in floors:
             floored.stop()
+
 
 def main() -> None:
     from bench.common import work_dir  # noqa: PLC0415

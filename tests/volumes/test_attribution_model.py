@@ -1,0 +1,416 @@
+"""A stateful property test of mount attribution against a model of the Docker daemon.
+
+The model daemon resolves container references as dockerd does (full ID, exact name with or without
+a leading `/`, unique ID prefix of any length), restarts containers by their restart policy without
+any API request, and restores restart-policy containers at its own restart before its API answers.
+The real Authorizer, MountGate, ledger and mount-identity resolver decide; the invariant: every
+mount is done as the identity of the owner of the container the model mounts it for, or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.ledger import ContainerLedger
+from fixeduser.authz.wire import AuthZRequest
+from fixeduser.daemon import SELF_HEADER, DaemonError, DaemonUnavailable, ListedContainer
+from fixeduser.handoff import ClaimJournal, MountGate
+from fixeduser.identity import Identity
+from fixeduser.policy.access import AccessDenied, subject_identity
+from fixeduser.state import StateStore
+from fixeduser.volumes.registry import VolumeRecord, VolumeRegistry
+from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
+from tests.authz.conftest import DRIVER, POLICY, ListAuditor, b64
+
+T = TypeVar("T")
+VOLUME = "eng-data"
+USERS = ("alice", "bob", "alice", "bob", "carol", "")  # "" is a unix-socket caller (@local, an admin)
+POLICIES = ("no", "always", "unless-stopped", "on-failure")
+REFERENCES = ("id", "name", "slash", "prefix")
+
+
+@dataclass
+class ModelContainer:
+    id: str
+    name: str
+    owner: str  # the truth: who created it
+    restart: str
+    state: str = "created"
+
+
+@dataclass
+class ModelDaemon:
+    """The daemon's side: containers, reference resolution, and whether its API answers."""
+
+    containers: dict[str, ModelContainer] = field(default_factory=dict)
+    serving: bool = True
+    token: str = "model-token"
+    serial: int = 0
+
+    def new_id(self) -> str:
+        self.serial += 1
+        return hashlib.sha256(str(self.serial).encode()).hexdigest()
+
+    def resolve(self, reference: str) -> ModelContainer | None:
+        if reference in self.containers:
+            return self.containers[reference]
+        name = reference.lstrip("/") if reference.startswith("/") else reference
+        for container in self.containers.values():
+            if container.name == name:
+                return container
+        matches = [c for cid, c in self.containers.items() if reference and cid.startswith(reference)]
+        return matches[0] if len(matches) == 1 else None
+
+    def _answering(self) -> None:
+        if not self.serving:
+            raise DaemonUnavailable("the model daemon is restoring its containers and does not answer yet")
+
+    # ---- the look-ups fixeduser makes (fixeduser.daemon.DaemonClient's read-only calls)
+
+    async def inspect_container(self, reference: str) -> dict[str, Any] | None:
+        self._answering()
+        container = self.resolve(reference)
+        if container is None:
+            return None
+        return {
+            "Id": container.id,
+            "Name": "/" + container.name,
+            "State": {"Status": container.state, "FinishedAt": "0001-01-01T00:00:00Z"},
+            "HostConfig": {"Binds": [f"{VOLUME}:/data"], "RestartPolicy": {"Name": container.restart}},
+            "Mounts": [{"Type": "volume", "Name": VOLUME, "Driver": DRIVER, "Destination": "/data"}],
+        }
+
+    async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]:
+        self._answering()
+        return [
+            ListedContainer.model_validate(
+                {
+                    "Id": c.id,
+                    "Names": ["/" + c.name],
+                    "State": c.state,
+                    "Mounts": [{"Type": "volume", "Name": VOLUME}],
+                }
+            )
+            for c in self.containers.values()
+            if volume == VOLUME and (not states or c.state in states)
+        ]
+
+    async def container_states(self, volume: str) -> dict[str, str]:
+        return {c.id: c.state for c in await self.containers_using(volume)}
+
+    async def container_ids(self) -> set[str]:
+        self._answering()
+        return set(self.containers)
+
+    async def inspect_volume(self, name: str) -> dict[str, Any] | None:
+        self._answering()
+        return {"Name": name, "Driver": DRIVER, "Options": {}} if name == VOLUME else None
+
+    async def inspect_network(self, reference: str) -> None:
+        self._answering()
+        raise DaemonError("the model has no networks")
+
+
+def identity_of(user: str) -> Identity | None:
+    try:
+        return subject_identity(POLICY, user or "@local")
+    except AccessDenied:
+        return None
+
+
+class Plugin:
+    """fixeduser as `serve` wires the parts this test is about; rebuilt from its files at a restart."""
+
+    def __init__(self, base: Path, daemon: ModelDaemon) -> None:
+        self.store = StateStore(base / "state.db")
+        self.ledger = ContainerLedger(self.store)
+        self.registry = VolumeRegistry(self.store)
+        self.journal = ClaimJournal(base / "claims.jsonl")
+        self.gate = MountGate(journal=self.journal, wait_seconds=0.01)
+        self.gate.restore()
+        self.authorizer = Authorizer(
+            policy=lambda: POLICY,
+            ledger=self.ledger,
+            registry=self.registry,
+            gate=self.gate,
+            auditor=ListAuditor(),
+            driver_name=DRIVER,
+            protected_paths=[base / "protected"],
+            daemon=daemon,  # type: ignore[arg-type]
+        )
+        self.resolver = MountIdentityResolver(
+            gate=self.gate,
+            ledger=self.ledger,
+            policy=lambda: POLICY,
+            daemon=daemon,  # type: ignore[arg-type]
+        )
+
+    def close(self) -> None:
+        self.store.close()
+        self.journal.close()
+
+
+def request(user: str, method: str, uri: str, body: Any = None, *, status: int = 0, response: Any = None,
+            headers: dict[str, str] | None = None) -> AuthZRequest:  # fmt: skip
+    payload: dict[str, Any] = {"RequestMethod": method, "RequestUri": uri, "RequestHeaders": dict(headers or {})}
+    if user:
+        payload |= {"User": user, "UserAuthNMethod": "TLS"}
+    if body is not None:
+        payload["RequestBody"] = b64(body)
+        payload["RequestHeaders"]["Content-Type"] = "application/json"
+    if status:
+        payload["ResponseStatusCode"] = status
+    if response is not None:
+        payload["ResponseBody"] = b64(response)
+    return AuthZRequest.model_validate(payload)
+
+
+class Attribution(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.folder = tempfile.TemporaryDirectory(prefix="fu-model-")
+        self.base = Path(self.folder.name)
+        self.daemon = ModelDaemon()
+        self.plugin = self.run(self._start_plugin())
+        self.run(
+            self.plugin.registry.add(
+                VolumeRecord(name=VOLUME, creator="alice", owner=identity_of("alice") or Identity(uid=0, gid=0),
+                             pinned=None, mode=0o770, purge=False, created_at="2026-01-01T00:00:00Z", options={})
+            )
+        )  # fmt: skip
+        self.mounts = 0
+        self.refused = 0
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    async def _start_plugin(self) -> Plugin:
+        return Plugin(self.base, self.daemon)
+
+    def teardown(self) -> None:
+        self.plugin.close()
+        self.loop.close()
+        self.folder.cleanup()
+
+    # ---- helpers
+
+    def reference(self, container: ModelContainer, kind: str, length: int) -> str:
+        if kind == "id":
+            return container.id
+        if kind == "name":
+            return container.name
+        if kind == "slash":
+            return "/" + container.name
+        return container.id[:length]
+
+    async def _mount(self, container: ModelContainer) -> bool:
+        """The daemon mounts the volume for `container`: the invariant is checked here."""
+        record = self.plugin.registry.get(VOLUME)
+        assert record is not None
+        try:
+            plan = await self.plugin.resolver.plan_for(record)
+        except MountRefused:
+            self.refused += 1
+            return False
+        expected = identity_of(container.owner)
+        assert plan.identity == expected, (
+            f"mounted {VOLUME} as {plan.identity} for container {container.name} owned by "
+            f"{container.owner or '@local'} ({expected})"
+        )
+        self.mounts += 1
+        return True
+
+    async def _api(self, user: str, method: str, uri: str, body: Any = None,
+                   headers: dict[str, str] | None = None) -> bool:  # fmt: skip
+        verdict = await self.plugin.authorizer.authorize_request(request(user, method, uri, body, headers=headers))
+        return verdict.allow
+
+    async def _respond(self, user: str, method: str, uri: str, body: Any = None, *, status: int,
+                       response: Any = None, headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        req = request(user, method, uri, body, status=status, response=response, headers=headers)
+        await self.plugin.authorizer.authorize_response(req)
+
+    async def _start(self, user: str, reference: str, headers: dict[str, str] | None = None) -> None:
+        uri = f"/v1.41/containers/{quote(reference, safe='')}/start"
+        if not await self._api(user, "POST", uri, headers=headers):
+            return
+        container = self.daemon.resolve(reference)
+        status = 0
+        if container is not None and container.state not in ("running", "restarting"):
+            mounted = await self._mount(container)
+            container.state = "running" if mounted else "exited"
+            status = 204 if mounted else 0
+        await self._respond(user, "POST", uri, status=status, headers=headers)
+
+    # ---- rules: what users do through the API
+
+    @rule(user=st.sampled_from(USERS), named=st.booleans(), restart=st.sampled_from(POLICIES),
+          hexname=st.booleans())  # fmt: skip
+    def create(self, user: str, named: bool, restart: str, hexname: bool) -> None:
+        cid = self.daemon.new_id()
+        name = (f"{cid[-3:]}" if hexname else f"c{self.daemon.serial}") if named else f"auto_{self.daemon.serial}"
+        if any(c.name == name for c in self.daemon.containers.values()):
+            return
+        query = f"?name={name}" if named else ""
+        uri = f"/v1.41/containers/create{query}"
+        body = {"Image": "busybox", "HostConfig": {"Binds": [f"{VOLUME}:/data"], "NetworkMode": "none",
+                                                   "RestartPolicy": {"Name": restart}}}  # fmt: skip
+
+        async def create() -> None:
+            if not await self._api(user, "POST", uri, body):
+                return
+            container = ModelContainer(id=cid, name=name, owner=user, restart=restart)
+            # The daemon copies image content into the empty volume while it creates the container.
+            if not await self._mount(container):
+                await self._respond(user, "POST", uri, body, status=0)
+                return
+            self.daemon.containers[cid] = container
+            await self._respond(user, "POST", uri, body, status=201, response={"Id": cid, "Warnings": []})
+
+        self.run(create())
+
+    @precondition(lambda self: self.daemon.containers)
+    @rule(user=st.sampled_from(USERS), data=st.data(), kind=st.sampled_from(REFERENCES), length=st.integers(1, 12))
+    def start(self, user: str, data: st.DataObject, kind: str, length: int) -> None:
+        container = data.draw(st.sampled_from(sorted(self.daemon.containers.values(), key=lambda c: c.id)))
+        self.run(self._start(user, self.reference(container, kind, length)))
+
+    @precondition(lambda self: self.daemon.containers)
+    @rule(user=st.sampled_from(USERS), data=st.data(), kind=st.sampled_from(REFERENCES), length=st.integers(1, 12),
+          policy=st.sampled_from(POLICIES))  # fmt: skip
+    def update_restart_policy(self, user: str, data: st.DataObject, kind: str, length: int, policy: str) -> None:
+        container = data.draw(st.sampled_from(sorted(self.daemon.containers.values(), key=lambda c: c.id)))
+        reference = self.reference(container, kind, length)
+        uri = f"/v1.41/containers/{quote(reference, safe='')}/update"
+        body = {"RestartPolicy": {"Name": policy}}
+
+        async def update() -> None:
+            if not await self._api(user, "POST", uri, body):
+                return
+            target = self.daemon.resolve(reference)
+            if target is not None:
+                target.restart = policy
+            await self._respond(user, "POST", uri, body, status=200 if target else 0, response={"Warnings": []})
+
+        self.run(update())
+
+    @precondition(lambda self: self.daemon.containers)
+    @rule(user=st.sampled_from(USERS), data=st.data(), kind=st.sampled_from(REFERENCES), length=st.integers(1, 12),
+          new_name=st.sampled_from(("r1", "r2", "abc", "0", "1")))  # fmt: skip
+    def rename(self, user: str, data: st.DataObject, kind: str, length: int, new_name: str) -> None:
+        container = data.draw(st.sampled_from(sorted(self.daemon.containers.values(), key=lambda c: c.id)))
+        reference = self.reference(container, kind, length)
+        uri = f"/v1.41/containers/{quote(reference, safe='')}/rename?name={new_name}"
+
+        async def rename() -> None:
+            if not await self._api(user, "POST", uri):
+                return
+            target = self.daemon.resolve(reference)
+            free = all(c.name != new_name for c in self.daemon.containers.values())
+            if target is not None and free:
+                target.name = new_name
+            await self._respond(user, "POST", uri, status=204 if target is not None and free else 0)
+
+        self.run(rename())
+
+    @precondition(lambda self: self.daemon.containers)
+    @rule(user=st.sampled_from(USERS), data=st.data(), kind=st.sampled_from(REFERENCES), length=st.integers(1, 12),
+          trusted_status=st.booleans(), via_wait=st.booleans())  # fmt: skip
+    def remove(self, user: str, data: st.DataObject, kind: str, length: int, trusted_status: bool,
+               via_wait: bool) -> None:  # fmt: skip
+        """`docker rm` (or the end of `docker run --rm`'s wait); the status the plugin sees may be 0."""
+        container = data.draw(st.sampled_from(sorted(self.daemon.containers.values(), key=lambda c: c.id)))
+        reference = self.reference(container, kind, length)
+        if via_wait:
+            uri = f"/v1.41/containers/{quote(reference, safe='')}/wait?condition=removed"
+            method, status = "POST", 200
+        else:
+            uri = f"/v1.41/containers/{quote(reference, safe='')}?force=1"
+            method, status = "DELETE", 204
+
+        async def remove() -> None:
+            if not await self._api(user, method, uri):
+                return
+            target = self.daemon.resolve(reference)
+            if target is not None and not via_wait:
+                del self.daemon.containers[target.id]
+            await self._respond(user, method, uri, status=status if trusted_status else 0)
+
+        self.run(remove())
+
+    # ---- rules: what the daemon does by itself, and crashes
+
+    @precondition(lambda self: any(c.state == "running" for c in self.daemon.containers.values()))
+    @rule(data=st.data())
+    def container_exits_and_restarts(self, data: st.DataObject) -> None:
+        """A running container exits; with a restart policy the restart manager mounts again, unasked."""
+        running = sorted((c for c in self.daemon.containers.values() if c.state == "running"), key=lambda c: c.id)
+        container = data.draw(st.sampled_from(running))
+        if container.restart == "no":
+            container.state = "exited"
+            return
+        container.state = "restarting"
+        container.state = "running" if self.run(self._mount(container)) else "exited"
+
+    @rule()
+    def plugin_restarts(self) -> None:
+        self.plugin.close()
+        self.plugin = self.run(self._start_plugin())
+
+    @rule()
+    def daemon_restarts(self) -> None:
+        """dockerd restarts: it mounts its restart-policy containers while restoring, before its API answers."""
+        self.daemon.serving = False
+        for container in sorted(self.daemon.containers.values(), key=lambda c: c.id):
+            if container.state in ("running", "restarting"):
+                container.state = "exited"
+                if container.restart in ("always", "unless-stopped"):
+                    container.state = "running" if self.run(self._mount(container)) else "exited"
+        self.daemon.serving = True
+        recover = getattr(self.plugin.resolver, "recover", None)
+        if recover is not None:
+            self.run(recover(self._start_by_self))
+
+    async def _start_by_self(self, container_id: str) -> None:
+        """fixeduser starts a container the daemon could not restore: through its own authz, as itself."""
+        await self._start("", container_id, headers={SELF_HEADER: self.daemon.token})
+
+    @invariant()
+    def only_known_states(self) -> None:
+        assert all(c.state in ("created", "running", "exited", "restarting") for c in self.daemon.containers.values())
+
+
+def test_attribution_model() -> None:
+    """Every mount is done as the identity of the owner of the container it is for, or refused."""
+    runner = Attribution.TestCase
+    runner.settings = settings(
+        max_examples=500, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+    runner("runTest").runTest()
+
+
+def test_model_daemon_resolves_like_dockerd() -> None:
+    """The model resolves full IDs first, then names (with or without `/`), then unique prefixes."""
+    daemon = ModelDaemon()
+    a, b = daemon.new_id(), daemon.new_id()
+    daemon.containers[a] = ModelContainer(id=a, name="web", owner="alice", restart="no")
+    daemon.containers[b] = ModelContainer(id=b, name=a[:5], owner="bob", restart="no")
+    assert daemon.resolve(a) is daemon.containers[a]
+    assert daemon.resolve("/web") is daemon.containers[a]
+    assert daemon.resolve(a[:5]) is daemon.containers[b]  # a name beats an ID prefix
+    assert daemon.resolve(b[:8]) is daemon.containers[b]
+    assert json.dumps(asyncio.run(daemon.inspect_container("web")))

@@ -15,7 +15,7 @@ from fixeduser.authz.audit import JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.ledger import ContainerLedger
 from fixeduser.control import HealthReport, control_app
-from fixeduser.daemon import DaemonClient, DaemonError
+from fixeduser.daemon import DaemonClient, DaemonError, DaemonWatch
 from fixeduser.handoff import ClaimJournal, MountGate
 from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
 from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
@@ -26,6 +26,7 @@ from fixeduser.volumes.api import volume_handlers
 from fixeduser.volumes.backends.base import Backend, ServiceCheck
 from fixeduser.volumes.backends.local import LocalBackend
 from fixeduser.volumes.driver import VolumeDriver
+from fixeduser.volumes.recovery import Recovery
 from fixeduser.volumes.registry import VolumeRegistry
 from fixeduser.volumes.resolve import MountIdentityResolver
 
@@ -45,6 +46,9 @@ class Plugin:
     servers: list[SocketServer]
     metrics: Metrics
     claims: ClaimJournal
+    watch: DaemonWatch
+    recovery: Recovery
+    ledger_pruner: LedgerPruner
 
     async def status(self) -> dict[str, Any]:
         """What `fixeduser status` shows: policy in force, decisions so far, mounts per identity."""
@@ -104,12 +108,23 @@ async def build(settings: ServeSettings) -> Plugin:
     if restored := gate.restore():
         log.info("claims made before the restart taken back", extra={"claims": restored})
     daemon = DaemonClient(settings.docker_host)
+    watch = DaemonWatch(daemon)
+    recovery = Recovery(daemon=daemon, ledger=ledger, volumes=registry.names, liveness=watch)
+    watch.on_serving(recovery.run_pass)
+    ledger_pruner = LedgerPruner(ledger, daemon)
     metrics = Metrics()
     backend = CountingBackend(_backend(settings), metrics)
     await backend.check()
     auditor = JsonLineAuditor(settings.audit_log)
 
-    resolver = MountIdentityResolver(gate=gate, ledger=ledger, policy=lambda: policy.current, daemon=daemon)
+    resolver = MountIdentityResolver(
+        gate=gate,
+        ledger=ledger,
+        policy=lambda: policy.current,
+        daemon=daemon,
+        liveness=watch,
+        on_unattributed=recovery.mount_refused,
+    )
     driver = VolumeDriver(
         backend=backend,
         registry=registry,
@@ -139,6 +154,8 @@ async def build(settings: ServeSettings) -> Plugin:
         daemon=daemon,
         local_subject=settings.local_subject,
         allow_unknown_routes=settings.allow_unknown_routes,
+        is_recovering=recovery.is_starting,
+        on_container_removal=ledger_pruner.soon,
     )
     authz = metrics.timed_authz(authz_handlers(authorizer))
     volume = metrics.counted_volume_calls(volume_handlers(driver))
@@ -152,7 +169,10 @@ async def build(settings: ServeSettings) -> Plugin:
             _server(settings, settings.authz_name, ["authz"], authz),
             _server(settings, settings.volume_name, ["VolumeDriver"], volume),
         ]
-    plugin = Plugin(settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics, claims)
+    plugin = Plugin(
+        settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics, claims, watch, recovery,
+        ledger_pruner,
+    )  # fmt: skip
     metrics.watch(
         PluginGauges(
             reloads=lambda: policy.reloads,
@@ -219,7 +239,8 @@ async def serve(settings: ServeSettings) -> None:
         await server.start()
     pruning = plugin.driver.keep_reconciled(grace=settings.mount_prune_grace, interval=settings.reconcile_interval)
     tasks.append(asyncio.create_task(pruning))  # asks the daemon, whose requests pass our authz socket
-    tasks.append(asyncio.create_task(prune_ledger(plugin.ledger, plugin.daemon, interval=600)))
+    tasks.append(asyncio.create_task(plugin.ledger_pruner.every(600)))
+    tasks.append(asyncio.create_task(plugin.watch.run()))  # after the sockets: its stream crosses our authz
     log.info(
         "fixeduser serving",
         extra={
@@ -234,19 +255,40 @@ async def serve(settings: ServeSettings) -> None:
         await shutdown(plugin, tasks)
 
 
-async def prune_ledger(ledger: ContainerLedger, daemon: DaemonClient, *, interval: float) -> None:
-    """Now and then, forget containers the daemon removed without an API request (`run -d --rm`)."""
-    while True:
-        await asyncio.sleep(interval)
-        known = ledger.ids()
+class LedgerPruner:
+    """Forgets the containers the daemon no longer lists: soon after a removal was asked for (the
+    removal's own status cannot be trusted), and now and then (`run -d --rm` ends with no request)."""
+
+    def __init__(self, ledger: ContainerLedger, daemon: DaemonClient, *, delay: float = 2.0) -> None:
+        self._ledger = ledger
+        self._daemon = daemon
+        self._delay = delay
+        self._pending: asyncio.Task[None] | None = None
+
+    def soon(self) -> None:
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._after_delay())
+
+    async def _after_delay(self) -> None:
+        await asyncio.sleep(self._delay)  # removals asked together are pruned together
+        await self.prune()
+
+    async def every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.prune()
+
+    async def prune(self) -> int:
+        known = self._ledger.ids()
         try:
-            existing = await daemon.container_ids()
+            existing = await self._daemon.container_ids()
         except DaemonError as exc:  # unsure: keep every record
             log.warning("cannot list containers to prune the ledger", extra={"error": str(exc)})
-            continue
-        forgotten = await ledger.keep_only(existing, among=known)
+            return 0
+        forgotten = await self._ledger.keep_only(existing, among=known)
         if forgotten:
             log.info("forgot removed containers", extra={"count": forgotten})
+        return forgotten
 
 
 async def shutdown(plugin: Plugin, tasks: list[asyncio.Task[None]]) -> None:

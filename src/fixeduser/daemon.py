@@ -6,17 +6,27 @@ plugin can let exactly these read-only calls through whatever the policy says of
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import secrets
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+log = logging.getLogger(__name__)
+
 SELF_HEADER = "X-Fixeduser-Self"
-SELF_ACTIONS = frozenset({"container.list", "container.inspect", "volume.inspect", "network.inspect", "task.inspect"})
+SELF_ACTIONS = frozenset(
+    {"container.list", "container.inspect", "volume.inspect", "network.inspect", "task.inspect", "system.events"}
+)
 HOST_NETWORK = "host"
+FULL_ID_LENGTH = 64
 
 
 class ListedMount(BaseModel):
@@ -76,6 +86,31 @@ class DaemonError(RuntimeError):
     """The daemon could not answer a look-up the plugin needed."""
 
 
+class DaemonUnavailable(DaemonError):
+    """The daemon's API does not answer at all now (it is starting, restoring or stopping)."""
+
+
+def is_full_id(reference: str) -> bool:
+    """A container ID as the daemon makes them: 64 lowercase hex digits."""
+    return len(reference) == FULL_ID_LENGTH and all(c in "0123456789abcdef" for c in reference)
+
+
+class DaemonLookups(Protocol):
+    """The read-only look-ups the authz plugin makes (`DaemonClient`; fakes in tests and `explain`).
+
+    Requests carrying `token` in the SELF_HEADER are fixeduser's own."""
+
+    token: str
+
+    async def inspect_container(self, reference: str) -> dict[str, Any] | None: ...
+
+    async def inspect_volume(self, name: str) -> dict[str, Any] | None: ...
+
+    async def inspect_network(self, reference: str) -> InspectedNetwork | None: ...
+
+    async def inspect_task(self, reference: str) -> InspectedTask | None: ...
+
+
 class DaemonClient:
     def __init__(self, host: str, *, timeout: float = 10.0) -> None:
         if not host.startswith("unix://"):
@@ -95,24 +130,46 @@ class DaemonClient:
         return self._session
 
     async def _get(self, path: str) -> Any:
+        async with self._request("GET", path) as (status, body):
+            if status == 404:
+                return None
+            if status != 200:
+                raise DaemonError(f"daemon answered {status} to GET {path}: {body[:200]!r}")
+            return json.loads(body)
+
+    @contextlib.asynccontextmanager
+    async def _request(self, method: str, path: str) -> Any:
+        """(status, body) of one call; every failure a DaemonError that says what happened."""
+        started = time.monotonic()
         try:
-            async with self._client().get(f"http://docker{path}") as response:
-                body = await response.read()
-                if response.status == 404:
-                    return None
-                if response.status != 200:
-                    raise DaemonError(f"daemon answered {response.status} to GET {path}: {body[:200]!r}")
-                return json.loads(body)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DaemonError(f"cannot reach the Docker daemon at {self._socket}: {exc}") from exc
+            async with self._client().request(method, f"http://docker{path}") as response:
+                yield response.status, await response.read()
+        except TimeoutError:
+            raise DaemonUnavailable(
+                f"the Docker daemon at {self._socket} did not answer {method} {path.partition('?')[0]} within "
+                f"{time.monotonic() - started:.1f} s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise DaemonUnavailable(
+                f"cannot reach the Docker daemon at {self._socket}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    async def start_container(self, container_id: str) -> None:
+        """Start a container (fixeduser's own request: its authz lets it through only for recoveries)."""
+        async with self._request("POST", f"/containers/{quote(container_id, safe='')}/start") as (status, body):
+            if status not in (204, 304):
+                raise DaemonError(f"daemon answered {status} to the start of {container_id[:12]}: {body[:300]!r}")
 
     async def container_states(self, volume: str) -> dict[str, str]:
         """ID -> state of every container that uses `volume`."""
         return {user.id: user.state for user in await self.containers_using(volume)}
 
-    async def containers_using(self, volume: str) -> list[ListedContainer]:
-        """Every container (any state) with a mount point of `volume`."""
-        filters = quote(json.dumps({"volume": [volume]}))
+    async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]:
+        """Every container with a mount point of `volume` (only those in `states`, if given)."""
+        wanted: dict[str, list[str]] = {"volume": [volume]}
+        if states:
+            wanted["status"] = list(states)
+        filters = quote(json.dumps(wanted))
         listing = await self._get(f"/containers/json?all=1&filters={filters}")
         try:
             return _CONTAINER_LIST.validate_python(listing or [])
@@ -141,9 +198,95 @@ class DaemonClient:
         """The swarm task the daemon resolves `reference` to, or None if none (a non-manager answers 503)."""
         return _validated(InspectedTask, await self._get(f"/tasks/{quote(reference, safe='')}"), "task")
 
+    @contextlib.asynccontextmanager
+    async def event_stream(self) -> Any:
+        """A `GET /events` stream of daemon-level events (rare), open for as long as the daemon serves.
+
+        Yields the HTTP status; the stream's end (EOF or error) is a DaemonUnavailable."""
+        filters = quote(json.dumps({"type": ["daemon"]}))
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=self._socket),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total),
+            headers={SELF_HEADER: self.token},
+        ) as session:
+            try:
+                async with session.get(f"http://docker/events?filters={filters}") as response:
+                    yield response.status
+                    while await response.content.readany():
+                        pass
+            except (aiohttp.ClientError, OSError) as exc:
+                raise DaemonUnavailable(f"the Docker daemon's event stream at {self._socket} ended: {exc}") from None
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class DaemonWatch:
+    """Whether the daemon's API answers now, known from a long-lived `GET /events` stream.
+
+    The stream ends the moment the daemon stops. A restarted daemon accepts connections on its
+    socket long before its API answers (it first restores its containers, mounting their volumes),
+    so the stream opens again only once it serves: until then a look-up would wait for its timeout,
+    and fixeduser refuses at once instead of holding the daemon's restore up.
+    """
+
+    def __init__(self, client: DaemonClient, *, grace: float = 1.0, retry: float = 0.2) -> None:
+        self._client = client
+        self._grace = grace  # how long after the stream was lost a look-up may still wait for it
+        self._retry = retry
+        self._open = asyncio.Event()
+        self._down_since = time.monotonic()
+        self._listeners: list[Callable[[], Coroutine[Any, Any, object]]] = []
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    @property
+    def serving(self) -> bool:
+        return self._open.is_set()
+
+    def down_for(self) -> float:
+        return 0.0 if self.serving else time.monotonic() - self._down_since
+
+    def on_serving(self, listener: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Run `listener` each time the daemon's API answers again (and at the first time)."""
+        self._listeners.append(listener)
+
+    async def wait_serving(self) -> bool:
+        """True once the API answers; False at once if it has not answered for longer than the grace."""
+        if self._open.is_set():
+            return True
+        remaining = self._down_since + self._grace - time.monotonic()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._open.wait(), remaining)
+        return self._open.is_set()
+
+    async def run(self) -> None:
+        """Keep the stream open (a background task): reconnect whenever it ends."""
+        while True:
+            try:
+                async with self._client.event_stream() as status:
+                    self._serving()
+                    if status != 200:
+                        log.warning("the daemon refused fixeduser's event stream", extra={"status": status})
+                        await asyncio.sleep(30)  # it answers, so it serves; ask again later
+            except DaemonError as exc:
+                log.debug("daemon event stream ended", extra={"error": str(exc)})
+            if self._open.is_set():
+                self._open.clear()
+                self._down_since = time.monotonic()
+                log.info("the Docker daemon's API stopped answering")
+            await asyncio.sleep(self._retry)
+
+    def _serving(self) -> None:
+        if self._open.is_set():
+            return
+        self._open.set()
+        log.info("the Docker daemon's API answers", extra={"after_seconds": round(self.down_for(), 3)})
+        for listener in self._listeners:
+            task = asyncio.create_task(listener())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

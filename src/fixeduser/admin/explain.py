@@ -1,7 +1,8 @@
 """Run API requests through a real `Authorizer` built from a policy, without any daemon.
 
 State (containers, volumes) lives in a throw-away database; what the command refers to is
-assumed to exist: named volumes as fixeduser volumes, containers as owned by `container_owner`.
+assumed to exist: named volumes as fixeduser volumes, containers as owned by `container_owner`
+(a stand-in daemon knows them by name and ID; it can answer nothing else).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fixeduser.authz.audit import AuditRecord
 from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
 from fixeduser.authz.wire import AuthZRequest
+from fixeduser.daemon import DaemonError, InspectedNetwork, InspectedTask
 from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.compiled import LOCAL_SUBJECT, CompiledPolicy
@@ -77,17 +79,39 @@ def _response(request: AuthZRequest, call: ApiCall) -> AuthZRequest:
     )
 
 
+@dataclass
+class _ScenarioDaemon:
+    """The scenario's containers, as a daemon would describe them; any other look-up cannot be answered."""
+
+    containers: dict[str, str]  # name -> full ID
+    token: str = ""
+
+    async def inspect_container(self, reference: str) -> dict[str, Any] | None:
+        for name, container_id in self.containers.items():
+            if reference.lstrip("/") == name or reference == container_id:
+                return {"Id": container_id, "Name": f"/{name}", "HostConfig": {}, "Mounts": []}
+        return None
+
+    async def inspect_volume(self, name: str) -> dict[str, Any] | None:
+        raise DaemonError("`fixeduser explain` has no daemon to ask")
+
+    async def inspect_network(self, reference: str) -> InspectedNetwork | None:
+        raise DaemonError("`fixeduser explain` has no daemon to ask")
+
+    async def inspect_task(self, reference: str) -> InspectedTask | None:
+        raise DaemonError("`fixeduser explain` has no daemon to ask")
+
+
 async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scenario: Scenario) -> list[Step]:
     with tempfile.TemporaryDirectory(prefix="fixeduser-explain-") as tmp:
         store = StateStore(Path(tmp) / "state.db")
         try:
             ledger, registry = ContainerLedger(store), VolumeRegistry(store)
             subject = user or LOCAL_SUBJECT
-            for index, name in enumerate(sorted(scenario.containers)):
+            known = {name: f"{index:064x}" for index, name in enumerate(sorted(scenario.containers))}
+            for name, container_id in known.items():
                 owner = scenario.container_owner or subject
-                await ledger.record(
-                    ContainerRecord(id=f"{index:064x}", name=name, owner=owner, volumes=(), restart=False)
-                )
+                await ledger.record(ContainerRecord(id=container_id, name=name, owner=owner))
             for name in sorted(scenario.volumes):
                 await registry.add(
                     VolumeRecord(
@@ -105,7 +129,7 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                 auditor=audit,
                 driver_name=scenario.driver_name,
                 protected_paths=[defaults.state_dir, defaults.local_root, defaults.effective_mount_root],
-                daemon=None,
+                daemon=_ScenarioDaemon(known),
             )
             steps = []
             for call in calls:

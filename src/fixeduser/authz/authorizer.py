@@ -10,10 +10,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import orjson
 
 from fixeduser.authz.audit import Auditor, AuditRecord, now
 from fixeduser.authz.escalations import (
+    NAMESPACE_MODES,
     Escalation,
     bind_sources,
     build_escalations,
@@ -27,7 +30,7 @@ from fixeduser.authz.escalations import (
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord, OwnedRecord
 from fixeduser.authz.networks import network_mode_reference, parse_network_attach
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
-from fixeduser.daemon import HOST_NETWORK, SELF_ACTIONS, SELF_HEADER, DaemonClient, DaemonError
+from fixeduser.daemon import HOST_NETWORK, SELF_ACTIONS, SELF_HEADER, DaemonError, DaemonLookups, is_full_id
 from fixeduser.docker_api import (
     ApiRequest,
     BodyError,
@@ -40,7 +43,6 @@ from fixeduser.docker_api import (
     parse_exec_create_response,
     parse_service_create_response,
     parse_service_spec,
-    parse_update_restart_policy,
     parse_volume_create,
 )
 from fixeduser.handoff import GateBusy, MountGate
@@ -137,6 +139,21 @@ class Context:
         return f"{self.subject}\0{self.request.method}\0{self.request.uri}"
 
 
+@dataclass(frozen=True, slots=True)
+class ContainerFacts:
+    """The container the daemon resolves a reference to: its full ID, its owner (None: fixeduser did
+    not see it created), and the daemon's description of it when it was asked."""
+
+    id: str
+    name: str
+    owner: str | None
+    inspected: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id[:12]
+
+
 class Authorizer:
     def __init__(
         self,
@@ -148,9 +165,11 @@ class Authorizer:
         auditor: Auditor,
         driver_name: str,
         protected_paths: Iterable[Path],
-        daemon: DaemonClient | None,
+        daemon: DaemonLookups | None,
         local_subject: str = LOCAL_SUBJECT,
         allow_unknown_routes: bool = False,
+        is_recovering: Callable[[str], bool] = lambda _: False,
+        on_container_removal: Callable[[], None] = lambda: None,
     ) -> None:
         self._policy = policy
         self._ledger = ledger
@@ -162,6 +181,8 @@ class Authorizer:
         self._daemon = daemon
         self._local_subject = local_subject
         self._allow_unknown = allow_unknown_routes
+        self._is_recovering = is_recovering
+        self._on_removal = on_container_removal
 
     # ---- entry points -------------------------------------------------------------------------
 
@@ -187,6 +208,7 @@ class Authorizer:
                     )
                 verdict = Verdict(allow=True, message="unknown route allowed by configuration")
             else:
+                subject = self._recovered_owner(request, api) or subject
                 verdict = await handler(Context(request=request, subject=subject, api=api, policy=policy))
         except Denied as exc:
             verdict = Verdict(allow=False, message=str(exc), rule=exc.rule)
@@ -195,6 +217,20 @@ class Authorizer:
             verdict = Verdict(allow=False, message=f"fixeduser could not decide this request ({exc}); denied")
         self._audit(phase, request, api, policy, verdict)
         return verdict
+
+    def _recovered_owner(self, request: AuthZRequest, api: ApiRequest) -> str | None:
+        """A start fixeduser itself makes of a container the daemon could not restart is decided, and
+        claimed, as a start by the container's owner."""
+        if (
+            api.action == "container.start"
+            and not request.user
+            and self._daemon is not None
+            and request.header(SELF_HEADER) == self._daemon.token
+            and self._is_recovering(api.target or "")
+        ):
+            record = self._ledger.get(api.target or "")
+            return record.owner if record else None
+        return None
 
     def _subject(self, request: AuthZRequest) -> str:
         if not request.user:
@@ -304,22 +340,28 @@ class Authorizer:
                 )
 
     async def _check_container_create(self, ctx: Context) -> None:
+        _deny_id_like_name(ctx, ctx.api.query.get("name", [""])[0])
         create = _parsed(ctx, lambda: _parse_create(ctx.request.body), "container create")
         _deny_unknown_mounts(ctx, create.host_config.mounts)
+        referenced = {ref: await self._resolve_container(ctx, ref) for ref in sorted(_referenced_containers(create))}
         found = container_escalations(
-            create, protected=self._protected, is_foreign_container=lambda ref: self._is_foreign(ctx, ref)
+            create,
+            protected=self._protected,
+            is_foreign_container=lambda ref: (facts := referenced.get(ref)) is None or facts.owner != ctx.subject,
         )
         found += await self._disguised_binds(ctx, create)
         network = network_mode_reference(create.host_config.network_mode)
         if network is not None and await self._is_host_network(ctx, network, missing_ok=True):
             found.append(Escalation(kind="namespaces", detail=f"--network={network} (the host network)"))
         self._require_escalations(ctx, found, "create a container")
-        volumes = self._container_volumes(ctx, create)
+        volumes = self._container_volumes(ctx, create, referenced)
         await self._claim(
             ctx, container=ctx.api.query.get("name", [""])[0], owner=ctx.subject, volumes=volumes, for_create=True
         )
 
-    def _container_volumes(self, ctx: Context, create: ContainerCreate) -> dict[str, Identity]:
+    def _container_volumes(
+        self, ctx: Context, create: ContainerCreate, referenced: dict[str, ContainerFacts | None]
+    ) -> dict[str, Identity]:
         """Fixeduser volumes this container will mount, each with the identity it mounts as."""
         host = create.host_config
         ours_by_default = self._is_our_driver(host.volume_driver)
@@ -345,10 +387,23 @@ class Authorizer:
                 f"{ctx.subject} may not create anonymous fixeduser volumes: give each volume a name (-v NAME:/path)"
             )
         for source in host.volumes_from:
-            record = self._ledger.find(source.split(":", 1)[0])
-            for volume in record.volumes if record else ():
+            for volume in self._our_volumes(ctx, referenced.get(source.split(":", 1)[0])):
                 named.setdefault(volume, None)
         return self._identities_for(ctx, ctx.subject, named)
+
+    def _our_volumes(self, ctx: Context, container: ContainerFacts | None) -> list[str]:
+        """The fixeduser volumes the daemon says a container mounts."""
+        if container is None or container.inspected is None:
+            return []
+        mounts = container.inspected.get("Mounts")
+        if not isinstance(mounts, list) or not all(isinstance(m, dict) for m in mounts):
+            raise Denied(f"{ctx.subject}: the daemon described container {container.label} in a way fixeduser "
+                         "cannot check")  # fmt: skip
+        return sorted(
+            str(m.get("Name", ""))
+            for m in mounts
+            if m.get("Type") == "volume" and self._is_our_driver(str(m.get("Driver", "")))
+        )
 
     async def _disguised_binds(self, ctx: Context, create: ContainerCreate) -> list[Escalation]:
         """Existing `local` volumes with driver options (bind mounts in disguise) this container would use."""
@@ -451,7 +506,7 @@ class Authorizer:
             )
 
     def _check_owned(
-        self, ctx: Context, record: OwnedRecord | ContainerRecord | None, kind: str, reference: str = ""
+        self, ctx: Context, record: OwnedRecord | ContainerFacts | None, kind: str, reference: str = ""
     ) -> None:
         """Only the owner may, or a subject granted `others`; `reference`: how the request named it."""
         owner = record.owner if record else None
@@ -501,12 +556,13 @@ class Authorizer:
         connect = ctx.api.action == "network.connect"
         what = "network connect" if connect else "network disconnect"
         attach = _parsed(ctx, lambda: parse_network_attach(ctx.request.body, connect=connect), what)
-        record = await self._find_container(ctx, attach.container, mounting=False)
+        record = await self._resolve_container(ctx, attach.container, inspect=False)
         self._check_owned(ctx, record, "container", repr(attach.container))
         found = []
         for link in attach.links:
             container = link.split(":", 1)[0]
-            if self._is_foreign(ctx, container):
+            linked = await self._resolve_container(ctx, container, inspect=False)
+            if linked is None or linked.owner != ctx.subject:
                 found.append(Escalation(kind="links", detail=f"--link {container}"))
         self._require_escalations(ctx, found, f"connect container {attach.container!r} to a network")
 
@@ -536,56 +592,70 @@ class Authorizer:
 
     async def _check_container_action(self, ctx: Context) -> None:
         reference = ctx.api.target or ""
-        record = await self._find_container(ctx, reference, mounting=ctx.api.action in MOUNTING_ACTIONS)
-        self._check_owned(ctx, record, "container")
+        mounting = ctx.api.action in MOUNTING_ACTIONS
+        container = await self._resolve_container(ctx, reference, inspect=mounting)
+        self._check_owned(ctx, container, "container")
         if ctx.api.action == "exec.create":
             exec_create = _parsed(ctx, lambda: parse_exec_create(ctx.request.body), "exec create")
             self._require_escalations(ctx, exec_escalations(exec_create), "exec")
-        if record is not None and ctx.api.action in MOUNTING_ACTIONS:
-            if record.binds:
-                found = start_bind_escalations(record.binds, self._protected)
-                what = f"{ctx.api.action.partition('.')[2]} container {record.name or record.id[:12]} now"
-                self._require_escalations(ctx, found, what)
-            named: dict[str, dict[str, str] | None] = dict.fromkeys(record.volumes)
-            volumes = self._identities_for(ctx, record.owner, named)
-            await self._claim(ctx, container=record.id, owner=record.owner, volumes=volumes)
+        elif ctx.api.action == "container.rename":
+            _deny_id_like_name(ctx, ctx.api.query.get("name", [""])[0])
+        if container is not None and mounting:
+            await self._check_mounting(ctx, container)
 
-    async def _find_container(self, ctx: Context, reference: str, *, mounting: bool) -> ContainerRecord | None:
-        """The ledger's record; for names it does not know, ask the daemon which container it means."""
-        record = self._ledger.find(reference)
-        if record is not None or self._daemon is None:
-            return record
+    async def _check_mounting(self, ctx: Context, container: ContainerFacts) -> None:
+        """A start, restart or archive call mounts what the daemon has on record for the container
+        now: its binds are checked again and its fixeduser volumes claimed for its owner."""
+        assert container.inspected is not None
+        what = f"{ctx.api.action.partition('.')[2]} container {container.label} now"
+        binds = _parsed(ctx, lambda: bind_sources(_host_config_of(container.inspected or {})), "container's HostConfig")
+        if binds:
+            self._require_escalations(ctx, start_bind_escalations(binds, self._protected), what)
+        volumes = self._our_volumes(ctx, container)
+        if not volumes:
+            return
+        if container.owner is None:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action} {container.label}: it mounts fixeduser volumes but was not "
+                "created through fixeduser, so it has no owner whose identity could be used; recreate it"
+            )
+        identities = self._identities_for(ctx, container.owner, dict.fromkeys(volumes))
+        await self._claim(ctx, container=container.id, owner=container.owner, volumes=identities)
+
+    async def _resolve_container(self, ctx: Context, reference: str, *, inspect: bool = True) -> ContainerFacts | None:
+        """The container the daemon means by `reference` (None: no such container), with its owner.
+
+        The daemon resolves a full ID before names and prefixes, and fixeduser refuses names that look
+        like IDs, so a recorded full ID needs no look-up unless the daemon's description is needed.
+        """
+        if is_full_id(reference) and (record := self._ledger.get(reference)) is not None and not inspect:
+            return ContainerFacts(id=record.id, name=record.name, owner=record.owner)
+        if not reference:
+            return None
+        if self._daemon is None:
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action}: fixeduser has no daemon connection to tell which "
+                f"container {reference!r} is"
+            )
         try:
             inspected = await self._daemon.inspect_container(reference)
         except DaemonError as exc:
-            if mounting:
-                raise Denied(
-                    f"{ctx.subject} may not {ctx.api.action} {reference}: cannot check which volumes it mounts ({exc})"
-                ) from None
-            return None
+            raise Denied(
+                f"{ctx.subject} may not {ctx.api.action}: cannot ask the daemon which container {reference!r} is "
+                f"({exc})"
+            ) from None
         if inspected is None:
             return None
-        record = self._ledger.find(str(inspected.get("Id", "")))
-        if record is None and mounting and self._uses_our_volumes(inspected):
-            raise Denied(
-                f"{ctx.subject} may not {ctx.api.action} {reference}: it mounts fixeduser volumes but was not "
-                "created through fixeduser, so it has no owner whose identity could be used; recreate it"
-            )
-        return record
-
-    def _uses_our_volumes(self, inspected: dict[str, object]) -> bool:
-        mounts = inspected.get("Mounts")
-        if not isinstance(mounts, list):
-            return True  # cannot tell: assume the worst
-        return any(isinstance(m, dict) and self._is_our_driver(str(m.get("Driver", ""))) for m in mounts)
+        container_id = inspected.get("Id")
+        if not isinstance(container_id, str) or not is_full_id(container_id):
+            raise Denied(f"{ctx.subject}: the daemon described container {reference!r} in a way fixeduser cannot check")
+        record = self._ledger.get(container_id)
+        name = str(inspected.get("Name", "")).lstrip("/")
+        return ContainerFacts(id=container_id, name=name, owner=record.owner if record else None, inspected=inspected)
 
     def _is_our_driver(self, name: str) -> bool:
         """The daemon names a managed plugin's driver NAME:latest and accepts plain NAME for it."""
         return bool(name) and _untagged(name) == _untagged(self._driver_name)
-
-    def _is_foreign(self, ctx: Context, reference: str) -> bool:
-        record = self._ledger.find(reference)
-        return record is None or record.owner != ctx.subject
 
     async def _claim(
         self, ctx: Context, *, container: str, owner: str, volumes: dict[str, Identity], for_create: bool = False
@@ -601,23 +671,17 @@ class Authorizer:
         action, status = ctx.api.action, ctx.request.status
         if action == "container.create":
             await self._gate.release(ctx.key)
-            if status == 201:
-                await self._record_container(ctx)
+            await self._record_container(ctx)
         elif action in MOUNTING_ACTIONS:
             await self._gate.release(ctx.key)
         elif action in ("volume.create", "volume.remove", "volume.prune"):
             self._gate.revoke(ctx.key)
-        elif action == "container.rename" and status == 204:
-            await self._ledger.rename(ctx.api.target or "", ctx.api.query.get("name", [""])[0])
-        elif action == "container.remove" and status == 204:
-            await self._ledger.forget(ctx.api.target or "")
-        elif action == "container.wait" and status in (0, 200) and ctx.api.query.get("condition") == ["removed"]:
-            # `docker run --rm`: the daemon removes the container itself and this wait returns when it
-            # is gone. The status is 0 because the daemon streams the answer; forgetting too early
-            # would only fail closed (an unknown container has no owner whose identity could mount).
-            await self._ledger.forget(ctx.api.target or "")
-        elif action == "container.update" and status == 200:
-            await self._record_restart_policy(ctx)
+        elif action in ("container.remove", "container.prune") or (
+            action == "container.wait" and ctx.api.query.get("condition") == ["removed"]
+        ):
+            # The status cannot be trusted (0 for failures, or a 200 flushed before the work is done):
+            # the ledger forgets a container only once the daemon no longer lists it.
+            self._on_removal()
         elif action == "exec.create" and status == 201:
             await self._record_exec(ctx)
         elif action == "service.create" and status == 201:
@@ -629,53 +693,33 @@ class Authorizer:
             await self._ledger.services.forget(ctx.api.target or "")
         return Verdict(allow=True, message="response passed")
 
-    async def _record_restart_policy(self, ctx: Context) -> None:
-        """A restart policy set later makes the daemon start the container unasked, like one set at create."""
-        record = self._ledger.find(ctx.api.target or "")
-        if record is None or not ctx.request.body:
-            return
-        policy = _parsed(ctx, lambda: parse_update_restart_policy(ctx.request.body), "container update")
-        if policy is not None:
-            await self._ledger.record(record.model_copy(update={"restart": policy not in ("", "no")}))
-
     async def _record_exec(self, ctx: Context) -> None:
         exec_id = _parsed(ctx, lambda: parse_exec_create_response(ctx.request.response_body), "exec create response")
-        container = self._ledger.find(ctx.api.target or "")
+        try:
+            container = await self._resolve_container(ctx, ctx.api.target or "", inspect=False)
+        except Denied:
+            container = None
         # The exec belongs to whoever owns its container (the creator when fixeduser has no owner).
         await self._ledger.execs.record(
             OwnedRecord(
                 id=exec_id,
                 name="",
-                owner=container.owner if container else ctx.subject,
+                owner=container.owner or ctx.subject if container else ctx.subject,
                 container=container.id if container else "",
             )
         )
 
     async def _record_container(self, ctx: Context) -> None:
-        container_id = _parsed(
-            ctx, lambda: parse_create_response(ctx.request.response_body), "container create response"
-        )
-        create = _parsed(ctx, lambda: _parse_create(ctx.request.body), "container create")
-        volumes = sorted(name for name in self._container_volume_names(create) if name in self._registry)
-        await self._ledger.record(
-            ContainerRecord(
-                id=container_id,
-                name=ctx.api.query.get("name", [""])[0].lstrip("/"),
-                owner=ctx.subject,
-                volumes=tuple(volumes),
-                restart=create.host_config.restart_policy not in ("", "no"),
-                binds=bind_sources(create),
-            )
-        )
-
-    def _container_volume_names(self, create: ContainerCreate) -> set[str]:
-        host = create.host_config
-        names = {b.source for b in host.binds if b.kind == "volume"}
-        names |= {m.source for m in host.mounts if m.type == "volume" and m.source}
-        for source in host.volumes_from:
-            record = self._ledger.find(source.split(":", 1)[0])
-            names |= set(record.volumes) if record else set()
-        return names
+        """The owner of a new container, by the ID in the daemon's answer: only a created container has one
+        (the status may be 0 even then), so whatever the status says, an ID is recorded and an error is not."""
+        try:
+            container_id = parse_create_response(ctx.request.response_body)
+        except (BodyError, ValueError):
+            return
+        if not is_full_id(container_id):
+            return
+        name = ctx.api.query.get("name", [""])[0].lstrip("/")
+        await self._ledger.record(ContainerRecord(id=container_id, name=name, owner=ctx.subject))
 
 
 # AuthZReq and AuthZRes of one container create carry the same body: parse it once for both.
@@ -718,3 +762,28 @@ def _is_form_body(request: AuthZRequest) -> bool:
 
 def _untagged(driver: str) -> str:
     return driver.removesuffix(":latest")
+
+
+def _deny_id_like_name(ctx: Context, name: str) -> None:
+    """A container named like another's full ID would shadow it wherever IDs are resolved by name."""
+    if is_full_id(name.lstrip("/")):
+        raise Denied(
+            f"{ctx.subject} may not name a container {name!r}: 64 hexadecimal digits is what container IDs look like"
+        )
+
+
+def _referenced_containers(create: ContainerCreate) -> set[str]:
+    """Containers a create names (volumes-from, links, `container:X` namespaces), as written."""
+    host = create.host_config
+    references = {source.split(":", 1)[0] for source in host.volumes_from}
+    references |= {link.split(":", 1)[0] for link in [*host.links, *create.endpoint_links]}
+    for field in NAMESPACE_MODES:
+        kind, _, reference = str(getattr(host, field)).partition(":")
+        if kind == "container" and reference:
+            references.add(reference)
+    return references
+
+
+def _host_config_of(inspected: dict[str, Any]) -> ContainerCreate:
+    """A container's HostConfig as the daemon describes it, read like the one of a create body."""
+    return parse_container_create(orjson.dumps({"HostConfig": inspected.get("HostConfig") or {}}))

@@ -3,14 +3,12 @@ swarm services that belong to someone (filled from exec-create and service-creat
 
 from __future__ import annotations
 
-import json
 import time
 
 from pydantic import BaseModel, ConfigDict
 
-from fixeduser.state import StateStore, to_json
+from fixeduser.state import StateStore
 
-_MIN_PREFIX = 4
 _OWNED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS owned_objects (
     kind TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL,
@@ -20,108 +18,68 @@ CREATE TABLE IF NOT EXISTS owned_objects (
 
 
 class ContainerRecord(BaseModel):
-    """A container fixeduser saw being created, with the fixeduser volumes it mounts."""
+    """Who created a container, by the full ID the daemon gave it in the create response.
+
+    That is all fixeduser records about a container: which container a request or a mount is for,
+    what it mounts and binds, and whether it restarts are read from the daemon when they matter.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     id: str
-    name: str
+    name: str  # as created; for messages only (a rename is not tracked)
     owner: str
-    volumes: tuple[str, ...]
-    restart: bool
-    binds: tuple[str, ...] = ()  # host paths it bind-mounts, checked again at every start
 
 
 def _add_binds_column(store: StateStore) -> None:
-    """State files written before binds were recorded: their containers have none on record."""
+    """State files written before binds were recorded: the column exists so either kind of file opens."""
     columns = {row[1] for row in store.query("PRAGMA table_info(containers)")}
     if "binds" not in columns:
         store.execute("ALTER TABLE containers ADD COLUMN binds TEXT NOT NULL DEFAULT '[]'")
 
 
 class ContainerLedger:
-    """In-memory index of container records (by ID, name, ID prefix), persisted in the state store."""
+    """Container owners by full ID, in memory and persisted in the state store.
+
+    Only full IDs are looked up here: names and ID prefixes are resolved by asking the daemon, so
+    a rename, a removal or a name the plugin never saw cannot make it mistake one container for
+    another. A record is dropped only once the daemon no longer lists its container (`keep_only`).
+    """
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
         store.execute(_OWNED_SCHEMA)
         self.execs = OwnedLedger(store, "exec", prefixes=False)
         self.services = OwnedLedger(store, "service", prefixes=True)
-        self._by_id: dict[str, ContainerRecord] = {}
-        self._by_name: dict[str, str] = {}
         _add_binds_column(store)
-        for row in store.query("SELECT id, name, owner, volumes, restart, binds FROM containers ORDER BY created"):
-            self._index(
-                ContainerRecord(
-                    id=row[0],
-                    name=row[1],
-                    owner=row[2],
-                    volumes=tuple(json.loads(row[3])),
-                    restart=bool(row[4]),
-                    binds=tuple(json.loads(row[5])),
-                )
-            )
-
-    def _index(self, record: ContainerRecord) -> None:
-        previous = self._by_id.get(record.id)
-        if previous is not None and self._by_name.get(previous.name) == record.id:
-            del self._by_name[previous.name]
-        self._by_id[record.id] = record
-        if record.name:
-            self._by_name[record.name] = record.id
+        self._by_id: dict[str, ContainerRecord] = {
+            row[0]: ContainerRecord(id=row[0], name=row[1], owner=row[2])
+            for row in store.query("SELECT id, name, owner FROM containers ORDER BY created")
+        }
 
     async def record(self, record: ContainerRecord) -> None:
-        self._index(record)
+        self._by_id[record.id] = record
         self._store.write_behind(
             "INSERT OR REPLACE INTO containers (id, name, owner, volumes, restart, created, binds) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.id,
-                record.name,
-                record.owner,
-                to_json(list(record.volumes)),
-                int(record.restart),
-                time.time(),
-                to_json(list(record.binds)),
-            ),
+            "VALUES (?, ?, ?, '[]', 0, ?, '[]')",
+            (record.id, record.name, record.owner, time.time()),
         )
 
-    async def rename(self, reference: str, new_name: str) -> None:
-        record = self.find(reference)
-        if record is not None:
-            await self.record(record.model_copy(update={"name": new_name.lstrip("/")}))
+    def get(self, container_id: str) -> ContainerRecord | None:
+        """The record of the container with this full ID (None for any other reference)."""
+        return self._by_id.get(container_id)
 
-    async def forget(self, reference: str) -> None:
-        record = self.find(reference)
-        if record is None:
+    async def forget(self, container_id: str) -> None:
+        if self._by_id.pop(container_id, None) is None:
             return
-        del self._by_id[record.id]
-        if self._by_name.get(record.name) == record.id:
-            del self._by_name[record.name]
-        self._store.write_behind("DELETE FROM containers WHERE id = ?", (record.id,))
-        await self.execs.forget_container(record.id)
-
-    def find(self, reference: str) -> ContainerRecord | None:
-        """Resolve a reference the way the daemon does: full ID, then exact name, then unique ID prefix."""
-        reference = reference.lstrip("/")
-        if reference in self._by_id:
-            return self._by_id[reference]
-        if reference in self._by_name:
-            return self._by_id[self._by_name[reference]]
-        if len(reference) < _MIN_PREFIX or not all(c in "0123456789abcdef" for c in reference):
-            return None
-        matches = [record for cid, record in self._by_id.items() if cid.startswith(reference)]
-        return matches[0] if len(matches) == 1 else None
-
-    def restartable_using(self, volume: str) -> list[ContainerRecord]:
-        """Containers with a restart policy that mount `volume`: the daemon may start them unasked."""
-        return [r for r in self._by_id.values() if r.restart and volume in r.volumes]
+        self._store.write_behind("DELETE FROM containers WHERE id = ?", (container_id,))
+        await self.execs.forget_container(container_id)
 
     def ids(self) -> set[str]:
         return set(self._by_id)
 
     async def keep_only(self, existing: set[str], *, among: set[str]) -> int:
-        """Forget the containers of `among` the daemon no longer has (auto-removed ones); returns how many.
+        """Forget the containers of `among` the daemon no longer has; returns how many.
 
         `among` must be taken before the daemon was asked, so a container recorded meanwhile is kept.
         """

@@ -1,21 +1,38 @@
 """The driver's side of the hand-off: which identity a `Mount` of a volume must use.
 
-See `fixeduser.handoff` for the claims the authz plugin makes. A mount is done for an identity
-only when the evidence names exactly one; otherwise it is refused, never guessed.
+A `Mount` names no container. Two things can make the daemon mount a fixeduser volume, and both
+are read, at the moment of the mount, from sources that a user cannot steer:
+
+- an API request (create, start, restart, archive) that the authz plugin allowed and *claimed*
+  the volume for: the claim names the container by the full ID the daemon resolved it to, and
+  its owner from the create response the daemon sent (`fixeduser.handoff`);
+- the daemon's restart manager, restarting a container by its restart policy with no request:
+  the daemon lists such a container as `restarting` on the volume until it runs.
+
+The mount is done as identity X only when every such container, claimed or restarting, belongs
+to an owner whose identity is X. A restarting container whose owner fixeduser does not know,
+owners of different identities, no evidence at all, or a daemon that cannot be asked: refused,
+with a message that says which. Nothing is inferred from what fixeduser recorded earlier about
+restart policies, names or volumes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
-from fixeduser.daemon import DaemonClient, DaemonError
+from fixeduser.authz.ledger import ContainerLedger
+from fixeduser.daemon import DaemonError, ListedContainer
 from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.access import AccessDenied, mount_identity
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.volumes.registry import VolumeRecord
+
+RESTARTING = ("restarting",)
+# Ends every refusal of a mount that no API request announced: the recovery looks for it.
+RECOVERY_PROMISE = "fixeduser will start the container itself, as its owner, once it can tell whose it is"
 
 
 class MountRefused(Exception):
@@ -29,6 +46,20 @@ class MountPlan:
     containers: tuple[str, ...] = ()  # the container(s) the mount may be for (IDs; names for a create)
 
 
+class RestartLookup(Protocol):
+    """The daemon look-up attribution needs (`fixeduser.daemon.DaemonClient`)."""
+
+    async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]: ...
+
+
+class ApiLiveness(Protocol):
+    """Whether the daemon's API answers (`fixeduser.daemon.DaemonWatch`)."""
+
+    async def wait_serving(self) -> bool: ...
+
+    def down_for(self) -> float: ...
+
+
 class MountIdentityResolver:
     def __init__(
         self,
@@ -36,92 +67,100 @@ class MountIdentityResolver:
         gate: MountGate,
         ledger: ContainerLedger,
         policy: Callable[[], CompiledPolicy],
-        daemon: DaemonClient | None,
+        daemon: RestartLookup | None,
+        liveness: ApiLiveness | None = None,
+        on_unattributed: Callable[[str], None] | None = None,
     ) -> None:
         self._gate = gate
         self._ledger = ledger
         self._policy = policy
         self._daemon = daemon
+        self._liveness = liveness
+        self._on_unattributed = on_unattributed
 
     async def plan_for(self, volume: VolumeRecord) -> MountPlan:
         claims = self._gate.claims_on(volume.name)
-        identity = await self._identity_for(volume, {identity for _, identity in claims})
-        if claims:
-            containers = {c.container for c, _ in claims if c.container}
-        else:  # a daemon restart: any restartable container expected to use this identity
-            containers = {
-                r.id for r in self._ledger.restartable_using(volume.name) if self._expected(r, volume) == identity
-            }
-        # A live create may copy image content in. All live claims share `identity`, so preparing the
-        # volume for that identity's copy cannot hand anything to another identity.
-        return MountPlan(
-            identity=identity,
-            copy_up=any(c.for_create for c, _ in claims),
-            containers=tuple(sorted(containers)),
-        )
-
-    async def _identity_for(self, volume: VolumeRecord, claimed: set[Identity]) -> Identity:
-        if len(claimed) > 1:  # the gate makes this impossible; refuse rather than trust that
-            raise MountRefused(f"volume {volume.name} is claimed for several identities at once")
-        restartable = self._ledger.restartable_using(volume.name)
-        if claimed:
-            (identity,) = claimed
-            rivals = [r for r in restartable if self._expected(r, volume) != identity]
-            if rivals and await self._any_restarting(volume.name, rivals):
-                raise MountRefused(
-                    f"volume {volume.name} is being mounted both for a start by {identity} and for a "
-                    f"daemon restart of a container of another identity; refusing to guess"
-                )
-            return identity
-        return await self._identity_for_daemon_restart(volume, restartable)
-
-    async def _identity_for_daemon_restart(self, volume: VolumeRecord, restartable: list[ContainerRecord]) -> Identity:
-        if not restartable:
+        try:
+            restarting = await self._restarting(volume.name)
+            evidence = {claim.container or f"a container {claim.owner} creates": identity for claim, identity in claims}
+            for container in restarting:
+                evidence[container.id] = self._identity_of_restarting(container, volume)
+        except MountRefused:
+            if not claims:
+                self._unattributed(volume.name)
+            raise
+        identities = set(evidence.values())
+        if not identities:
+            self._unattributed(volume.name)
             raise MountRefused(
-                f"no authorized start of a container using volume {volume.name} is in progress, "
-                "so fixeduser does not know whose identity to mount it as"
+                f"no authorized start of a container using volume {volume.name} is in progress and the daemon "
+                f"shows none restarting, so fixeduser does not know whose identity to mount it as{_promise([])}"
             )
-        identities = self._expected_all(restartable, volume)
-        if len(identities) == 1:
-            return next(iter(identities))
-        restarting_ids = await self._restarting_ids(volume.name)
-        identities = self._expected_all([r for r in restartable if r.id in restarting_ids], volume)
-        if len(identities) == 1:
-            return next(iter(identities))
-        raise MountRefused(
-            f"volume {volume.name} is being mounted by a daemon restart, and "
-            f"{len(identities) or 'no'} identities match the restarting containers; refusing to guess"
-        )
+        if len(identities) > 1:
+            if not claims:
+                self._unattributed(volume.name)
+            mounting = ", ".join(f"{_short(c)} as {i}" for c, i in sorted(evidence.items()))
+            raise MountRefused(
+                f"volume {volume.name} is being mounted for containers of different identities at once "
+                f"({mounting}); refusing to guess{_promise(claims)}"
+            )
+        return MountPlan(
+            identity=identities.pop(),
+            copy_up=any(claim.for_create for claim, _ in claims),
+            containers=tuple(sorted({claim.container for claim, _ in claims if claim.container} | {
+                c.id for c in restarting
+            })),
+        )  # fmt: skip
+
+    async def _restarting(self, volume: str) -> list[ListedContainer]:
+        """The containers the daemon shows restarting (by their restart policy) with `volume` now."""
+        if self._daemon is None:
+            raise MountRefused(f"cannot ask the daemon which containers restart with volume {volume}: no --docker-host")
+        if self._liveness is not None and not await self._liveness.wait_serving():
+            raise MountRefused(
+                f"the Docker daemon's API has not answered for {self._liveness.down_for():.1f} s (it is starting "
+                f"and restoring its containers), so fixeduser cannot tell whose container mounts volume {volume}; "
+                f"refused at once so the daemon is not held up; {RECOVERY_PROMISE}"
+            )
+        try:
+            return await self._daemon.containers_using(volume, states=RESTARTING)
+        except DaemonError as exc:
+            raise MountRefused(f"cannot ask the daemon which containers restart with volume {volume}: {exc}") from None
+
+    def _identity_of_restarting(self, container: ListedContainer, volume: VolumeRecord) -> Identity:
+        record = self._ledger.get(container.id)
+        if record is None:
+            raise MountRefused(
+                f"container {_short(container.id)} {_names(container)}restarts with volume {volume.name}, but it was "
+                "not created through fixeduser, so no owner's identity can be used; refusing"
+            )
+        try:
+            return mount_identity(self._policy(), record.owner, volume.name, volume.pinned)
+        except AccessDenied as exc:
+            raise MountRefused(f"container {_short(container.id)} of {record.owner} restarts: {exc}") from None
+
+    def _unattributed(self, volume: str) -> None:
+        if self._on_unattributed is not None:
+            self._on_unattributed(volume)
 
     def expected_identity(self, container_id: str, volume: VolumeRecord) -> Identity | None:
         """The identity the container mounts `volume` as under today's policy (None: not known here)."""
-        record = self._ledger.find(container_id)
-        return None if record is None else self._expected(record, volume)
-
-    def _expected(self, record: ContainerRecord, volume: VolumeRecord) -> Identity | None:
+        record = self._ledger.get(container_id)
+        if record is None:
+            return None
         try:
             return mount_identity(self._policy(), record.owner, volume.name, volume.pinned)
         except AccessDenied:
             return None
 
-    def _expected_all(self, records: Iterable[ContainerRecord], volume: VolumeRecord) -> set[Identity]:
-        identities = set()
-        for record in records:
-            try:
-                identities.add(mount_identity(self._policy(), record.owner, volume.name, volume.pinned))
-            except AccessDenied as exc:
-                raise MountRefused(f"container {record.name or record.id[:12]} restarts: {exc}") from exc
-        return identities
 
-    async def _restarting_ids(self, volume: str) -> set[str]:
-        if self._daemon is None:
-            raise MountRefused(f"cannot tell which container restarts with volume {volume}: no --docker-host")
-        try:
-            states = await self._daemon.container_states(volume)
-        except DaemonError as exc:
-            raise MountRefused(f"cannot tell which container restarts with volume {volume}: {exc}") from exc
-        return {cid for cid, state in states.items() if state == "restarting"}
+def _short(container: str) -> str:
+    return container[:12] if len(container) == 64 else container
 
-    async def _any_restarting(self, volume: str, records: list[ContainerRecord]) -> bool:
-        restarting = await self._restarting_ids(volume)
-        return any(r.id in restarting for r in records)
+
+def _names(container: ListedContainer) -> str:
+    return f"({', '.join(n.lstrip('/') for n in container.names)}) " if container.names else ""
+
+
+def _promise(claims: Sequence[object]) -> str:
+    return "" if claims else f"; {RECOVERY_PROMISE}"

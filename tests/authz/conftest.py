@@ -25,7 +25,7 @@ from fixeduser.authz.audit import AuditRecord
 from fixeduser.authz.authorizer import Authorizer, Verdict
 from fixeduser.authz.ledger import ContainerLedger
 from fixeduser.authz.wire import AuthZRequest
-from fixeduser.daemon import DaemonClient
+from fixeduser.daemon import DaemonClient, DaemonError, InspectedNetwork, InspectedTask
 from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.compiled import CompiledPolicy
@@ -87,6 +87,60 @@ class RealDaemon:
             self.dockerd.docker("volume", "rm", "-f", *self.volumes)
 
 
+@dataclass
+class KnownContainers:
+    """Containers a test made up (fake IDs), described the way the daemon would; every other look-up
+    goes to `daemon` (the session's real dockerd, or nothing). References resolve like dockerd's:
+    full ID, exact name with or without `/`, then a unique ID prefix."""
+
+    daemon: DaemonClient | None
+    described: dict[str, dict[str, Any]] = field(default_factory=dict)  # full ID -> inspect answer
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        self.token = self.daemon.token if self.daemon else ""
+
+    def add(self, cid: str, name: str, body: dict[str, Any], our_volumes: set[str]) -> None:
+        host = {k.lower(): v for k, v in (body.get("HostConfig") or {}).items()}
+        named = [b.split(":")[0] for b in host.get("binds") or [] if not b.startswith("/")]
+        mounts = [{"Type": "volume", "Name": v, "Driver": DRIVER if v in our_volumes else "local"} for v in named]
+        self.described[cid] = {"Id": cid, "Name": f"/{name}", "HostConfig": body.get("HostConfig") or {},
+                               "Mounts": mounts, "State": {"Status": "created"}}  # fmt: skip
+
+    def resolve(self, reference: str) -> dict[str, Any] | None:
+        if reference in self.described:
+            return self.described[reference]
+        for described in self.described.values():
+            if described["Name"] == "/" + reference.removeprefix("/"):
+                return described
+        matches = [d for cid, d in self.described.items() if reference and cid.startswith(reference)]
+        return matches[0] if len(matches) == 1 else None
+
+    async def inspect_container(self, reference: str) -> dict[str, Any] | None:
+        known = self.resolve(reference)
+        if known is not None or self.daemon is None:
+            return known
+        return await self.daemon.inspect_container(reference)
+
+    async def container_ids(self) -> set[str]:
+        return set(self.described) | (await self.daemon.container_ids() if self.daemon else set())
+
+    async def inspect_volume(self, name: str) -> dict[str, Any] | None:
+        if self.daemon is None:
+            raise DaemonError("no daemon in this test")
+        return await self.daemon.inspect_volume(name)
+
+    async def inspect_network(self, reference: str) -> InspectedNetwork | None:
+        if self.daemon is None:
+            raise DaemonError("no daemon in this test")
+        return await self.daemon.inspect_network(reference)
+
+    async def inspect_task(self, reference: str) -> InspectedTask | None:
+        if self.daemon is None:
+            raise DaemonError("no daemon in this test")
+        return await self.daemon.inspect_task(reference)
+
+
 @pytest.fixture(scope="session")
 def dockerd() -> Iterator[Dockerd]:
     """One private dockerd (no network, unix socket only) with the busybox image, for the whole session."""
@@ -118,6 +172,7 @@ class Harness:
     auditor: ListAuditor
     protected: Path
     policy: list[CompiledPolicy]
+    known: KnownContainers
 
     @property
     def real(self) -> RealDaemon:
@@ -165,6 +220,11 @@ class Harness:
         assert verdict.allow, verdict.message
         verdict = await self.respond("POST", uri, user=user, body=body, status=201, response={"Id": cid})
         assert verdict.allow, verdict.message
+        self.known.add(cid, name, body, set(self.registry.names()))
+
+    def remove_container(self, cid: str) -> None:
+        """The daemon removed a made-up container."""
+        del self.known.described[cid]
 
     async def add_volume(self, name: str, creator: str = "alice") -> None:
         ident = Identity(uid=10001, gid=10000, user="10001", group="10000")
@@ -186,6 +246,7 @@ def make_harness(
     protected = tmp / "protected"
     (protected / "root").mkdir(parents=True)
     current = [POLICY]
+    known = KnownContainers(client)
     authorizer = Authorizer(
         policy=lambda: current[0],
         ledger=ledger,
@@ -194,9 +255,9 @@ def make_harness(
         auditor=auditor,
         driver_name=DRIVER,
         protected_paths=[protected / "root"],
-        daemon=client,
+        daemon=known if client is not None else None,
     )
-    return Harness(authorizer, ledger, registry, real, auditor, protected, current), store
+    return Harness(authorizer, ledger, registry, real, auditor, protected, current, known), store
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ async def bobs_real_container(harness: Harness) -> str:
     cid = harness.real.container()
     body = {"Image": harness.real.image, "HostConfig": {"NetworkMode": "none"}}
     verdict = await harness.respond("POST", CREATE, user="bob", body=body, status=201, response={"Id": cid})
-    assert verdict.allow and harness.ledger.find(cid) is not None
+    assert verdict.allow and harness.ledger.get(cid) is not None
     return cid
 
 

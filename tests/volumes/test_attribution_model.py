@@ -32,8 +32,8 @@ from fixeduser.handoff import ClaimJournal, MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.access import AccessDenied, subject_identity
 from fixeduser.state import StateStore
-from fixeduser.volumes.registry import VolumeRecord, VolumeRegistry
 from fixeduser.volumes.recovery import Recovery
+from fixeduser.volumes.registry import VolumeRecord, VolumeRegistry
 from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
 from tests.authz.conftest import DRIVER, POLICY, ListAuditor, b64
 
@@ -377,8 +377,9 @@ class Attribution(RuleBasedStateMachine):
     @precondition(lambda self: self.daemon.containers)
     @rule(user=st.sampled_from(USERS), data=st.data(), kind=st.sampled_from(REFERENCES), length=st.integers(1, 12),
           trusted_status=st.booleans(), via_wait=st.booleans())  # fmt: skip
-    def remove(self, user: str, data: st.DataObject, kind: str, length: int, trusted_status: bool,
-               via_wait: bool) -> None:  # fmt: skip
+    def remove(  # noqa: PLR0917 - one argument per drawn strategy
+        self, user: str, data: st.DataObject, kind: str, length: int, trusted_status: bool, via_wait: bool
+    ) -> None:
         """`docker rm` (or the end of `docker run --rm`'s wait); the status the plugin sees may be 0."""
         container = data.draw(st.sampled_from(sorted(self.daemon.containers.values(), key=lambda c: c.id)))
         reference = self.reference(container, kind, length)
@@ -461,7 +462,10 @@ def test_attribution_model() -> None:
     bob mounting as alice within 90 s on the attribution that inferred owners from the ledger)."""
     runner = Attribution.TestCase
     runner.settings = settings(
-        max_examples=int(os.environ.get("FIXEDUSER_MODEL_EXAMPLES", "300")), stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+        max_examples=int(os.environ.get("FIXEDUSER_MODEL_EXAMPLES", "300")),
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
     )
     runner("runTest").runTest()
 

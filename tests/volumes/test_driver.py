@@ -23,12 +23,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
-from fixeduser.daemon import DaemonClient
+from fixeduser.daemon import DaemonClient, ListedContainer
 from fixeduser.handoff import ClaimJournal, MountGate
 from fixeduser.identity import Identity
 from fixeduser.mounts import is_mount_point, is_stale
@@ -127,6 +128,18 @@ class FaultyLocalBackend(LocalBackend):
         return await super().mounted_identities()
 
 
+@dataclass
+class Restarting:
+    """The daemon's list of containers restarting with a volume (for rigs without a real daemon)."""
+
+    containers: dict[str, list[str]] = field(default_factory=dict)  # volume -> IDs
+
+    async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]:
+        assert states == ("restarting",)
+        return [ListedContainer.model_validate({"Id": cid, "State": "restarting"})
+                for cid in self.containers.get(volume, [])]  # fmt: skip
+
+
 class Rig:
     """One plugin's volume side: backend, gate, ledger, resolver and driver on one state file."""
 
@@ -134,6 +147,7 @@ class Rig:
         self.base = base
         self.fail: set[str] = set()
         self.daemon: DaemonClient | None = None
+        self.restarting = Restarting()
         self.store: StateStore | None = None
         self._keys = itertools.count()
         self.driver = self.restart()
@@ -154,7 +168,7 @@ class Rig:
         self.ledger = ContainerLedger(self.store)
         self.backend = FaultyLocalBackend(fail=self.fail, root=self.base / "data", mount_root=self.base / "mnt")
         self.resolver = MountIdentityResolver(
-            gate=self.gate, ledger=self.ledger, policy=lambda: POLICY, daemon=self.daemon
+            gate=self.gate, ledger=self.ledger, policy=lambda: POLICY, daemon=self.daemon or self.restarting
         )
         self.driver = VolumeDriver(
             backend=self.backend,
@@ -542,17 +556,36 @@ async def test_reconcile_right_after_a_fuse_daemon_died_remounts_its_view(rig: R
     assert rig.write_through(ALICE, "eng-v", "alive") == 10001
 
 
-async def test_mount_without_a_claim_uses_the_ledger_of_restartable_containers(rig: Rig) -> None:
-    """With no claim (a daemon restart), the ledger's restartable container decides; no evidence is refused."""
+async def test_mount_without_a_claim_follows_the_daemons_restarting_containers(rig: Rig) -> None:
+    """With no claim, the containers the daemon lists as restarting decide, by their owners: one identity is
+    mounted, an unknown owner or a second identity is refused, and so is a mount with no evidence at all."""
     await rig.volume("eng-v")
     with pytest.raises(DriverError, match="no authorized start"):
         await rig.driver.mount("eng-v", "m")
     assert rig.counts("eng-v") == {} and await rig.views() == []
-    await rig.ledger.record(ContainerRecord(id="c" * 64, name="db", owner="bob", volumes=("eng-v",), restart=True))
+    bobs, alices, unknown = "b" * 64, "a" * 64, "c" * 64
+    await rig.ledger.record(ContainerRecord(id=bobs, name="db", owner="bob"))
+    await rig.ledger.record(ContainerRecord(id=alices, name="web", owner="alice"))
+    rig.restarting.containers["eng-v"] = [bobs]
     assert await rig.driver.mount("eng-v", "m") == str(rig.backend.volume_path(BOB, "eng-v"))
     assert rig.counts("eng-v") == {"10002:10000": 1}
-    assert rig.driver.registry.all_mounts()[0].containers == ("c" * 64,)
+    assert rig.driver.registry.all_mounts()[0].containers == (bobs,)
     assert rig.write_through(BOB, "eng-v", "restarted") == 10002
+    rig.restarting.containers["eng-v"] = [bobs, unknown]
+    with pytest.raises(
+        DriverError, match=f"container {unknown[:12]} restarts with volume eng-v, but it was not created"
+    ):
+        await rig.driver.mount("eng-v", "m2")
+    rig.restarting.containers["eng-v"] = [bobs, alices]
+    with pytest.raises(DriverError, match="containers of different identities at once"):
+        await rig.driver.mount("eng-v", "m3")
+    with pytest.raises(DriverError, match=f"{bobs[:12]} as 10002:10000"):
+        await rig.mount("eng-v", "m4", owner="alice", container=alices)  # a claimed start is no exception
+    rig.restarting.containers["eng-v"] = [alices]
+    assert await rig.mount("eng-v", "m5", owner="alice", container=alices) == str(
+        rig.backend.volume_path(ALICE, "eng-v")
+    )
+    assert rig.counts("eng-v") == {"10002:10000": 1, "10001:10000": 1}
 
 
 # ------------------------------------------------------------------ pruning (a real daemon)

@@ -21,6 +21,7 @@ from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
 from fixeduser.authz.wire import AuthZRequest
 from fixeduser.daemon import DaemonError, InspectedNetwork, InspectedTask
+from fixeduser.docker_api import parse_container_create
 from fixeduser.handoff import MountGate
 from fixeduser.identity import Identity
 from fixeduser.policy.compiled import LOCAL_SUBJECT, CompiledPolicy
@@ -84,12 +85,24 @@ class _ScenarioDaemon:
     """The scenario's containers, as a daemon would describe them; any other look-up cannot be answered."""
 
     containers: dict[str, str]  # name -> full ID
+    driver: str
+    mounts: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # full ID -> its volume mounts
     token: str = ""
+
+    def created(self, container_id: str, body: dict[str, Any] | None, volumes: set[str]) -> None:
+        """A container the command creates, mounting the fixeduser volumes its create body names."""
+        self.containers[container_id] = container_id
+        host = parse_container_create(json.dumps(body or {}).encode()).host_config
+        named = {b.source for b in host.binds if b.kind == "volume"} | {m.source for m in host.mounts if m.source}
+        self.mounts[container_id] = [
+            {"Type": "volume", "Name": name, "Driver": self.driver} for name in sorted(named & volumes)
+        ]
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         for name, container_id in self.containers.items():
             if reference.lstrip("/") == name or reference == container_id:
-                return {"Id": container_id, "Name": f"/{name}", "HostConfig": {}, "Mounts": []}
+                mounts = self.mounts.get(container_id, [])
+                return {"Id": container_id, "Name": f"/{name}", "HostConfig": {}, "Mounts": mounts}
         return None
 
     async def inspect_volume(self, name: str) -> dict[str, Any] | None:
@@ -120,6 +133,7 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                     )
                 )  # fmt: skip
             audit = _Records()
+            daemon = _ScenarioDaemon(known, scenario.driver_name)
             defaults = ServeSettings()
             authorizer = Authorizer(
                 policy=lambda: policy,
@@ -129,7 +143,7 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                 auditor=audit,
                 driver_name=scenario.driver_name,
                 protected_paths=[defaults.state_dir, defaults.local_root, defaults.effective_mount_root],
-                daemon=_ScenarioDaemon(known),
+                daemon=daemon,
             )
             steps = []
             for call in calls:
@@ -151,6 +165,7 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                     break  # the CLI stops at the first refusal
                 if call.created_id is not None:
                     await authorizer.authorize_response(_response(request, call))
+                    daemon.created(call.created_id, call.body, scenario.volumes)
                 else:
                     await authorizer.authorize_response(request.model_copy(update={"status": 200}))
             return steps

@@ -173,6 +173,8 @@ class JsonLineAuditor:
         self._pending_bytes = 0
         self._unwritten = b""  # what a failed write left over (whole lines), written before anything else
         self._unwritten_lines = 0
+        self._written_of_last = 0  # bytes of the last attempted write that are in the log
+        self._in_flight = (0, 0)  # lines and bytes being written now (part of the backlog until written)
         self._lock = asyncio.Lock()
         self.counts: dict[str, int] = {"allow": 0, "deny": 0}
         self.dropped = 0  # records dropped since the start (a full backlog)
@@ -187,11 +189,11 @@ class JsonLineAuditor:
 
     @property
     def backlog_lines(self) -> int:
-        return len(self._pending) + self._unwritten_lines
+        return len(self._pending) + self._unwritten_lines + self._in_flight[0]
 
     @property
     def backlog_bytes(self) -> int:
-        return self._pending_bytes + len(self._unwritten)
+        return self._pending_bytes + len(self._unwritten) + self._in_flight[1]
 
     def record(self, record: AuditRecord) -> None:
         self.counts["allow" if record.allow else "deny"] += 1
@@ -231,7 +233,10 @@ class JsonLineAuditor:
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
     async def flush(self) -> bool:
-        """Write what is waiting; False if the audit log could not take all of it (it stays waiting)."""
+        """Write what is waiting; False if the audit log could not take all of it (it stays waiting).
+
+        What a failed write left over is written first, alone; the lines recorded since follow
+        once it is in, with the `audit.dropped` line where the dropped records would have been."""
         async with self._lock:
             if self._unwritten:
                 data, self._unwritten, self._unwritten_lines = self._unwritten, b"", 0
@@ -240,16 +245,51 @@ class JsonLineAuditor:
             if not self._pending and not self._unreported:
                 return True
             lines, self._pending, self._pending_bytes = self._pending, [], 0
-            if self._unreported:
-                lines.insert(self._gap_at, self._dropped_line())
-                self._unreported = 0
-            return await self._write(b"".join(lines))
+            if not self._unreported:
+                return await self._write(b"".join(lines))
+            dropped, since, offset = self._unreported, self._gap_since, sum(map(len, lines[: self._gap_at]))
+            marker = self._dropped_line()
+            lines.insert(self._gap_at, marker)
+            self._unreported = 0
+            if await self._write(b"".join(lines)):
+                return True
+            self._unmark(marker, offset, dropped, since)
+            return False
+
+    def _unmark(self, marker: bytes, offset: int, dropped: int, since: float) -> None:
+        """Take the `audit.dropped` line of a failed batch (at `offset`) out of what waits to be
+        retried, and count its records as dropped again: one line for the whole gap, however many
+        attempts fail, and the backlog stays within its bounds."""
+        start = offset - self._written_of_last
+        if start < 0 or self._unwritten[start : start + len(marker)] != marker:
+            return  # in the log already
+        self._unwritten = self._unwritten[:start] + self._unwritten[start + len(marker) :]
+        self._unwritten_lines -= 1
+        self._gap_since = min(since, self._gap_since) if self._unreported else since
+        self._unreported += dropped
+        self._gap_at = 0  # the gap follows what waits to be retried: before every pending line
 
     async def _write(self, data: bytes) -> bool:
+        self._in_flight = (data.count(b"\n"), len(data))
+        attempt = asyncio.ensure_future(asyncio.to_thread(self._sink.write, data))
+        cancelled = False
         try:
-            written, error = await asyncio.to_thread(self._sink.write, data)
+            try:
+                written, error = await asyncio.shield(attempt)
+            except asyncio.CancelledError:  # stopping: the thread writes on, so learn how it went first
+                cancelled = True
+                written, error = await attempt
         except Exception as exc:  # not the disk: still, the lines must not be lost
             written, error = 0, exc
+        finally:
+            self._in_flight = (0, 0)
+        if cancelled:
+            self._settle(data, written, error)
+            raise asyncio.CancelledError
+        return self._settle(data, written, error)
+
+    def _settle(self, data: bytes, written: int, error: Exception | None) -> bool:
+        self._written_of_last = written
         if error is None:
             self._recovered()
             return True

@@ -128,7 +128,6 @@ class StateStore:
         except BaseException as exc:  # noted for `watch_writer`, which starts another thread
             self._writer_error = f"{type(exc).__name__}: {exc}"
             log.exception("the state writer thread died")
-            raise
 
     async def watch_writer(self, interval: float = 1.0) -> None:
         """Check the writer thread every `interval` seconds (a supervised background task): if it

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fixeduser.authz.api import authz_handlers
-from fixeduser.clipping import DENIAL_LIMIT
+from fixeduser.authz.escalations import Escalation
+from fixeduser.clipping import DENIAL_LIMIT, VALUE_LIMIT
 
 from .conftest import make_harness
 
@@ -28,3 +29,10 @@ async def test_huge_request_values_give_bounded_denials_and_audit_records(tmp_pa
         assert len(second.user) <= 1024 and second.user.startswith("@nnn")
     finally:
         store.close()
+
+
+def test_an_escalation_detail_is_clipped() -> None:
+    """Escalation details quote the request (a bind source, a list of capabilities): bounded."""
+    escalation = Escalation(kind="bind", detail="-v /" + "d" * (1 << 20))
+    assert len(escalation.detail) <= VALUE_LIMIT and escalation.detail.startswith("-v /ddd")
+    assert Escalation(kind="privileged", detail="--privileged").detail == "--privileged"

@@ -76,3 +76,9 @@ def test_short_values_are_logged_as_before() -> None:
     entry = _format("policy version %s in force", "v1", policy_version="v1", problems=[{"file": "p.csv", "line": 3}])
     assert entry["msg"] == "policy version v1 in force"
     assert entry["policy_version"] == "v1" and entry["problems"] == [{"file": "p.csv", "line": 3}]
+
+
+def test_a_value_json_cannot_write_is_logged_as_its_text() -> None:
+    entry = _format("odd", pairs={("a", 1): "x" * 10_000})
+    assert isinstance(entry["pairs"], str) and entry["pairs"].startswith("{('a', 1): 'xxx")
+    assert len(entry["pairs"]) <= MESSAGE_LIMIT

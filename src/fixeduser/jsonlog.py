@@ -28,7 +28,10 @@ def bounded(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, list | tuple | dict):
-        text = json.dumps(value, default=str)
+        try:
+            text = json.dumps(value, default=str)
+        except (TypeError, ValueError):  # e.g. a dict with tuple keys: its text, then
+            return clip(str(value), MESSAGE_LIMIT)
         return value if len(text) <= MESSAGE_LIMIT else clip(text, MESSAGE_LIMIT)
     return clip(str(value), VALUE_LIMIT)
 

@@ -20,6 +20,9 @@ STATUS = {
     "decisions": {"allow": 10, "deny": 3},
     "mounts_per_identity": {"10001:10000": 2},
     "backend": "local",
+    "audit": {"backlog_lines": 7, "backlog_bytes": 2100, "dropped": 3, "last_error": "OSError: [Errno 28] No space"},
+    "background_tasks": {"audit writer": {"healthy": True, "failures": 0, "last_error": None},
+                         "ledger pruner": {"healthy": False, "failures": 2, "last_error": "RuntimeError: x"}},
 }  # fmt: skip
 
 
@@ -42,6 +45,8 @@ async def test_status_over_the_control_socket(capsys: pytest.CaptureFixture[str]
             out = capsys.readouterr().out
             assert "policy version abc123" in out and "policy.csv:4" in out
             assert "10001:10000" in out and "deny" in out
+            assert "audit: 7 lines (2100 bytes) waiting, 3 records dropped; cannot write: OSError" in out
+            assert any(line.split()[:4] == ["ledger", "pruner", "NO", "2"] for line in out.splitlines())
             assert await asyncio.to_thread(main, ["status", "--state-dir", tmp, "--json"]) == 0
             assert json.loads(capsys.readouterr().out)["policy"]["version"] == "abc123"
         finally:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.state import StateStore
+from fixeduser.state import CHECKPOINT_EVERY, StateStore
+from fixeduser.supervise import Supervisor
+from tests.waiting import until
 
 INSERT = "INSERT INTO volumes VALUES (?, ?)"
 
@@ -76,3 +78,34 @@ async def test_a_write_behind_commits_on_its_own_soon_after(tmp_path: Path) -> N
     assert reader.query("SELECT record FROM volumes WHERE name = 'alone'") == [("1",)]
     reader.close()
     store.close()
+
+
+async def test_a_dead_writer_thread_is_replaced_and_reported_by_its_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread dying (here: a checkpoint raising what it does not expect) would leave every
+    later write waiting forever; the supervised `watch_writer` starts another thread and raises, so
+    the death is logged, counted and in /healthz."""
+    store = StateStore(tmp_path / "state.db")
+    await store.write("CREATE TABLE t (x INTEGER)")
+    real = store._checkpoint
+    broken = [True]
+
+    def checkpoint() -> None:
+        if broken.pop() if broken else False:
+            raise RuntimeError("checkpoint exploded")
+        real()
+
+    monkeypatch.setattr(store, "_checkpoint", checkpoint)
+    store._uncheckpointed = CHECKPOINT_EVERY
+    await store.write("INSERT INTO t VALUES (1)")  # committed, then the thread dies
+    supervisor = Supervisor(initial=0.01, maximum=0.01, stable_after=10)
+    supervisor.start("state writer", lambda: store.watch_writer(interval=0.01))
+    try:
+        await until(lambda: supervisor.tasks["state writer"].failures == 1)
+        assert "state writer thread died (RuntimeError: checkpoint exploded)" in supervisor.problems()[0]
+        await asyncio.wait_for(store.write("INSERT INTO t VALUES (2)"), 5)
+        assert store.query("SELECT x FROM t ORDER BY x") == [(1,), (2,)]
+    finally:
+        await supervisor.stop()
+        store.close()

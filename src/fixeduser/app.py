@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fixeduser.authz.api import authz_handlers
@@ -22,6 +22,7 @@ from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
 from fixeduser.policy.store import PolicyLoader, PolicyStore
 from fixeduser.settings import ServeSettings
 from fixeduser.state import StateStore
+from fixeduser.supervise import Supervisor
 from fixeduser.volumes.api import volume_handlers
 from fixeduser.volumes.backends.base import Backend, ServiceCheck
 from fixeduser.volumes.backends.local import LocalBackend
@@ -49,6 +50,7 @@ class Plugin:
     watch: DaemonWatch
     recovery: Recovery
     ledger_pruner: LedgerPruner
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def status(self) -> dict[str, Any]:
         """What `fixeduser status` shows: policy in force, decisions so far, mounts per identity."""
@@ -64,6 +66,16 @@ class Plugin:
                 "last_error": self.policy.last_error,
             },
             "decisions": dict(self.auditor.counts),
+            "audit": {
+                "backlog_lines": self.auditor.backlog_lines,
+                "backlog_bytes": self.auditor.backlog_bytes,
+                "dropped": self.auditor.dropped,
+                "last_error": self.auditor.last_error if self.auditor.failing_since else None,
+            },
+            "background_tasks": {
+                name: {"healthy": t.healthy, "failures": t.failures, "last_error": t.last_error}
+                for name, t in self.supervisor.tasks.items()
+            },
             "mounts_per_identity": dict(self.driver.registry.mounts_per_identity()),
             "volumes": len(self.driver.registry.names()),
             "containers_known": len(self.ledger),
@@ -71,10 +83,15 @@ class Plugin:
         }
 
     async def health(self) -> HealthReport:
-        """Problems that make the plugin unusable (policy in force, storage backend), and notes that
-        do not: a rejected policy reload leaves the last good policy in force."""
+        """Problems that make the plugin unusable (policy in force, storage backend) or degraded (a
+        background task failing, an audit log that cannot be written), and notes that do not: a
+        rejected policy reload leaves the last good policy in force."""
         problems = [str(p) for p in self.policy.current.problems]
+        problems += self.supervisor.problems()
+        problems += self.auditor.problems()
         notes = []
+        if self.auditor.dropped and not self.auditor.failing_since:
+            notes.append(f"{self.auditor.dropped} audit records were dropped since the start (see the audit log)")
         if self.policy.last_error is not None:
             notes.append(f"the last policy reload failed; version {self.policy.current.version} stays in force")
             notes.append(self.policy.last_error)
@@ -173,6 +190,7 @@ async def build(settings: ServeSettings) -> Plugin:
         settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics, claims, watch, recovery,
         ledger_pruner,
     )  # fmt: skip
+    metrics.watch_background(plugin.supervisor, auditor)
     metrics.watch(
         PluginGauges(
             reloads=lambda: policy.reloads,
@@ -225,22 +243,35 @@ async def serve(settings: ServeSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(plugin.policy.reload("SIGHUP")))
-    tasks = [asyncio.create_task(plugin.policy.watch()), asyncio.create_task(plugin.auditor.run())]
+    reloads: set[asyncio.Task[bool]] = set()  # referenced until done (a bare task may be collected)
+
+    def reload_on_hangup() -> None:
+        task = asyncio.ensure_future(plugin.policy.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)  # reload() reports its own failures (log, /healthz)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
+    supervisor = plugin.supervisor  # every long-lived task: a failure is logged, retried, in /healthz
+    supervisor.start("audit writer", plugin.auditor.run)
+    supervisor.start("policy watcher", plugin.policy.watch)
     if settings.policy_database is not None:
         from fixeduser.policy.database import listen  # noqa: PLC0415 - psycopg only when configured
 
-        tasks.append(asyncio.create_task(listen(settings.policy_database, plugin.policy.reload)))
+        database = settings.policy_database
+        supervisor.start("policy listener", lambda: listen(database, plugin.policy.reload))
+    supervisor.start("state writer", plugin.store.watch_writer)
     try:  # before serving: mounts as recorded (a failure here must not keep the daemon from starting)
         await plugin.driver.reconcile()
     except Exception:
         log.exception("reconciling mounts at start failed; mounts are repaired at their next use")
     for server in plugin.servers:
         await server.start()
-    pruning = plugin.driver.keep_reconciled(grace=settings.mount_prune_grace, interval=settings.reconcile_interval)
-    tasks.append(asyncio.create_task(pruning))  # asks the daemon, whose requests pass our authz socket
-    tasks.append(asyncio.create_task(plugin.ledger_pruner.every(600)))
-    tasks.append(asyncio.create_task(plugin.watch.run()))  # after the sockets: its stream crosses our authz
+    supervisor.start(  # asks the daemon, whose requests pass our authz socket: only once serving
+        "mount pruner",
+        lambda: plugin.driver.keep_reconciled(grace=settings.mount_prune_grace, interval=settings.reconcile_interval),
+    )
+    supervisor.start("ledger pruner", lambda: plugin.ledger_pruner.every(600))
+    supervisor.start("daemon watch", plugin.watch.run)  # after the sockets: its event stream crosses our authz
     log.info(
         "fixeduser serving",
         extra={
@@ -252,7 +283,7 @@ async def serve(settings: ServeSettings) -> None:
     try:
         await stop.wait()
     finally:
-        await shutdown(plugin, tasks)
+        await shutdown(plugin)
 
 
 class LedgerPruner:
@@ -291,10 +322,11 @@ class LedgerPruner:
         return forgotten
 
 
-async def shutdown(plugin: Plugin, tasks: list[asyncio.Task[None]]) -> None:
+async def shutdown(plugin: Plugin, tasks: list[asyncio.Task[None]] | None = None) -> None:
     for server in plugin.servers:
         await server.stop()
-    for task in tasks:
+    await plugin.supervisor.stop()
+    for task in tasks or []:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

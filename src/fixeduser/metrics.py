@@ -23,9 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fixeduser.authz.audit import Auditor, AuditRecord
+from fixeduser.authz.audit import Auditor, AuditRecord, JsonLineAuditor
 from fixeduser.identity import Identity
 from fixeduser.plugin.server import Handler
+from fixeduser.supervise import Supervisor
 from fixeduser.volumes.backends.base import Backend, BackendError
 
 __all__ = ["CONTENT_TYPE", "CountingAuditor", "CountingBackend", "Metrics", "PluginGauges"]
@@ -80,6 +81,42 @@ class _GaugeCollector(Collector):
             mounts.add_metric([identity], count)
         yield mounts
         yield GaugeMetricFamily("fixeduser_volumes", "Volumes known to the driver", value=g.volumes())
+
+
+class _BackgroundCollector(Collector):
+    """The supervised background tasks and the audit writer's backlog, read at each scrape."""
+
+    def __init__(self, supervisor: Supervisor, auditor: JsonLineAuditor) -> None:
+        self._supervisor, self._auditor = supervisor, auditor
+
+    def collect(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily(
+            "fixeduser_task_failures", "Times a background task failed (raised or returned)", labels=["task"]
+        )
+        healthy = GaugeMetricFamily(
+            "fixeduser_task_healthy", "1 while a background task runs without recent failure, else 0", labels=["task"]
+        )
+        for name, state in sorted(self._supervisor.tasks.items()):
+            failures.add_metric([name], state.failures)
+            healthy.add_metric([name], 1 if state.healthy else 0)
+        yield failures
+        yield healthy
+        a = self._auditor
+        yield CounterMetricFamily(
+            "fixeduser_audit_dropped_records", "Audit records dropped because the backlog was full", value=a.dropped
+        )
+        yield CounterMetricFamily(
+            "fixeduser_audit_write_failures", "Failed writes to the audit log (each retried)", value=a.write_failures
+        )
+        yield GaugeMetricFamily("fixeduser_audit_backlog_lines", "Audit lines not yet written", value=a.backlog_lines)
+        yield GaugeMetricFamily(
+            "fixeduser_audit_backlog_bytes", "Bytes of audit lines not yet written", value=a.backlog_bytes
+        )
+        yield GaugeMetricFamily(
+            "fixeduser_audit_writable",
+            "1 unless the last write to the audit log failed",
+            value=0 if a.failing_since else 1,
+        )
 
 
 class LatencyHistogram:
@@ -162,6 +199,10 @@ class Metrics:
     def watch(self, gauges: PluginGauges) -> None:
         """Expose `gauges` at every scrape."""
         self.registry.register(_GaugeCollector(gauges))
+
+    def watch_background(self, supervisor: Supervisor, auditor: JsonLineAuditor) -> None:
+        """Expose the supervised tasks' failures and health, and the audit backlog, at every scrape."""
+        self.registry.register(_BackgroundCollector(supervisor, auditor))
 
     def record_decision(self, record: AuditRecord) -> None:
         self.tally.count(record.phase, record.action, record.allow)

@@ -72,6 +72,7 @@ class StateStore:
         self._queue: queue.SimpleQueue[list[_Write] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._behind: list[_Write] = []  # written behind, not yet handed to the writer thread
+        self._writer_error: str | None = None  # why the last writer thread died, if one did
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -114,9 +115,30 @@ class StateStore:
 
     def _enqueue(self, writes: list[_Write]) -> None:
         if self._writer is None:
-            self._writer = threading.Thread(target=self._write_batches, name="fixeduser-state", daemon=True)
-            self._writer.start()
+            self._start_writer()
         self._queue.put(writes)
+
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._run_writer, name="fixeduser-state", daemon=True)
+        self._writer.start()
+
+    def _run_writer(self) -> None:
+        try:
+            self._write_batches()
+        except BaseException as exc:  # noted for `watch_writer`, which starts another thread
+            self._writer_error = f"{type(exc).__name__}: {exc}"
+            log.exception("the state writer thread died")
+
+    async def watch_writer(self, interval: float = 1.0) -> None:
+        """Check the writer thread every `interval` seconds (a supervised background task): if it
+        died, start another one for the writes still queued, then raise so that the death is
+        logged, counted and shown in /healthz."""
+        while True:
+            await asyncio.sleep(interval)
+            writer = self._writer
+            if writer is not None and not writer.is_alive():
+                self._start_writer()
+                raise RuntimeError(f"the state writer thread died ({self._writer_error}); another one took over")
 
     def _write_batches(self) -> None:
         while True:

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from fixeduser.authz.authorizer import Authorizer, Verdict
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
+from fixeduser.clipping import DENIAL_LIMIT, clip
 from fixeduser.plugin.server import Handler
 
 
@@ -44,4 +45,9 @@ def _answer(verdict: Verdict) -> dict[str, Any]:
 
 
 def _dump(response: AuthZResponse) -> dict[str, Any]:
-    return response.model_dump(by_alias=True)
+    """The wire answer; a denial's message is clipped, as it may quote the request's own values."""
+    wire = response.model_dump(by_alias=True)
+    for key in ("Msg", "Err"):
+        if len(wire[key]) > DENIAL_LIMIT:
+            wire[key] = clip(wire[key], DENIAL_LIMIT)
+    return wire

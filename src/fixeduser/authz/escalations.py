@@ -11,8 +11,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from fixeduser.clipping import clip
 from fixeduser.docker_api import ContainerCreate, ExecCreate, MountSpec, ServiceSpec
 
 ESCALATION_OBJECT = "escalation"
@@ -104,9 +105,14 @@ class Escalation(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: str
-    detail: str
+    detail: str  # quoted in the denial: clipped, as it quotes the request (a path, a list of names)
     obj: str = ESCALATION_OBJECT
     act: str = ""
+
+    @field_validator("detail")
+    @classmethod
+    def _bounded(cls, detail: str) -> str:
+        return clip(detail)
 
     @property
     def action(self) -> str:

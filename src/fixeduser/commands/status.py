@@ -49,7 +49,21 @@ def human(status: dict[str, Any]) -> str:
     out += ["", table(("DECISION", "COUNT"), sorted(decisions.items())) if decisions else "no decisions yet"]
     mounts = status.get("mounts_per_identity", {})
     out += ["", table(("IDENTITY", "ACTIVE MOUNTS"), sorted(mounts.items())) if mounts else "no active mounts"]
-    rest = {k: v for k, v in status.items() if k not in ("policy", "decisions", "mounts_per_identity")}
+    if tasks := status.get("background_tasks", {}):
+        rows = [
+            (name, "yes" if t.get("healthy") else "NO", t.get("failures", 0), t.get("last_error") or "")
+            for name, t in tasks.items()
+        ]
+        out += ["", table(("BACKGROUND TASK", "HEALTHY", "FAILURES", "LAST ERROR"), rows)]
+    if audit := status.get("audit"):
+        out += [
+            "",
+            f"audit: {audit.get('backlog_lines', 0)} lines ({audit.get('backlog_bytes', 0)} bytes) waiting,"
+            f" {audit.get('dropped', 0)} records dropped"
+            + (f"; cannot write: {audit['last_error']}" if audit.get("last_error") else ""),
+        ]
+    shown = ("policy", "decisions", "mounts_per_identity", "background_tasks", "audit")
+    rest = {k: v for k, v in status.items() if k not in shown}
     if rest:
         out += ["", *(f"{key}: {value}" for key, value in sorted(rest.items()))]
     return "\n".join(out)

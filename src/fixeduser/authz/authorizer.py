@@ -724,7 +724,13 @@ class Authorizer:
 
 # AuthZReq and AuthZRes of one container create carry the same body: parse it once for both.
 # The result is a frozen model that no caller changes; failures are not cached and deny each time.
-_parse_create = functools.lru_cache(maxsize=256)(parse_container_create)
+# Only bodies of ordinary size are cached, so the cache stays small whatever users send (256 x 64 KiB).
+CACHED_BODY_LENGTH = 64 * 1024
+_parse_create_cached = functools.lru_cache(maxsize=256)(parse_container_create)
+
+
+def _parse_create(body: bytes) -> ContainerCreate:
+    return _parse_create_cached(body) if len(body) <= CACHED_BODY_LENGTH else parse_container_create(body)
 
 
 def _parsed(ctx: Context, parse: Callable[[], T], what: str) -> T:

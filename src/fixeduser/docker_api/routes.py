@@ -290,13 +290,22 @@ def _split_request_uri(raw_uri: str) -> tuple[str, str] | None:
     return path, query
 
 
-@lru_cache(maxsize=8192)
+CACHED_URI_LENGTH = 2048  # longer URIs are classified afresh: a cache of user input must stay small
+
+
 def classify(method: str, raw_uri: str) -> ApiRequest | None:
     """Classify a request by its method and raw request URI; None if no daemon route runs it.
 
-    Cached: the answer depends on nothing else, and the docker CLI repeats the same URIs
-    (`/_ping`, `/containers/json`, ...). Callers must treat the result as read-only.
+    Cached for URIs of ordinary length: the answer depends on nothing else, and the docker CLI
+    repeats the same URIs (`/_ping`, `/containers/json`, ...). Callers must treat the result as
+    read-only.
     """
+    if len(raw_uri) <= CACHED_URI_LENGTH:
+        return _classify_cached(method, raw_uri)
+    return _classify(method, raw_uri)
+
+
+def _classify(method: str, raw_uri: str) -> ApiRequest | None:
     parts = _split_request_uri(raw_uri)
     if parts is None:
         return None
@@ -327,3 +336,6 @@ def classify(method: str, raw_uri: str) -> ApiRequest | None:
             api_version=version,
         )
     return None
+
+
+_classify_cached = lru_cache(maxsize=8192)(_classify)

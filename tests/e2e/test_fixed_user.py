@@ -237,4 +237,7 @@ def test_auto_removed_containers_leave_the_ledger(stack: E2E) -> None:
     before = known()
     for _ in range(3):
         stack.ok(*RUN, "busybox:local", "true", user="alice")
+    deadline = time.monotonic() + 15  # forgotten once the daemon no longer lists them, a moment later
+    while known() != before and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert known() == before

@@ -1,0 +1,116 @@
+"""DaemonWatch tells, from an event stream on the daemon's socket, whether the daemon's API answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from fixeduser.daemon import DaemonClient, DaemonUnavailable, DaemonWatch
+
+from .waiting import until
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Like dockerd: headers at once, then nothing until something happens (here: never)."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await asyncio.Event().wait()
+    return response
+
+
+@contextlib.asynccontextmanager
+async def answering_daemon(path: Path) -> AsyncIterator[None]:
+    app = web.Application()
+    app.router.add_get("/events", _events)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.UnixSite(runner, str(path))
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def restoring_daemon(path: Path) -> socket.socket:  # type: ignore[misc]
+    """A daemon restoring its containers: its socket accepts connections, its API does not answer yet."""
+    path.unlink(missing_ok=True)  # left by the daemon before
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(16)
+    try:
+        yield listener
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+async def watched(tmp_path: Path) -> AsyncIterator[tuple[DaemonWatch, Path, list[str]]]:
+    path = tmp_path / "docker.sock"
+    client = DaemonClient(f"unix://{path}", timeout=1.0)
+    watch = DaemonWatch(client, grace=0.3, retry=0.05)
+    seen: list[str] = []
+
+    async def note() -> None:
+        seen.append("serving")
+
+    watch.on_serving(note)
+    task = asyncio.create_task(watch.run())
+    try:
+        yield watch, path, seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+
+
+async def test_serving_follows_the_daemon(watched: tuple[DaemonWatch, Path, list[str]]) -> None:
+    """Serving while the stream is open; down the moment the daemon goes; serving again when it is back."""
+    watch, path, seen = watched
+    async with answering_daemon(path):
+        await until(lambda: watch.serving, within=5)
+        assert await watch.wait_serving() and watch.down_for() == 0.0
+        assert seen == ["serving"]
+    await until(lambda: not watch.serving, within=5)
+    async with answering_daemon(path):
+        await until(lambda: watch.serving, within=5)
+        await until(lambda: seen == ["serving", "serving"], within=5)
+
+
+async def test_a_restoring_daemon_is_not_waited_for(watched: tuple[DaemonWatch, Path, list[str]]) -> None:
+    """While the socket accepts but the API does not answer, a look-up is refused once the grace is over,
+    without waiting for any timeout."""
+    watch, path, seen = watched
+    async with answering_daemon(path):
+        await until(lambda: watch.serving, within=5)
+    await until(lambda: not watch.serving, within=5)
+    with restoring_daemon(path):
+        await asyncio.sleep(0.5)  # past the grace: the daemon has been gone for a while
+        started = time.monotonic()
+        assert not await watch.wait_serving()
+        assert time.monotonic() - started < 0.25  # far below the grace (0.3 s) and the look-up timeout (1 s)
+        assert watch.down_for() >= 0.5 and seen == ["serving"]
+
+
+async def test_a_look_up_that_times_out_says_so_and_after_how_long(tmp_path: Path) -> None:
+    """A daemon that accepts but never answers: the error names the call and the time waited."""
+    path = tmp_path / "docker.sock"
+    client = DaemonClient(f"unix://{path}", timeout=0.3)
+    try:
+        with restoring_daemon(path), pytest.raises(DaemonUnavailable, match=r"did not answer GET /containers/x/json "
+                                                                              r"within 0\.3 s"):  # fmt: skip
+            await client.inspect_container("x")
+        with pytest.raises(DaemonUnavailable, match=r"cannot reach the .* ClientConnectorError: .*No such file"):
+            await client.inspect_container("x")
+    finally:
+        await client.close()

@@ -119,6 +119,7 @@ class DaemonClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.token = secrets.token_hex(16)
         self._session: aiohttp.ClientSession | None = None
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -130,6 +131,21 @@ class DaemonClient:
         return self._session
 
     async def _get(self, path: str) -> Any:
+        """One look-up; concurrent identical look-ups share one request (a burst of creates naming the same
+        unknown volume costs the daemon one answer, not one each). Callers must not change the result."""
+        shared = self._in_flight.get(path)
+        if shared is None:
+            shared = asyncio.ensure_future(self._get_now(path))
+            self._in_flight[path] = shared
+            shared.add_done_callback(lambda done: self._settled(path, done))
+        return await asyncio.shield(shared)
+
+    def _settled(self, path: str, done: asyncio.Future[Any]) -> None:
+        self._in_flight.pop(path, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: every waiter may have gone (a cancelled request)
+
+    async def _get_now(self, path: str) -> Any:
         async with self._request("GET", path) as (status, body):
             if status == 404:
                 return None

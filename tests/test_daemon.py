@@ -1,4 +1,5 @@
-"""DaemonWatch tells, from an event stream on the daemon's socket, whether the daemon's API answers."""
+"""The daemon client: look-ups that say what went wrong and share identical requests; DaemonWatch tells,
+from an event stream on the daemon's socket, whether the daemon's API answers."""
 
 from __future__ import annotations
 
@@ -110,7 +111,34 @@ async def test_a_look_up_that_times_out_says_so_and_after_how_long(tmp_path: Pat
         with restoring_daemon(path), pytest.raises(DaemonUnavailable, match=r"did not answer GET /containers/x/json "
                                                                               r"within 0\.3 s"):  # fmt: skip
             await client.inspect_container("x")
-        with pytest.raises(DaemonUnavailable, match=r"cannot reach the .* ClientConnectorError: .*No such file"):
+        with pytest.raises(DaemonUnavailable, match=r"cannot reach the .*ClientConnectorError: .*No such file"):
             await client.inspect_container("x")
     finally:
         await client.close()
+
+
+async def test_concurrent_identical_look_ups_share_one_request(tmp_path: Path) -> None:
+    """Eight creates naming the same unknown volume at once cost the daemon one answer; different ones each
+    their own, and a later look-up asks again (nothing is cached)."""
+    asked: list[str] = []
+
+    async def volume(request: web.Request) -> web.Response:
+        asked.append(request.match_info["name"])
+        await asyncio.sleep(0.2)
+        return web.json_response({"Name": request.match_info["name"], "Driver": "local", "Options": None})
+
+    app = web.Application()
+    app.router.add_get("/volumes/{name}", volume)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.UnixSite(runner, str(tmp_path / "docker.sock")).start()
+    client = DaemonClient(f"unix://{tmp_path / 'docker.sock'}")
+    try:
+        answers = await asyncio.gather(*(client.inspect_volume("x") for _ in range(8)), client.inspect_volume("y"))
+        assert [a["Name"] if a else None for a in answers] == ["x"] * 8 + ["y"]
+        assert sorted(asked) == ["x", "y"]
+        await client.inspect_volume("x")
+        assert sorted(asked) == ["x", "x", "y"]
+    finally:
+        await client.close()
+        await runner.cleanup()

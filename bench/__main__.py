@@ -68,8 +68,10 @@ def main() -> int:
         "quick": args.quick, "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": time.monotonic() - t0,
     }
-    out = args.out or BENCH_DIR / "out"
-    results = args.results or BENCH_DIR / "RESULTS.md"
+    # A quick run (a smoke test) or a subset never replaces the committed figures of a full run.
+    scratch = args.quick or wanted != list(PARTS)
+    out = args.out or BENCH_DIR / "out" / ("scratch" if scratch else "")
+    results = args.results or (out / "RESULTS.md" if scratch else BENCH_DIR / "RESULTS.md")
     write_results(parts, machine, meta, out, results)
     print(f"\nwrote {results}, {out}/results.json and charts in {out}/")
     if wanted == list(PARTS) and not args.quick and args.out is None and args.results is None:

@@ -36,7 +36,11 @@ def _commands(*, quick: bool) -> list[tuple[str, list[str], int]]:
     ]
 
 
-_TIME_SUMS = {"fixeduser_decision_seconds_sum": "decisions", "fixeduser_volume_call_seconds_sum": "volume calls"}
+_TIME_SUMS = {
+    "fixeduser_decision_seconds_sum": "decisions",
+    "fixeduser_volume_call_seconds_sum": "volume calls",
+    "fixeduser_daemon_lookup_seconds_total": "daemon look-ups",  # inside the two above: what attribution asks
+}
 
 
 def _plugin_seconds(stack: Stack) -> dict[str, float]:
@@ -124,7 +128,8 @@ def _row(name: str, rounds: int, times: dict[str, list[float]], plugin_ms: dict[
             median["floor authz, same transport"], median["floor authz, bare sockets"], median["floor plugins"],
             median["floor plugins, same transport"], f, stats["fixeduser"].p99, f - p, _added(f, p),
             f"{low:+.1f} to {high:+.1f}", _added(f, median["floor plugins"]),
-            _added(f, median["floor plugins, same transport"]), plugin_ms["decisions"], plugin_ms["volume calls"]]
+            _added(f, median["floor plugins, same transport"]), plugin_ms["decisions"], plugin_ms["volume calls"],
+            plugin_ms["daemon look-ups"]]
 
 
 def _timed(daemon: Dockerd, args: list[str]) -> float:
@@ -197,7 +202,7 @@ async def run(base: Path, *, quick: bool) -> Part:
                      "floor plugins, same transport median", "fixeduser median", "fixeduser p99", "added ms (median)",
                      "added % (median)", "added % 95 % interval", "added % vs floor plugins",
                      "added % vs floor plugins, same transport", "plugin ms per command: decisions",
-                     "plugin ms per command: volume calls"],
+                     "plugin ms per command: volume calls", "plugin ms per command: daemon look-ups"],
             chart=Chart(x="command", ys=["plain median", "floor authz median", "floor authz, same transport median",
                                          "floor authz, bare sockets median", "floor plugins median",
                                          "floor plugins, same transport median", "fixeduser median"],

@@ -198,6 +198,7 @@ async def build(settings: ServeSettings) -> Plugin:
             policy_problems=lambda: len(policy.current.problems),
             mounts_per_identity=registry.mounts_per_identity,
             volumes=lambda: len(registry.names()),
+            daemon_lookups=lambda: daemon.spent,
         )
     )
     control = control_app(status=plugin.status, health=plugin.health, metrics=metrics.render)

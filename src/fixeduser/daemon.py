@@ -120,6 +120,7 @@ class DaemonClient:
         self.token = secrets.token_hex(16)
         self._session: aiohttp.ClientSession | None = None
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        self.spent: dict[str, tuple[int, float]] = {}  # look-ups by what they ask: (how many, seconds in all)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -130,12 +131,12 @@ class DaemonClient:
             )
         return self._session
 
-    async def _get(self, path: str) -> Any:
+    async def _get(self, path: str, what: str) -> Any:
         """One look-up; concurrent identical look-ups share one request (a burst of creates naming the same
         unknown volume costs the daemon one answer, not one each). Callers must not change the result."""
         shared = self._in_flight.get(path)
         if shared is None:
-            shared = asyncio.ensure_future(self._get_now(path))
+            shared = asyncio.ensure_future(self._get_now(path, what))
             self._in_flight[path] = shared
             shared.add_done_callback(lambda done: self._settled(path, done))
         return await asyncio.shield(shared)
@@ -145,7 +146,15 @@ class DaemonClient:
         if not done.cancelled():
             done.exception()  # retrieved here: every waiter may have gone (a cancelled request)
 
-    async def _get_now(self, path: str) -> Any:
+    async def _get_now(self, path: str, what: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._get_once(path)
+        finally:
+            count, seconds = self.spent.get(what, (0, 0.0))
+            self.spent[what] = (count + 1, seconds + time.perf_counter() - started)
+
+    async def _get_once(self, path: str) -> Any:
         async with self._request("GET", path) as (status, body):
             if status == 404:
                 return None
@@ -186,7 +195,7 @@ class DaemonClient:
         if states:
             wanted["status"] = list(states)
         filters = quote(json.dumps(wanted))
-        listing = await self._get(f"/containers/json?all=1&filters={filters}")
+        listing = await self._get(f"/containers/json?all=1&filters={filters}", "containers of a volume")
         try:
             return _CONTAINER_LIST.validate_python(listing or [])
         except ValidationError as exc:
@@ -194,25 +203,26 @@ class DaemonClient:
 
     async def container_ids(self) -> set[str]:
         """IDs of every container the daemon has, running or not."""
-        listing = await self._get("/containers/json?all=1")
+        listing = await self._get("/containers/json?all=1", "all containers")
         return {item["Id"] for item in listing or []}
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
-        result = await self._get(f"/containers/{quote(reference, safe='')}/json")
+        result = await self._get(f"/containers/{quote(reference, safe='')}/json", "container")
         return result if isinstance(result, dict) else None
 
     async def inspect_volume(self, name: str) -> dict[str, Any] | None:
         """The daemon's view of a volume (driver, options), or None if it does not exist."""
-        result = await self._get(f"/volumes/{quote(name, safe='')}")
+        result = await self._get(f"/volumes/{quote(name, safe='')}", "volume")
         return result if isinstance(result, dict) else None
 
     async def inspect_network(self, reference: str) -> InspectedNetwork | None:
         """The network the daemon resolves `reference` to (ID, name or ID prefix), or None if none."""
-        return _validated(InspectedNetwork, await self._get(f"/networks/{quote(reference, safe='')}"), "network")
+        answer = await self._get(f"/networks/{quote(reference, safe='')}", "network")
+        return _validated(InspectedNetwork, answer, "network")
 
     async def inspect_task(self, reference: str) -> InspectedTask | None:
         """The swarm task the daemon resolves `reference` to, or None if none (a non-manager answers 503)."""
-        return _validated(InspectedTask, await self._get(f"/tasks/{quote(reference, safe='')}"), "task")
+        return _validated(InspectedTask, await self._get(f"/tasks/{quote(reference, safe='')}", "task"), "task")
 
     @contextlib.asynccontextmanager
     async def event_stream(self) -> Any:

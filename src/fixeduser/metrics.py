@@ -49,12 +49,14 @@ class PluginGauges:
         policy_problems: Callable[[], int],
         mounts_per_identity: Callable[[], Mapping[str, int]],
         volumes: Callable[[], int],
+        daemon_lookups: Callable[[], Mapping[str, tuple[int, float]]] = dict,
     ) -> None:
         self.reloads = reloads
         self.failed_reloads = failed_reloads
         self.policy_problems = policy_problems
         self.mounts_per_identity = mounts_per_identity
         self.volumes = volumes
+        self.daemon_lookups = daemon_lookups
 
 
 class _GaugeCollector(Collector):
@@ -81,6 +83,15 @@ class _GaugeCollector(Collector):
             mounts.add_metric([identity], count)
         yield mounts
         yield GaugeMetricFamily("fixeduser_volumes", "Volumes known to the driver", value=g.volumes())
+        asked = CounterMetricFamily("fixeduser_daemon_lookups", "Look-ups sent to the Docker daemon", labels=["what"])
+        seconds = CounterMetricFamily(
+            "fixeduser_daemon_lookup_seconds", "Seconds spent waiting for the Docker daemon's answers", labels=["what"]
+        )
+        for what, (count, spent) in sorted(g.daemon_lookups().items()):
+            asked.add_metric([what], count)
+            seconds.add_metric([what], spent)
+        yield asked
+        yield seconds
 
 
 class _BackgroundCollector(Collector):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import pytest
 
 from fixeduser.app import Plugin
 from fixeduser.authz.audit import AUDIT_LINE
-from fixeduser.settings import ServeSettings
 from tests.authz.test_audit_backlog import DEV_FULL, record
-from tests.deploy.test_control import REPO, _get, _serving
+from tests.deploy.test_control import _get, _serving, quobyte_settings
 from tests.quobyte_api import QuobyteApiDouble
 from tests.waiting import until
 
@@ -25,24 +23,8 @@ async def plugin(tmp_path: Path) -> AsyncIterator[Plugin]:
     if not DEV_FULL.exists():
         pytest.skip("needs /dev/full")
     api = QuobyteApiDouble(client_dir=tmp_path / "client").start()
-    (tmp_path / "client").mkdir()
-    shutil.copytree(REPO / "policies", tmp_path / "policies")
-    (tmp_path / "password").write_text(api.password)
     (tmp_path / "audit.jsonl").symlink_to(DEV_FULL)
-    settings = ServeSettings(
-        policy_dir=tmp_path / "policies",
-        state_dir=tmp_path / "state",
-        plugin_dir=tmp_path / "plugins",
-        backend="quobyte",
-        quobyte_api_url=api.url,
-        quobyte_user=api.user,
-        quobyte_password_file=tmp_path / "password",
-        quobyte_client="directory",
-        quobyte_mountpoint=tmp_path / "client",
-        quobyte_retries=0,
-        docker_host=f"unix://{tmp_path}/no-docker.sock",
-        audit_log=tmp_path / "audit.jsonl",
-    )
+    settings = quobyte_settings(tmp_path, api, audit_log=tmp_path / "audit.jsonl")
     try:
         async with _serving(settings) as built:
             yield built

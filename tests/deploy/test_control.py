@@ -212,10 +212,19 @@ async def test_live_storage_gone_or_read_only_is_503(live: tuple[Plugin, Path]) 
 async def live_quobyte(tmp_path: Path) -> AsyncIterator[tuple[Plugin, QuobyteApiDouble]]:
     """A serving plugin on the Quobyte backend, against the API double (client mount: a plain folder)."""
     api = QuobyteApiDouble(client_dir=tmp_path / "client").start()
+    try:
+        async with _serving(quobyte_settings(tmp_path, api)) as plugin:
+            yield plugin, api
+    finally:
+        api.stop()
+
+
+def quobyte_settings(tmp_path: Path, api: QuobyteApiDouble, **more: Any) -> ServeSettings:
+    """Settings of a plugin in `tmp_path` on the Quobyte backend against the API double (client: a plain folder)."""
     (tmp_path / "client").mkdir()
     shutil.copytree(REPO / "policies", tmp_path / "policies")
     (tmp_path / "password").write_text(api.password)
-    settings = ServeSettings(
+    return ServeSettings(
         policy_dir=tmp_path / "policies",
         state_dir=tmp_path / "state",
         plugin_dir=tmp_path / "plugins",
@@ -227,12 +236,8 @@ async def live_quobyte(tmp_path: Path) -> AsyncIterator[tuple[Plugin, QuobyteApi
         quobyte_mountpoint=tmp_path / "client",
         quobyte_retries=0,
         docker_host=f"unix://{tmp_path}/no-docker.sock",
+        **more,
     )
-    try:
-        async with _serving(settings) as plugin:
-            yield plugin, api
-    finally:
-        api.stop()
 
 
 async def test_live_quobyte_api_unreachable_is_503(live_quobyte: tuple[Plugin, QuobyteApiDouble]) -> None:

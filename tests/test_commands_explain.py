@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +97,29 @@ def test_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     )
     out = capsys.readouterr().out
     assert code == 1 and "DENIED at POST /v1.41/containers/c1/exec" in out and "escalation, exec-privileged" in out
+
+
+def test_explain_protects_the_folders_serve_protects(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """With the deployment's serve settings, a bind the server would refuse (its plugin folder, its policy folder)
+    is refused by explain too, even where a bind grant covers the path."""
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    with (policies / "policy.csv").open("a") as policy:
+        policy.write(f"p, alice, bind:{tmp_path}/*, bind\n")
+    config = tmp_path / "serve.toml"
+    config.write_text(f'plugin_dir = "{tmp_path}/plugins"\nstate_dir = "{tmp_path}/state"\n')
+    for folder in ("plugins", "policies", "data"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+    run = ["--", "docker", "run", "-v", f"{tmp_path}/plugins:/p", "busybox", "true"]
+    code = main(["explain", "--policy-dir", str(policies), "--json", "--user", "alice", *run])
+    assert code == 0, capsys.readouterr().out  # without the deployment's settings nothing says it is protected
+    capsys.readouterr()
+    for folder in ("plugins", "policies"):
+        run = ["--", "docker", "run", "-v", f"{tmp_path}/{folder}:/p", "busybox", "true"]
+        code = main(["explain", "--policy-dir", str(policies), "--config", str(config), "--json", "--user", "alice",
+                     *run])  # fmt: skip
+        report = json.loads(capsys.readouterr().out)
+        assert code == 1 and "protected-bind" in report["requests"][0]["message"], report  # type: ignore[index]
+    code = main(["explain", "--policy-dir", str(policies), "--config", str(config), "--json", "--user", "alice",
+                 "--", "docker", "run", "-v", f"{tmp_path}/data:/p", "busybox", "true"])  # fmt: skip
+    assert code == 0, capsys.readouterr().out

@@ -159,15 +159,7 @@ async def build(settings: ServeSettings) -> Plugin:
         gate=gate,
         auditor=CountingAuditor(auditor, metrics),
         driver_name=settings.volume_name,
-        protected_paths=[
-            settings.state_dir,
-            settings.local_root,
-            settings.effective_mount_root,
-            *([settings.quobyte_mountpoint] if settings.backend == "quobyte" else []),
-            settings.policy_dir,
-            settings.plugin_dir,  # a bind there could replace the plugin's own sockets
-            *([settings.spec_dir] if settings.spec_dir else []),
-        ],
+        protected_paths=settings.protected_paths,
         daemon=daemon,
         local_subject=settings.local_subject,
         allow_unknown_routes=settings.allow_unknown_routes,

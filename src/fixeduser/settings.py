@@ -91,6 +91,19 @@ class ServeSettings(BaseModel):
     def socket(self, name: str) -> Path:
         return self.plugin_dir / f"{name}.sock"
 
+    @property
+    def protected_paths(self) -> list[Path]:
+        """fixeduser's own folders, which no container may bind (one list for serve and explain)."""
+        return [
+            self.state_dir,
+            self.local_root,
+            self.effective_mount_root,
+            *([self.quobyte_mountpoint] if self.backend == "quobyte" else []),
+            self.policy_dir,
+            self.plugin_dir,  # a bind there could replace the plugin's own sockets
+            *([self.spec_dir] if self.spec_dir else []),
+        ]
+
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> ServeSettings:
     """File values first, then every command-line option the user actually gave."""

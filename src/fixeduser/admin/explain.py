@@ -61,6 +61,7 @@ class Scenario:
     containers: set[str] = field(default_factory=set)
     container_owner: str | None = None
     driver_name: str = "fixeduser"
+    settings: ServeSettings = field(default_factory=ServeSettings)  # the deployment: its folders are protected
 
 
 def _request(user: str, call: ApiCall) -> AuthZRequest:
@@ -134,7 +135,6 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                 )  # fmt: skip
             audit = _Records()
             daemon = _ScenarioDaemon(known, scenario.driver_name)
-            defaults = ServeSettings()
             authorizer = Authorizer(
                 policy=lambda: policy,
                 ledger=ledger,
@@ -142,7 +142,7 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                 gate=MountGate(),
                 auditor=audit,
                 driver_name=scenario.driver_name,
-                protected_paths=[defaults.state_dir, defaults.local_root, defaults.effective_mount_root],
+                protected_paths=scenario.settings.protected_paths,
                 daemon=daemon,
             )
             steps = []

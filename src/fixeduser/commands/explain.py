@@ -16,6 +16,7 @@ from typing import Any
 from fixeduser.admin.common import add_policy_options, load_for_admin, table
 from fixeduser.admin.dockercli import ApiCall, CliError, Translation, translate
 from fixeduser.admin.explain import Scenario, Step, explain
+from fixeduser.settings import load_settings
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +33,9 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--uri", help="raw form: request URI as the daemon sees it (e.g. /v1.41/containers/json)")
     parser.add_argument("--body", help="raw form: JSON body, or @FILE")
     parser.add_argument("--driver-name", default="fixeduser", help="the plugin's volume driver name")
+    parser.add_argument(
+        "--config", type=Path, help="the serve TOML file: its folders are protected as serve protects them"
+    )
     parser.add_argument("--container-owner", help="owner of existing containers the command names (default: the user)")
     parser.add_argument(
         "--missing-volume", action="append", default=[], metavar="NAME",
@@ -64,7 +68,8 @@ def _translation(args: argparse.Namespace) -> Translation:
 def run(args: argparse.Namespace) -> int:
     try:
         translation = _translation(args)
-    except (CliError, OSError, json.JSONDecodeError) as exc:
+        settings = load_settings(args.config, {"policy_dir": args.policy_dir})
+    except (CliError, OSError, ValueError) as exc:
         print(f"fixeduser explain: {exc}", file=sys.stderr)
         return 2
     policy = load_for_admin(args)
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         containers=translation.containers,
         container_owner=args.container_owner,
         driver_name=args.driver_name,
+        settings=settings,
     )
     steps = explain(policy, args.user, translation.calls, scenario)
     allowed = all(step.allow for step in steps)

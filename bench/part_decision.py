@@ -9,8 +9,15 @@ from bench.client import LoadResult, run_load
 from bench.common import FloorServer, proc_cpu_seconds, summarize
 from bench.plugin import FixeduserServer
 from bench.report import Chart, Part, Table, Target
-from bench.workload import READ_OPS, SESSION_OPS, Renderer, bench_policy_lines, load_capture, make_clients, \
-    write_policy_dir
+from bench.workload import (
+    READ_OPS,
+    SESSION_OPS,
+    Renderer,
+    bench_policy_lines,
+    load_capture,
+    make_clients,
+    write_policy_dir,
+)
 
 CONCURRENCY = (1, 8, 64)
 KEY_LABELS = (

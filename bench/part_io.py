@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from bench.report import Chart, Part, Table, Target
-from fixeduser.identity import Identity
+from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends.base import BackendError
 from fixeduser.volumes.backends.local import LocalBackend, prepare_host_for_fuse
 

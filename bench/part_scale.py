@@ -13,8 +13,15 @@ from bench.client import ALLOW, Connection, encode, run_load
 from bench.common import summarize
 from bench.plugin import FixeduserServer
 from bench.report import Chart, Part, Table, Target
-from bench.workload import SESSION_OPS, Call, Renderer, load_capture, make_clients, scaled_policy_lines, \
-    write_policy_dir
+from bench.workload import (
+    SESSION_OPS,
+    Call,
+    Renderer,
+    load_capture,
+    make_clients,
+    scaled_policy_lines,
+    write_policy_dir,
+)
 
 SIZES = (100, 10_000, 100_000)
 CREATE_REQ = ("container.create Req", "container.create -v vol Req", "container.create --mount vol Req")

@@ -18,8 +18,16 @@ from pathlib import Path
 from bench.client import run_load
 from bench.common import BENCH_DIR, work_dir
 from bench.plugin import FixeduserServer
-from bench.workload import READ_OPS, SESSION_OPS, Renderer, bench_policy_lines, load_capture, make_clients, \
-    scaled_policy_lines, write_policy_dir
+from bench.workload import (
+    READ_OPS,
+    SESSION_OPS,
+    Renderer,
+    bench_policy_lines,
+    load_capture,
+    make_clients,
+    scaled_policy_lines,
+    write_policy_dir,
+)
 
 
 def py_spy() -> str:

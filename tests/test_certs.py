@@ -1,4 +1,4 @@
-"""Tests for fixeduser.certs: CA, server and client certificates and their bundles."""
+"""Tests for fixeduser.admin.certs: CA, server and client certificates and their bundles."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from fixeduser.certs import (
+from fixeduser.admin.certs import (
     CertError,
     KeyPair,
     issue_ca,

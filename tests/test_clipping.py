@@ -9,8 +9,8 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fixeduser.app.jsonlog import EXCEPTION_LIMIT, MESSAGE_LIMIT, JsonFormatter
 from fixeduser.clipping import clip
-from fixeduser.jsonlog import EXCEPTION_LIMIT, MESSAGE_LIMIT, JsonFormatter
 
 
 @given(st.text(max_size=3000), st.integers(min_value=0, max_value=2000), st.integers(min_value=0, max_value=500))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from fixeduser.app.control import HealthReport, control_app
 from fixeduser.cli import main
-from fixeduser.control import HealthReport, control_app
 
 STATUS = {
     "policy": {"version": "abc123", "source": "policies", "reloads": 2, "failed_reloads": 1,

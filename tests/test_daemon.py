@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from fixeduser.daemon import DaemonClient, DaemonUnavailable, DaemonWatch
+from fixeduser.docker_api.daemon import DaemonClient, DaemonUnavailable, DaemonWatch
 
 from .waiting import until
 

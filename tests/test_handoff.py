@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.handoff import ClaimJournal, GateBusy, MountGate
-from fixeduser.identity import Identity
+from fixeduser.policy.identity import Identity
+from fixeduser.state.handoff import ClaimJournal, GateBusy, MountGate
 
 ALICE = Identity(uid=10001, gid=10000, user="10001", group="10000")
 ALICE_BY_NAME = Identity(uid=10001, gid=10000, user="alice", group="eng")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.state import CHECKPOINT_EVERY, StateStore
-from fixeduser.supervise import Supervisor
+from fixeduser.app.supervise import Supervisor
+from fixeduser.state.store import CHECKPOINT_EVERY, StateStore
 from tests.waiting import until
 
 INSERT = "INSERT INTO volumes VALUES (?, ?)"

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from fixeduser.metrics import Metrics
-from fixeduser.supervise import Supervisor
+from fixeduser.app.metrics import Metrics
+from fixeduser.app.supervise import Supervisor
 from tests.authz.test_audit_backlog import make_auditor
 from tests.waiting import until
 
@@ -29,7 +29,7 @@ async def test_a_failing_task_is_retried_and_healthy_again(caplog: pytest.LogCap
         await asyncio.Event().wait()
 
     supervisor = Supervisor(initial=0.01, maximum=0.04, stable_after=0.05)
-    caplog.set_level(logging.INFO, logger="fixeduser.supervise")
+    caplog.set_level(logging.INFO, logger="fixeduser.app.supervise")
     supervisor.start("audit writer", flaky)
     state = supervisor.tasks["audit writer"]
     try:

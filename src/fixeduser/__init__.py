@@ -1,5 +1,5 @@
 """fixeduser: fixed-user volumes for Docker, enforced by an authorization plugin."""
 
-from fixeduser.identity import Identity, IdentityError, resolve_identity
+from fixeduser.policy.identity import Identity, IdentityError, resolve_identity
 
 __all__ = ["Identity", "IdentityError", "resolve_identity"]

@@ -23,16 +23,16 @@ import pytest
 
 from fixeduser.authz.audit import AuditRecord
 from fixeduser.authz.authorizer import Authorizer, Verdict
-from fixeduser.authz.ledger import ContainerLedger
 from fixeduser.authz.wire import AuthZRequest
-from fixeduser.daemon import DaemonClient, DaemonError, InspectedNetwork, InspectedTask
-from fixeduser.handoff import MountGate
-from fixeduser.identity import Identity
+from fixeduser.docker_api.daemon import DaemonClient, DaemonError, InspectedNetwork, InspectedTask
 from fixeduser.policy.compiled import CompiledPolicy
+from fixeduser.policy.identity import Identity
 from fixeduser.policy.store import load_policy
 from fixeduser.sandbox import BUSYBOX_IMAGE, Dockerd, dockerd_available, make_private_dir, mounts_under
-from fixeduser.state import StateStore
-from fixeduser.volumes.registry import VolumeRecord, VolumeRegistry
+from fixeduser.state.handoff import MountGate
+from fixeduser.state.ledger import ContainerLedger
+from fixeduser.state.registry import VolumeRecord, VolumeRegistry
+from fixeduser.state.store import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = "fixeduser"

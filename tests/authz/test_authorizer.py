@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
-from fixeduser.daemon import DaemonClient
-from fixeduser.state import StateStore
+from fixeduser.docker_api.daemon import DaemonClient
+from fixeduser.state.ledger import ContainerLedger, ContainerRecord
+from fixeduser.state.store import StateStore
 
 from .conftest import Harness, make_harness
 
@@ -488,3 +488,16 @@ async def test_a_start_the_daemon_cannot_describe_is_denied_saying_who_and_why(t
     finally:
         store.close()
         await client.close()
+
+
+async def test_checkpoints_of_others_containers_are_off_limits(harness: Harness, tmp_path: Path) -> None:
+    """With `api, checkpoint.*` granted, checkpoints of bob's container are still bob's: alice may not list, create
+    or delete them; bob may."""
+    harness.add_policy_lines(tmp_path, "p, role:eng, api, checkpoint.*\n")
+    await harness.create_container("bob", "bobs", B_ID)
+    for method, uri, body in (("GET", "/containers/bobs/checkpoints", None),
+                              ("POST", "/v1.41/containers/bobs/checkpoints", {"CheckpointID": "cp1"}),
+                              ("DELETE", f"/containers/{B_ID[:12]}/checkpoints/cp1", None)):  # fmt: skip
+        verdict = await harness.ask(method, uri, body=body)
+        assert not verdict.allow and "bob's container" in verdict.message, verdict.message
+        assert (await harness.ask(method, uri, user="bob", body=body)).allow

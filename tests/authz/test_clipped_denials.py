@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fixeduser.authz.api import authz_handlers
-from fixeduser.authz.escalations import Escalation
 from fixeduser.clipping import DENIAL_LIMIT, VALUE_LIMIT
+from fixeduser.policy.escalations import Escalation
 
 from .conftest import make_harness
 

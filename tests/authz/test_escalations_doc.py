@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fixeduser.authz.authorizer import CONTROL_ESCALATIONS
-from fixeduser.authz.escalations import CLASSES, escalations_markdown, policy_line
+from fixeduser.policy.escalations import CLASSES, escalations_markdown, policy_line
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "escalations.md"
 

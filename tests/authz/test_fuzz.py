@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.wire import AuthZRequest
-from fixeduser.daemon import DaemonClient
+from fixeduser.docker_api.daemon import DaemonClient
 from fixeduser.sandbox import Dockerd
 
 from .conftest import make_harness

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
-from fixeduser.state import StateStore
+from fixeduser.state.ledger import ContainerLedger, ContainerRecord
+from fixeduser.state.store import StateStore
 
 
 def _record(cid: str) -> ContainerRecord:

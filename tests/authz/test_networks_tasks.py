@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fixeduser.daemon import DaemonClient, InspectedTask
+from fixeduser.docker_api.daemon import DaemonClient, InspectedTask
 
 from .conftest import Harness, make_harness
 

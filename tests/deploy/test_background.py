@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.app import Plugin
+from fixeduser.app.serve import Plugin
 from fixeduser.authz.audit import AUDIT_LINE
 from tests.authz.test_audit_backlog import DEV_FULL, record
 from tests.deploy.test_control import _get, _serving, quobyte_settings

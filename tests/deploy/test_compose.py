@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fixeduser.app.settings import load_settings
 from fixeduser.sandbox import clean_env
-from fixeduser.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

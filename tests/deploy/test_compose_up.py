@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.mounts import mounts_below
+from fixeduser.linux.mounts import mounts_below
 from fixeduser.sandbox import (
     SPEC_DIR,
     Dockerd,

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from fixeduser.app import Plugin, build, shutdown
-from fixeduser.control import HealthReport, control_app
-from fixeduser.settings import ServeSettings
+from fixeduser.app.control import HealthReport, control_app
+from fixeduser.app.serve import Plugin, build, shutdown
+from fixeduser.app.settings import ServeSettings
 from tests.quobyte_api import QuobyteApiDouble
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fixeduser.admin.install import DAEMON_JSON, UNIT, InstallError, InstallOptions, install, uninstall
 from fixeduser.cli import main
-from fixeduser.install import DAEMON_JSON, UNIT, InstallError, InstallOptions, install, uninstall
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = ("etc/fixeduser/policies", "var/lib/fixeduser", "srv/fixeduser/volumes")

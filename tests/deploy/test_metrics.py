@@ -9,9 +9,9 @@ from typing import Any, Literal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fixeduser.app.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
 from fixeduser.authz.audit import AuditRecord
-from fixeduser.identity import Identity
-from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
+from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends.base import BackendError
 
 ALICE = Identity(uid=10001, gid=10000, user="10001", group="10000")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fixeduser.docker_api import ROUTES, ApiRequest, classify
+from fixeduser.authz.authorizer import ALL_CONTAINER_ACTIONS, EXEC_ACTIONS, NETWORK_ATTACH_ACTIONS, OWNED_ACTIONS
+from fixeduser.docker_api import OWNER_KINDS, ROUTES, ApiRequest, Route, actions_owned_by, classify
 from fixeduser.docker_api.routes import clean_path, parse_query
+from fixeduser.policy.vocabulary import actions_for_kind
 
 ID = "4f2b0c2e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c"
 
@@ -278,3 +280,33 @@ def test_head_routes_only_where_daemon_has_them() -> None:
     """Only /_ping and the container archive have HEAD routes."""
     heads = {r.pattern for r in ROUTES if r.method == "HEAD"}
     assert heads == {"/_ping", "/containers/{name:.*}/archive"}
+
+
+# Path prefixes whose target variable names an object that belongs to someone.
+OWNED_PREFIXES = {"/containers/{": "container", "/exec/{": "exec", "/services/{": "service", "/tasks/{": "task"}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.pattern}")
+def test_every_route_on_someones_object_says_whose(route: Route) -> None:
+    """A route that names a container, exec, service or task acts on that owner's object: the table says so, so a
+    route added without an owner kind fails here (and the authorizer and the policy vocabulary read the table)."""
+    expected = next((kind for prefix, kind in OWNED_PREFIXES.items() if route.pattern.startswith(prefix)), None)
+    if route.action in ("container.commit",):
+        expected = "container"  # its container is a query parameter
+    elif route.action in ("network.connect", "network.disconnect"):
+        expected = "container in body"
+    elif route.action == "container.prune":
+        expected = "everyone's containers"
+    assert route.owner == expected
+    assert route.owner is None or route.owner in OWNER_KINDS
+
+
+def test_owned_actions_come_from_the_table() -> None:
+    """The authorizer's owner checks and the `others` vocabulary are the table's lists, checkpoints included."""
+    assert {"checkpoint.create", "checkpoint.remove", "checkpoint.list", "container.commit"} <= OWNED_ACTIONS
+    assert actions_for_kind("others") == frozenset(r.action for r in ROUTES if r.owner)
+    assert {"container.prune"} == ALL_CONTAINER_ACTIONS
+    assert {"exec.start", "exec.resize", "exec.inspect"} == EXEC_ACTIONS
+    assert {"network.connect", "network.disconnect"} == NETWORK_ATTACH_ACTIONS
+    with pytest.raises(ValueError, match="no owner kind"):
+        actions_owned_by("volume")

@@ -18,7 +18,7 @@ from .conftest import E2E, E2E_USERS, REPO
 
 ALICE, BOB = (10001, 10000), (10002, 10000)
 IMAGE = "busybox:local"
-LOOKUP_TIMEOUT = 10.0  # fixeduser.daemon.DaemonClient's default
+LOOKUP_TIMEOUT = 10.0  # fixeduser.docker_api.daemon.DaemonClient's default
 UIDS = {"alice": ALICE, "bob": BOB}
 # Each run leaves a file named after the container's creator ($WHO) and tries to read alice's secret;
 # then it fails (a crash loop). Inside, every run is container root: only the files' owners tell.

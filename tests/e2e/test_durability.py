@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fixeduser.mounts import mounts_below
+from fixeduser.linux.mounts import mounts_below
 from fixeduser.sandbox import make_private_dir, start_stack
 
 from .conftest import E2E, E2E_USERS, REPO

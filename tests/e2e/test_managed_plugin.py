@@ -1,6 +1,6 @@
 """fixeduser as a managed (v2) plugin: bundle built from this host, created, enabled, used as authz and driver.
 
-No registry: `python -m fixeduser.bundle` assembles the rootfs locally and `docker plugin create` loads it
+No registry: `python -m fixeduser.admin.bundle` assembles the rootfs locally and `docker plugin create` loads it
 into a private sandbox daemon, which is then restarted with `--authorization-plugin=NAME:latest`.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.bundle import build_plugin
+from fixeduser.admin.bundle import build_plugin
 from fixeduser.sandbox import Dockerd, TLSUsers, make_private_dir, unmount_all_under
 from fixeduser.volumes.backends.local import prepare_host_for_fuse
 

@@ -25,15 +25,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from fixeduser.authz.authorizer import Authorizer
-from fixeduser.authz.ledger import ContainerLedger
 from fixeduser.authz.wire import AuthZRequest
-from fixeduser.daemon import SELF_HEADER, DaemonError, DaemonUnavailable, ListedContainer
-from fixeduser.handoff import ClaimJournal, MountGate
-from fixeduser.identity import Identity
+from fixeduser.docker_api.daemon import SELF_HEADER, DaemonError, DaemonUnavailable, ListedContainer
 from fixeduser.policy.access import AccessDenied, subject_identity
-from fixeduser.state import StateStore
+from fixeduser.policy.identity import Identity
+from fixeduser.state.handoff import ClaimJournal, MountGate
+from fixeduser.state.ledger import ContainerLedger
+from fixeduser.state.registry import VolumeRecord, VolumeRegistry
+from fixeduser.state.store import StateStore
 from fixeduser.volumes.recovery import Recovery
-from fixeduser.volumes.registry import VolumeRecord, VolumeRegistry
 from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
 from tests.authz.conftest import DRIVER, POLICY, ListAuditor, b64
 
@@ -81,7 +81,7 @@ class ModelDaemon:
         if not self.serving:
             raise DaemonUnavailable("the model daemon is restoring its containers and does not answer yet")
 
-    # ---- the look-ups fixeduser makes (fixeduser.daemon.DaemonClient's read-only calls)
+    # ---- the look-ups fixeduser makes (fixeduser.docker_api.daemon.DaemonClient's read-only calls)
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         self._answering()
@@ -130,7 +130,7 @@ class ModelDaemon:
         self._answering()
         raise DaemonError("the model has no tasks")
 
-    # ---- whether its API answers (fixeduser.daemon.DaemonWatch)
+    # ---- whether its API answers (fixeduser.docker_api.daemon.DaemonWatch)
 
     async def wait_serving(self) -> bool:
         return self.serving

@@ -28,19 +28,19 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
-from fixeduser.daemon import DaemonClient, ListedContainer
-from fixeduser.handoff import ClaimJournal, MountGate
-from fixeduser.identity import Identity
-from fixeduser.mounts import is_mount_point, is_stale
+from fixeduser.docker_api.daemon import DaemonClient, ListedContainer
+from fixeduser.linux.mounts import is_mount_point, is_stale
 from fixeduser.policy.access import mount_identity
+from fixeduser.policy.identity import Identity
 from fixeduser.policy.store import load_policy
 from fixeduser.sandbox import Dockerd, dockerd_available, unmount_all_under
-from fixeduser.state import StateStore
+from fixeduser.state.handoff import ClaimJournal, MountGate
+from fixeduser.state.ledger import ContainerLedger, ContainerRecord
+from fixeduser.state.registry import MountRecord, VolumeRegistry, current_boot_id
+from fixeduser.state.store import StateStore
 from fixeduser.volumes.backends import LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.base import BackendError
 from fixeduser.volumes.driver import ContainerLookup, DriverError, VolumeDriver
-from fixeduser.volumes.registry import MountRecord, VolumeRegistry, current_boot_id
 from fixeduser.volumes.resolve import MountIdentityResolver
 
 from .processes import bindfs_pids

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.identity import Identity
-from fixeduser.mounts import is_mount_point, is_stale, mounts_at, mounts_below, parse_mountinfo
+from fixeduser.linux.mounts import is_mount_point, is_stale, mounts_at, mounts_below, parse_mountinfo
+from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends import Backend, BackendError, LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.local import bindfs_fuse_major
 

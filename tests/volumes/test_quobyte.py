@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.identity import Identity
+from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends import Backend
 from fixeduser.volumes.backends.quobyte import ENTITY_NOT_FOUND, QuobyteBackend, QuobyteClient, QuobyteError
 

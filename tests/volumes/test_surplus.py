@@ -7,8 +7,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fixeduser.identity import Identity
-from fixeduser.volumes.registry import MountRecord
+from fixeduser.policy.identity import Identity
+from fixeduser.state.registry import MountRecord
 from fixeduser.volumes.surplus import VolumeUse, surplus_records
 
 ALICE = Identity(uid=10001, gid=10000, user="alice", group="eng")

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from fixeduser.admin.dockercli import ApiCall
+from fixeduser.app.settings import ServeSettings
 from fixeduser.authz.audit import AuditRecord
 from fixeduser.authz.authorizer import Authorizer
-from fixeduser.authz.ledger import ContainerLedger, ContainerRecord
 from fixeduser.authz.wire import AuthZRequest
-from fixeduser.daemon import DaemonError, InspectedNetwork, InspectedTask
 from fixeduser.docker_api import parse_container_create
-from fixeduser.handoff import MountGate
-from fixeduser.identity import Identity
+from fixeduser.docker_api.daemon import DaemonError, InspectedNetwork, InspectedTask
 from fixeduser.policy.compiled import LOCAL_SUBJECT, CompiledPolicy
-from fixeduser.settings import ServeSettings
-from fixeduser.state import StateStore
-from fixeduser.volumes.registry import VolumeRecord, VolumeRegistry, now_rfc3339
+from fixeduser.policy.identity import Identity
+from fixeduser.state.handoff import MountGate
+from fixeduser.state.ledger import ContainerLedger, ContainerRecord
+from fixeduser.state.registry import VolumeRecord, VolumeRegistry, now_rfc3339
+from fixeduser.state.store import StateStore
 
 _NOBODY = Identity(uid=65534, gid=65534, user="65534", group="65534")
 

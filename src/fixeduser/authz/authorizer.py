@@ -15,7 +15,32 @@ from typing import Any, TypeVar
 import orjson
 
 from fixeduser.authz.audit import Auditor, AuditRecord, now
-from fixeduser.authz.escalations import (
+from fixeduser.authz.networks import network_mode_reference, parse_network_attach
+from fixeduser.authz.wire import AuthZRequest, AuthZResponse
+from fixeduser.docker_api import (
+    ApiRequest,
+    BodyError,
+    ContainerCreate,
+    MountSpec,
+    actions_owned_by,
+    classify,
+    parse_container_create,
+    parse_create_response,
+    parse_exec_create,
+    parse_exec_create_response,
+    parse_service_create_response,
+    parse_service_spec,
+    parse_volume_create,
+)
+from fixeduser.docker_api.daemon import HOST_NETWORK, SELF_ACTIONS, SELF_HEADER, DaemonError, DaemonLookups, is_full_id
+from fixeduser.policy.access import (
+    AccessDenied,
+    mount_identity,
+    require_may_assume,
+    require_volume_permission,
+)
+from fixeduser.policy.compiled import LOCAL_SUBJECT, ROLE_PREFIX, CompiledPolicy
+from fixeduser.policy.escalations import (
     NAMESPACE_MODES,
     Escalation,
     bind_sources,
@@ -27,36 +52,12 @@ from fixeduser.authz.escalations import (
     start_bind_escalations,
     volume_create_escalations,
 )
-from fixeduser.authz.ledger import ContainerLedger, ContainerRecord, OwnedRecord
-from fixeduser.authz.networks import network_mode_reference, parse_network_attach
-from fixeduser.authz.wire import AuthZRequest, AuthZResponse
-from fixeduser.daemon import HOST_NETWORK, SELF_ACTIONS, SELF_HEADER, DaemonError, DaemonLookups, is_full_id
-from fixeduser.docker_api import (
-    ApiRequest,
-    BodyError,
-    ContainerCreate,
-    MountSpec,
-    classify,
-    parse_container_create,
-    parse_create_response,
-    parse_exec_create,
-    parse_exec_create_response,
-    parse_service_create_response,
-    parse_service_spec,
-    parse_volume_create,
-)
-from fixeduser.handoff import GateBusy, MountGate
-from fixeduser.identity import Identity
-from fixeduser.policy.access import (
-    AccessDenied,
-    mount_identity,
-    require_may_assume,
-    require_volume_permission,
-)
-from fixeduser.policy.compiled import LOCAL_SUBJECT, ROLE_PREFIX, CompiledPolicy
 from fixeduser.policy.files import PolicyLine
-from fixeduser.volumes.options import OptionError, parse_options
-from fixeduser.volumes.registry import VolumeRegistry
+from fixeduser.policy.identity import Identity
+from fixeduser.state.handoff import GateBusy, MountGate
+from fixeduser.state.ledger import ContainerLedger, ContainerRecord, OwnedRecord
+from fixeduser.state.options import OptionError, parse_options
+from fixeduser.state.registry import VolumeRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,25 +74,14 @@ MOUNTING_ACTIONS = frozenset(
         "container.archive.put",
     }
 )
-# Requests on a container that only its owner (or a role granted `others`) may make.
-OWNED_ACTIONS = MOUNTING_ACTIONS | frozenset(
-    {
-        "container.inspect", "container.top", "container.logs", "container.changes", "container.export",
-        "container.stats", "container.resize", "container.stop", "container.kill", "container.update",
-        "container.rename", "container.pause", "container.unpause", "container.attach", "container.attach.ws",
-        "container.wait", "container.remove", "container.commit", "exec.create",
-    }
-)  # fmt: skip
-# Requests on an exec instance (by exec ID): only the owner of its container, or `others`.
-EXEC_ACTIONS = frozenset({"exec.start", "exec.resize", "exec.inspect"})
-# Requests on a swarm service: only its creator, or `others`.
-SERVICE_OWNED_ACTIONS = frozenset({"service.inspect", "service.update", "service.remove", "service.logs"})
-# Requests on a swarm task (by task ID): only the creator of its service, or `others`.
-TASK_OWNED_ACTIONS = frozenset({"task.inspect", "task.logs"})  # inspect shows the service's spec (Env...)
-# Requests that attach a container (named in the body) to a network or detach it.
-NETWORK_ATTACH_ACTIONS = frozenset({"network.connect", "network.disconnect"})
-# Requests that act on every user's containers at once.
-ALL_CONTAINER_ACTIONS = frozenset({"container.prune"})
+# Whose object each request acts on is the route table's to say (fixeduser.docker_api.routes).
+OWNED_ACTIONS = actions_owned_by("container")
+EXEC_ACTIONS = actions_owned_by("exec")
+SERVICE_OWNED_ACTIONS = actions_owned_by("service")
+TASK_OWNED_ACTIONS = actions_owned_by("task")
+NETWORK_ATTACH_ACTIONS = actions_owned_by("container in body")
+ALL_CONTAINER_ACTIONS = actions_owned_by("everyone's containers")
+assert MOUNTING_ACTIONS <= OWNED_ACTIONS
 # Daemon-level requests that could switch fixeduser off or let something else start containers here,
 # each an escalation on top of its `api` permission (so `api, *` alone never grants them).
 CONTROL_ESCALATIONS = {

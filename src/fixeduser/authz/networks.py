@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fixeduser.daemon import HOST_NETWORK
 from fixeduser.docker_api import MISSING_BODY, BodyError, JsonObject, decode, list_of_str_field, obj_field, str_field
+from fixeduser.docker_api.daemon import HOST_NETWORK
 
 # NetworkMode values the daemon never looks up as a network (runconfig's IsDefault/IsBridge/IsNone/IsHost);
 # "container:<ref>" is another container's namespace, checked on its own.

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fixeduser.certs import (
+from fixeduser.admin.certs import (
     DEFAULT_DAYS,
     CertError,
     KeyPair,
@@ -26,7 +26,7 @@ from fixeduser.certs import (
     write_client_bundle,
     write_server_bundle,
 )
-from fixeduser.files import write_private_file
+from fixeduser.linux.files import write_private_file
 
 CA_CERT, CA_KEY = "ca.pem", "ca-key.pem"
 

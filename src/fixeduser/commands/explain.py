@@ -16,7 +16,7 @@ from typing import Any
 from fixeduser.admin.common import add_policy_options, load_for_admin, table
 from fixeduser.admin.dockercli import ApiCall, CliError, Translation, translate
 from fixeduser.admin.explain import Scenario, Step, explain
-from fixeduser.settings import load_settings
+from fixeduser.app.settings import load_settings
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,4 +1,4 @@
-"""`fixeduser install`: systemd unit, daemon.json entry, FUSE settings and folders (root; see fixeduser.install)."""
+"""`fixeduser install`: systemd unit, daemon.json entry, FUSE settings and folders (root; see admin.install)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from fixeduser.install import InstallError, InstallOptions, install
+from fixeduser.admin.install import InstallError, InstallOptions, install
 
 DEFAULTS = InstallOptions()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fixeduser.admin.common import table
-from fixeduser.sandbox import unix_http_request
+from fixeduser.linux.unixhttp import unix_http_request
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

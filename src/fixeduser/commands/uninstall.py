@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fixeduser.install import InstallError, uninstall
+from fixeduser.admin.install import InstallError, uninstall
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -39,10 +39,11 @@ from fixeduser.docker_api.requests import (
     parse_update_restart_policy,
     parse_volume_create,
 )
-from fixeduser.docker_api.routes import ROUTES, ApiRequest, Route, classify
+from fixeduser.docker_api.routes import OWNER_KINDS, ROUTES, ApiRequest, Route, actions_owned_by, classify
 
 __all__ = [
     "MISSING_BODY",
+    "OWNER_KINDS",
     "ROUTES",
     "ApiRequest",
     "Bind",
@@ -56,6 +57,7 @@ __all__ = [
     "Route",
     "ServiceSpec",
     "VolumeCreate",
+    "actions_owned_by",
     "bool_field",
     "classify",
     "decode",

@@ -24,17 +24,25 @@ from pydantic import BaseModel, ConfigDict
 
 from fixeduser.docker_api.gojson import GO_REPLACE
 
-__all__ = ["ROUTES", "ApiRequest", "Route", "classify", "clean_path", "parse_query"]
+__all__ = ["OWNER_KINDS", "ROUTES", "ApiRequest", "Route", "actions_owned_by", "classify", "clean_path", "parse_query"]
 
 
 class Route(NamedTuple):
     """One daemon route: ``target`` names the path variable (or ``?param`` for a query
-    parameter) that identifies the object acted on; None when there is none."""
+    parameter) that identifies the object acted on; None when there is none. ``owner`` says whose
+    object the route acts on, so that only its owner (or a subject granted ``others``) may: one of
+    OWNER_KINDS, or None for routes on nobody's object in particular."""
 
     method: str
     pattern: str
     action: str
     target: str | None
+    owner: str | None = None
+
+
+# A container, exec instance, swarm service or task (by the target); the container named in the body
+# (network connect/disconnect); or every user's containers at once (prune).
+OWNER_KINDS: Final = ("container", "exec", "service", "task", "container in body", "everyone's containers")
 
 
 class ApiRequest(BaseModel):
@@ -50,9 +58,19 @@ class ApiRequest(BaseModel):
     api_version: str | None
 
 
-def _r(method: str, pattern: str, action: str) -> Route:
+def _r(method: str, pattern: str, action: str, owner: str | None = None) -> Route:
+    """A route; one whose path names a container (`/containers/{name...}`) acts on that container."""
     var = re.search(r"\{(\w+)", pattern)
-    return Route(method, pattern, action, var.group(1) if var else None)
+    if owner is None and pattern.startswith("/containers/{"):
+        owner = "container"
+    return Route(method, pattern, action, var.group(1) if var else None, owner)
+
+
+def actions_owned_by(kind: str) -> frozenset[str]:
+    """The actions of the routes that act on one kind of owned object (OWNER_KINDS)."""
+    if kind not in OWNER_KINDS:
+        raise ValueError(f"no owner kind {kind!r}")
+    return frozenset(route.action for route in ROUTES if route.owner == kind)
 
 
 _C = "/containers/{name:.*}"
@@ -74,7 +92,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     _r("GET", f"{_C}/logs", "container.logs"),
     _r("GET", f"{_C}/stats", "container.stats"),
     _r("GET", f"{_C}/attach/ws", "container.attach.ws"),
-    _r("GET", "/exec/{id:.*}/json", "exec.inspect"),
+    _r("GET", "/exec/{id:.*}/json", "exec.inspect", "exec"),
     _r("GET", f"{_C}/archive", "container.archive.get"),
     _r("POST", "/containers/create", "container.create"),
     _r("POST", f"{_C}/kill", "container.kill"),
@@ -87,12 +105,12 @@ ROUTES: Final[tuple[Route, ...]] = (
     _r("POST", f"{_C}/resize", "container.resize"),
     _r("POST", f"{_C}/attach", "container.attach"),
     _r("POST", f"{_C}/exec", "exec.create"),
-    _r("POST", "/exec/{name:.*}/start", "exec.start"),
-    _r("POST", "/exec/{name:.*}/resize", "exec.resize"),
+    _r("POST", "/exec/{name:.*}/start", "exec.start", "exec"),
+    _r("POST", "/exec/{name:.*}/resize", "exec.resize", "exec"),
     _r("POST", f"{_C}/rename", "container.rename"),
     _r("POST", f"{_C}/update", "container.update"),
-    _r("POST", "/containers/prune", "container.prune"),
-    Route("POST", "/commit", "container.commit", "?container"),
+    _r("POST", "/containers/prune", "container.prune", "everyone's containers"),
+    Route("POST", "/commit", "container.commit", "?container", "container"),
     _r("PUT", f"{_C}/archive", "container.archive.put"),
     _r("DELETE", _C, "container.remove"),
     # image router
@@ -138,18 +156,18 @@ ROUTES: Final[tuple[Route, ...]] = (
     _r("POST", "/swarm/update", "swarm.update"),
     _r("POST", "/swarm/unlock", "swarm.unlock"),
     _r("GET", "/services", "service.list"),
-    _r("GET", "/services/{id}", "service.inspect"),
+    _r("GET", "/services/{id}", "service.inspect", "service"),
     _r("POST", "/services/create", "service.create"),
-    _r("POST", "/services/{id}/update", "service.update"),
-    _r("DELETE", "/services/{id}", "service.remove"),
-    _r("GET", "/services/{id}/logs", "service.logs"),
+    _r("POST", "/services/{id}/update", "service.update", "service"),
+    _r("DELETE", "/services/{id}", "service.remove", "service"),
+    _r("GET", "/services/{id}/logs", "service.logs", "service"),
     _r("GET", "/nodes", "node.list"),
     _r("GET", "/nodes/{id}", "node.inspect"),
     _r("DELETE", "/nodes/{id}", "node.remove"),
     _r("POST", "/nodes/{id}/update", "node.update"),
     _r("GET", "/tasks", "task.list"),
-    _r("GET", "/tasks/{id}", "task.inspect"),
-    _r("GET", "/tasks/{id}/logs", "task.logs"),
+    _r("GET", "/tasks/{id}", "task.inspect", "task"),  # shows its service's spec (Env...)
+    _r("GET", "/tasks/{id}/logs", "task.logs", "task"),
     _r("GET", "/secrets", "secret.list"),
     _r("POST", "/secrets/create", "secret.create"),
     _r("DELETE", "/secrets/{id}", "secret.remove"),
@@ -179,8 +197,8 @@ ROUTES: Final[tuple[Route, ...]] = (
     _r("GET", "/networks/", "network.list"),
     _r("GET", "/networks/{id:.+}", "network.inspect"),
     _r("POST", "/networks/create", "network.create"),
-    _r("POST", "/networks/{id:.*}/connect", "network.connect"),
-    _r("POST", "/networks/{id:.*}/disconnect", "network.disconnect"),
+    _r("POST", "/networks/{id:.*}/connect", "network.connect", "container in body"),
+    _r("POST", "/networks/{id:.*}/disconnect", "network.disconnect", "container in body"),
     _r("POST", "/networks/prune", "network.prune"),
     _r("DELETE", "/networks/{id:.*}", "network.remove"),
 )

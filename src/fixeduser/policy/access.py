@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fixeduser.identity import Identity
 from fixeduser.policy.compiled import CompiledPolicy
+from fixeduser.policy.identity import Identity
 
 
 class AccessDenied(Exception):

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from fixeduser.identity import Identity, IdentityError, resolve_gid, resolve_uid
 from fixeduser.policy.files import PolicyLine, PolicyProblem, PolicySource
+from fixeduser.policy.identity import Identity, IdentityError, resolve_gid, resolve_uid
 from fixeduser.policy.vocabulary import pattern_problems
 
 ROLE_PREFIX = "role:"

@@ -29,14 +29,15 @@ def _api_actions() -> frozenset[str]:
 
 @cache
 def _others_actions() -> frozenset[str]:
-    from fixeduser.authz.authorizer import OWNED_ACTIONS  # noqa: PLC0415 - authz imports policy: avoid the cycle
+    """Every action on someone's object: the authorizer asks `others` about exactly these."""
+    from fixeduser.docker_api import ROUTES  # noqa: PLC0415 - keeps `policy` importable without the route table
 
-    return frozenset(OWNED_ACTIONS)
+    return frozenset(route.action for route in ROUTES if route.owner is not None)
 
 
 @cache
 def _escalation_actions() -> frozenset[str]:
-    from fixeduser.authz.escalations import CLASSES  # noqa: PLC0415 - authz imports policy: avoid the cycle
+    from fixeduser.policy.escalations import CLASSES  # noqa: PLC0415 - the class list imports docker_api models
 
     return frozenset(CLASSES) - {"bind"}  # a host path is granted on `bind:<path>`, action `bind`
 

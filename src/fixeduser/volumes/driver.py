@@ -11,14 +11,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from fixeduser.daemon import DaemonError, ListedContainer
-from fixeduser.handoff import MountGate
-from fixeduser.identity import Identity
+from fixeduser.docker_api.daemon import DaemonError, ListedContainer
 from fixeduser.policy.access import AccessDenied, subject_identity
 from fixeduser.policy.compiled import CompiledPolicy
-from fixeduser.volumes.backends.base import Backend, BackendError, validate_volume_name
-from fixeduser.volumes.options import OptionError, parse_options
-from fixeduser.volumes.registry import (
+from fixeduser.policy.identity import Identity
+from fixeduser.state.handoff import MountGate
+from fixeduser.state.options import OptionError, parse_options
+from fixeduser.state.registry import (
     MountRecord,
     VolumeRecord,
     VolumeRegistry,
@@ -26,6 +25,7 @@ from fixeduser.volumes.registry import (
     new_mount_record,
     now_rfc3339,
 )
+from fixeduser.volumes.backends.base import Backend, BackendError, validate_volume_name
 from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
 from fixeduser.volumes.surplus import VolumeUse, surplus_records
 
@@ -38,7 +38,7 @@ LIVE_STATES = frozenset({"running", "paused", "restarting", "removing"})
 
 
 class ContainerLookup(Protocol):
-    """The read-only daemon look-ups the stale-mount pruner needs (`fixeduser.daemon.DaemonClient`)."""
+    """The read-only daemon look-ups the stale-mount pruner needs (`fixeduser.docker_api.daemon.DaemonClient`)."""
 
     async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]: ...
 

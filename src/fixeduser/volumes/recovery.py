@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from fixeduser.authz.ledger import ContainerLedger
-from fixeduser.daemon import DaemonError, ListedContainer
+from fixeduser.docker_api.daemon import DaemonError, ListedContainer
+from fixeduser.state.ledger import ContainerLedger
 from fixeduser.volumes.resolve import RECOVERY_PROMISE
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ STOPPED = ("exited", "created")
 
 
 class RecoveryDaemon(Protocol):
-    """The daemon calls the recovery makes (`fixeduser.daemon.DaemonClient`)."""
+    """The daemon calls the recovery makes (`fixeduser.docker_api.daemon.DaemonClient`)."""
 
     async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]: ...
 

@@ -5,7 +5,7 @@ are read, at the moment of the mount, from sources that a user cannot steer:
 
 - an API request (create, start, restart, archive) that the authz plugin allowed and *claimed*
   the volume for: the claim names the container by the full ID the daemon resolved it to, and
-  its owner from the create response the daemon sent (`fixeduser.handoff`);
+  its owner from the create response the daemon sent (`fixeduser.state.handoff`);
 - the daemon's restart manager, restarting a container by its restart policy with no request:
   the daemon lists such a container as `restarting` on the volume until it runs.
 
@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from fixeduser.authz.ledger import ContainerLedger
-from fixeduser.daemon import DaemonError, ListedContainer
-from fixeduser.handoff import MountGate
-from fixeduser.identity import Identity
+from fixeduser.docker_api.daemon import DaemonError, ListedContainer
 from fixeduser.policy.access import AccessDenied, mount_identity
 from fixeduser.policy.compiled import CompiledPolicy
-from fixeduser.volumes.registry import VolumeRecord
+from fixeduser.policy.identity import Identity
+from fixeduser.state.handoff import MountGate
+from fixeduser.state.ledger import ContainerLedger
+from fixeduser.state.registry import VolumeRecord
 
 RESTARTING = ("restarting",)
 # Ends every refusal of a mount that no API request announced: the recovery looks for it.
@@ -47,13 +47,13 @@ class MountPlan:
 
 
 class RestartLookup(Protocol):
-    """The daemon look-up attribution needs (`fixeduser.daemon.DaemonClient`)."""
+    """The daemon look-up attribution needs (`fixeduser.docker_api.daemon.DaemonClient`)."""
 
     async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]: ...
 
 
 class ApiLiveness(Protocol):
-    """Whether the daemon's API answers (`fixeduser.daemon.DaemonWatch`)."""
+    """Whether the daemon's API answers (`fixeduser.docker_api.daemon.DaemonWatch`)."""
 
     async def wait_serving(self) -> bool: ...
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from fixeduser.identity import Identity
-from fixeduser.volumes.registry import MountRecord
+from fixeduser.policy.identity import Identity
+from fixeduser.state.registry import MountRecord
 
 BY_ID, BY_NAME, UNNAMED = 0, 1, 2
 

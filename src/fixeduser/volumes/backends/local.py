@@ -43,8 +43,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from fixeduser.identity import Identity
-from fixeduser.mounts import canonical, is_mount_point, is_stale, mounts_at, mounts_below, read_mountinfo
+from fixeduser.linux.mounts import canonical, is_mount_point, is_stale, mounts_at, mounts_below, read_mountinfo
+from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends.base import BackendError, validate_volume_name
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 import requests
 
-from fixeduser.identity import Identity
-from fixeduser.mounts import is_stale, mounts_at
+from fixeduser.linux.mounts import is_stale, mounts_at
+from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends.base import BackendError, validate_volume_name
 
 log = logging.getLogger(__name__)

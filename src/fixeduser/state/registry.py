@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from fixeduser.identity import Identity
-from fixeduser.state import StateStore
+from fixeduser.policy.identity import Identity
+from fixeduser.state.store import StateStore
 
 
 class VolumeRecord(BaseModel):

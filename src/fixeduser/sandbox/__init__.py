@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import tarfile
@@ -31,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from fixeduser.certs import (
+from fixeduser.admin.certs import (
     KeyPair,
     issue_ca,
     issue_client_cert,
@@ -39,7 +38,9 @@ from fixeduser.certs import (
     write_client_bundle,
     write_server_bundle,
 )
-from fixeduser.mounts import mounts_below
+from fixeduser.linux.binaries import find_static_busybox
+from fixeduser.linux.mounts import mounts_below
+from fixeduser.linux.unixhttp import UnixHTTPConnection, unix_http_request
 
 __all__ = [
     "BUSYBOX_APPLETS",
@@ -181,48 +182,6 @@ def make_private_dir(base: Path, prefix: str = "fud-") -> Path:
 # --------------------------------------------------------------------------- busybox image
 
 
-def _is_static_elf(path: Path) -> bool:
-    """True for an ELF executable without a PT_INTERP program header (statically linked)."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
-        return False
-    is64 = data[4] == 2
-    end = "<" if data[5] == 1 else ">"
-    if is64:
-        phoff, phentsize, phnum = (
-            struct.unpack_from(f"{end}Q", data, 0x20)[0],
-            *struct.unpack_from(f"{end}HH", data, 0x36),
-        )
-    else:
-        phoff, phentsize, phnum = (
-            struct.unpack_from(f"{end}I", data, 0x1C)[0],
-            *struct.unpack_from(f"{end}HH", data, 0x2A),
-        )
-    pt_interp = 3
-    for i in range(phnum):
-        (p_type,) = struct.unpack_from(f"{end}I", data, phoff + i * phentsize)
-        if p_type == pt_interp:
-            return False
-    return True
-
-
-def find_static_busybox() -> Path:
-    """A statically linked busybox binary (Debian's busybox-static)."""
-    candidates = [Path("/usr/bin/busybox"), Path("/bin/busybox")]
-    on_path = shutil.which("busybox", path=clean_env()["PATH"])
-    if on_path:
-        candidates.append(Path(on_path))
-    for candidate in candidates:
-        if candidate.is_file() and _is_static_elf(candidate):
-            return candidate
-    raise DockerdError(
-        "no statically linked busybox found (apt-get install busybox-static); tried " + ", ".join(map(str, candidates))
-    )
-
-
 def build_busybox_rootfs(dest: Path, *, applets: Iterable[str] = BUSYBOX_APPLETS) -> Path:
     """Build a busybox root file system under `dest/rootfs` and pack it as `dest/busybox.tar`.
 
@@ -340,33 +299,6 @@ def unmount_all_under(paths: Iterable[Path], *, attempts: int = 5) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the daemon
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-def unix_http_request(socket_path: Path, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
-    """One HTTP request over a unix socket; returns (status, body)."""
-    conn = _UnixHTTPConnection(str(socket_path), timeout)
-    try:
-        conn.request(method, path, headers={"Host": "docker"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -618,7 +550,7 @@ class Dockerd:
     def _answers_ping(self) -> bool:
         if not self.socket_path.exists():
             return False
-        conn = _UnixHTTPConnection(str(self.socket_path), 2.0)
+        conn = UnixHTTPConnection(str(self.socket_path), 2.0)
         try:
             conn.request("GET", "/_ping", headers={"Host": "docker"})
             response = conn.getresponse()

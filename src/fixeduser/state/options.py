@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from fixeduser.identity import Identity, IdentityError, resolve_identity
+from fixeduser.policy.identity import Identity, IdentityError, resolve_identity
 
 VALID_OPTIONS = {
     "user": "pin the volume to this user (name or uid); needs group too",

@@ -304,8 +304,8 @@ def escalations_markdown() -> str:
     lines = [
         "# Escalations",
         "",
-        "<!-- Generated from fixeduser.authz.escalations.CLASSES by "
-        "`python -m fixeduser.authz.escalations > docs/escalations.md`; do not edit. -->",
+        "<!-- Generated from fixeduser.policy.escalations.CLASSES by "
+        "`python -m fixeduser.policy.escalations > docs/escalations.md`; do not edit. -->",
         "",
         "Anything in a request that could reach the host, another user's container or storage outside",
         "the fixed-user path is an *escalation*. Each is denied unless the policy grants its class to",

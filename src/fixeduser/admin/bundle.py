@@ -7,7 +7,7 @@ fixeduser package, bindfs, fusermount3 (setuid root), setpriv, umount and a stat
 a shell, plus every shared library those programs and the Python extension modules load (found
 with `ldd`). The result runs fixeduser exactly as tested on this host.
 
-    python -m fixeduser.bundle DIR [--config deploy/plugin/config.json] [--tar]
+    python -m fixeduser.admin.bundle DIR [--config deploy/plugin/config.json] [--tar]
 
 `--tar` also writes `DIR/rootfs.tar`, which `docker import` turns into the base image of the
 compose deployment (deploy/compose/build-image; deploy/Dockerfile adds the entry point).
@@ -148,7 +148,7 @@ def assemble_rootfs(rootfs: Path) -> Path:
     # bindfs is built on libfuse 2, which execs `fusermount`; fusermount3 speaks the same protocol
     (rootfs / "bin" / "fusermount").unlink(missing_ok=True)
     (rootfs / "bin" / "fusermount").symlink_to("fusermount3")
-    from fixeduser.sandbox import find_static_busybox  # noqa: PLC0415 - only the builder needs it
+    from fixeduser.linux.binaries import find_static_busybox  # noqa: PLC0415 - only the builder needs it
 
     shutil.copy2(find_static_busybox(), rootfs / "bin" / "busybox")
     for applet in ("sh", "ls", "cat", "id", "mkdir", "rm", "sleep", "ps", "grep"):
@@ -192,13 +192,13 @@ def build_plugin(dest: Path, *, config: Path = DEFAULT_CONFIG, image_tar: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fixeduser.bundle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fixeduser.admin.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path, help="bundle folder (gets config.json and rootfs/)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="plugin config.json to use")
     parser.add_argument("--tar", action="store_true", help="also write DEST/rootfs.tar for `docker import`")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
-        print("fixeduser.bundle: run as root (the rootfs keeps fusermount3 setuid root)", file=sys.stderr)
+        print("fixeduser.admin.bundle: run as root (the rootfs keeps fusermount3 setuid root)", file=sys.stderr)
         return 2
     build_plugin(args.dest, config=args.config, image_tar=args.tar)
     print(f"bundle ready: {args.dest} (docker plugin create NAME {args.dest})")

@@ -23,10 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fixeduser.app.supervise import Supervisor
 from fixeduser.authz.audit import Auditor, AuditRecord, JsonLineAuditor
-from fixeduser.identity import Identity
 from fixeduser.plugin.server import Handler
-from fixeduser.supervise import Supervisor
+from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends.base import Backend, BackendError
 
 __all__ = ["CONTENT_TYPE", "CountingAuditor", "CountingBackend", "Metrics", "PluginGauges"]

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict
 
-from fixeduser.files import write_private_file
+from fixeduser.linux.files import write_private_file
 
 __all__ = [
     "DEFAULT_DAYS",

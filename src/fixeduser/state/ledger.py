@@ -7,7 +7,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
-from fixeduser.state import StateStore
+from fixeduser.state.store import StateStore
 
 _OWNED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS owned_objects (

@@ -36,8 +36,8 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from fixeduser.files import write_private_file
-from fixeduser.identity import Identity
+from fixeduser.linux.files import write_private_file
+from fixeduser.policy.identity import Identity
 
 log = logging.getLogger(__name__)
 

@@ -10,25 +10,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fixeduser.app.control import HealthReport, control_app
+from fixeduser.app.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
+from fixeduser.app.settings import ServeSettings
+from fixeduser.app.supervise import Supervisor
 from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.audit import JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
-from fixeduser.authz.ledger import ContainerLedger
-from fixeduser.control import HealthReport, control_app
-from fixeduser.daemon import DaemonClient, DaemonError, DaemonWatch
-from fixeduser.handoff import ClaimJournal, MountGate
-from fixeduser.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
+from fixeduser.docker_api.daemon import DaemonClient, DaemonError, DaemonWatch
 from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
 from fixeduser.policy.store import PolicyLoader, PolicyStore
-from fixeduser.settings import ServeSettings
-from fixeduser.state import StateStore
-from fixeduser.supervise import Supervisor
+from fixeduser.state.handoff import ClaimJournal, MountGate
+from fixeduser.state.ledger import ContainerLedger
+from fixeduser.state.registry import VolumeRegistry
+from fixeduser.state.store import StateStore
 from fixeduser.volumes.api import volume_handlers
 from fixeduser.volumes.backends.base import Backend, ServiceCheck
 from fixeduser.volumes.backends.local import LocalBackend
 from fixeduser.volumes.driver import VolumeDriver
 from fixeduser.volumes.recovery import Recovery
-from fixeduser.volumes.registry import VolumeRegistry
 from fixeduser.volumes.resolve import MountIdentityResolver
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""`fixeduser serve`: settings, the composition root, control socket, metrics, logs, supervision."""

@@ -1,0 +1,1 @@
+"""The host below everything: mount table, private files."""

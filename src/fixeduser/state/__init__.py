@@ -1,0 +1,1 @@
+"""What the plugin keeps: its SQLite store, container owners, volume records, the hand-off's claims."""

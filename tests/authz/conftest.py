@@ -87,14 +87,23 @@ class RealDaemon:
             self.dockerd.docker("volume", "rm", "-f", *self.volumes)
 
 
+# The networks every daemon has, as `GET /networks/{id}` describes them (IDs made up, 64 hex digits).
+PREDEFINED_NETWORKS = {
+    name: {"Id": digit * 64, "Name": name, "Driver": driver}
+    for name, digit, driver in (("none", "1", "null"), ("host", "2", "host"), ("bridge", "3", "bridge"))
+}
+
+
 @dataclass
 class KnownContainers:
-    """Containers a test made up (fake IDs), described the way the daemon would; every other look-up
-    goes to `daemon` (the session's real dockerd, or nothing). References resolve like dockerd's:
-    full ID, exact name with or without `/`, then a unique ID prefix."""
+    """The daemon as a test describes it: containers (fake IDs) and volumes it made up, answered the way the
+    daemon would; every other look-up goes to `daemon` (the session's real dockerd) or, without one, is answered
+    like a daemon that has nothing else (the predefined networks, no swarm). Container references resolve like
+    dockerd's: full ID, exact name with or without `/`, then a unique ID prefix."""
 
     daemon: DaemonClient | None
     described: dict[str, dict[str, Any]] = field(default_factory=dict)  # full ID -> inspect answer
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> inspect answer
     token: str = ""
 
     def __post_init__(self) -> None:
@@ -125,19 +134,24 @@ class KnownContainers:
     async def container_ids(self) -> set[str]:
         return set(self.described) | (await self.daemon.container_ids() if self.daemon else set())
 
+    def add_volume(self, name: str, driver: str = "local", options: dict[str, str] | None = None) -> None:
+        self.volumes[name] = {"Name": name, "Driver": driver, "Options": options}
+
     async def inspect_volume(self, name: str) -> dict[str, Any] | None:
-        if self.daemon is None:
-            raise DaemonError("no daemon in this test")
+        if name in self.volumes or self.daemon is None:
+            return self.volumes.get(name)
         return await self.daemon.inspect_volume(name)
 
     async def inspect_network(self, reference: str) -> InspectedNetwork | None:
-        if self.daemon is None:
-            raise DaemonError("no daemon in this test")
-        return await self.daemon.inspect_network(reference)
+        if self.daemon is not None:
+            return await self.daemon.inspect_network(reference)
+        matches = [n for n in PREDEFINED_NETWORKS.values() if reference in (n["Name"], n["Id"])]
+        matches = matches or [n for n in PREDEFINED_NETWORKS.values() if reference and n["Id"].startswith(reference)]
+        return InspectedNetwork.model_validate(matches[0]) if len(matches) == 1 else None
 
     async def inspect_task(self, reference: str) -> InspectedTask | None:
         if self.daemon is None:
-            raise DaemonError("no daemon in this test")
+            raise DaemonError("daemon answered 503 to GET /tasks: this node is not a swarm manager")
         return await self.daemon.inspect_task(reference)
 
 
@@ -237,9 +251,10 @@ class Harness:
 
 
 def make_harness(
-    tmp: Path, client: DaemonClient | None = None, real: RealDaemon | None = None
+    tmp: Path, client: DaemonClient | None = None, real: RealDaemon | None = None, *, daemon: bool = True
 ) -> tuple[Harness, StateStore]:
-    """An Authorizer over a fresh ledger and registry; `client` is how it reaches the daemon (None: it cannot)."""
+    """An Authorizer over a fresh ledger and registry. It asks `client` (a real daemon) what the test did not make
+    up; `daemon=False`: it has no daemon connection at all."""
     store = StateStore(tmp / "state.db")
     ledger, registry, gate = ContainerLedger(store), VolumeRegistry(store), MountGate(wait_seconds=0.2)
     auditor = ListAuditor()
@@ -255,13 +270,23 @@ def make_harness(
         auditor=auditor,
         driver_name=DRIVER,
         protected_paths=[protected / "root"],
-        daemon=known if client is not None else None,
+        daemon=known if daemon else None,
     )
     return Harness(authorizer, ledger, registry, real, auditor, protected, current, known), store
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, dockerd: Dockerd) -> AsyncIterator[Harness]:
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """A harness whose daemon is what the test makes up (no root, no dockerd): the decision logic alone."""
+    made, store = make_harness(tmp_path)
+    try:
+        yield made
+    finally:
+        store.close()
+
+
+@pytest.fixture
+async def real_harness(tmp_path: Path, dockerd: Dockerd) -> AsyncIterator[Harness]:
     """A harness whose look-ups go to the session's real dockerd through the real DaemonClient."""
     client = DaemonClient(dockerd.host)
     real = RealDaemon(dockerd, image=BUSYBOX_IMAGE)

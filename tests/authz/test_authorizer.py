@@ -116,8 +116,9 @@ async def test_ordinary_options_allowed(harness: Harness, host: dict[str, Any]) 
     assert verdict.allow, verdict.message
 
 
-async def test_existing_local_bind_volume_is_an_escalation(harness: Harness) -> None:
+async def test_existing_local_bind_volume_is_an_escalation(real_harness: Harness) -> None:
     """A `local` volume the admin created with bind options cannot be used by name by alice; a plain one can."""
+    harness = real_harness
     hostroot = harness.real.volume("hostroot", "-d", "local", "-o", "type=none", "-o", "device=/", "-o", "o=bind")
     plain = harness.real.volume("plain")
     for host in ({"Binds": [f"{hostroot}:/h"]}, {"Mounts": [{"Type": "volume", "Source": hostroot, "Target": "/h"}]}):
@@ -130,7 +131,7 @@ async def test_named_volume_without_daemon_is_denied(tmp_path: Path) -> None:
     """With no daemon to ask what a named volume is, using it is denied rather than assumed safe."""
     from .conftest import make_harness  # noqa: PLC0415
 
-    harness, store = make_harness(tmp_path)
+    harness, store = make_harness(tmp_path, daemon=False)
     try:
         verdict = await harness.ask("POST", CREATE, body=create_body(Binds=["v1:/data"]))
         assert not verdict.allow and "bind mount in disguise" in verdict.message

@@ -20,6 +20,12 @@ SERVICE_ID = "s" * 25
 TASK_ID = "t" * 25
 
 
+@pytest.fixture
+def harness(real_harness: Harness) -> Harness:
+    """These decisions ask a real daemon: about networks, swarm tasks and containers it made."""
+    return real_harness
+
+
 async def bobs_real_container(harness: Harness) -> str:
     """A real container on the daemon, recorded as bob's by its create response (ID only: no ?name)."""
     cid = harness.real.container()
@@ -147,7 +153,7 @@ async def test_task_the_daemon_does_not_know_has_no_owner(swarm: Harness) -> Non
 
 async def test_task_without_daemon_is_denied(tmp_path: Path) -> None:
     """With no daemon connection there is no way to tell whose task it is: denied."""
-    harness, store = make_harness(tmp_path)
+    harness, store = make_harness(tmp_path, daemon=False)
     try:
         harness.add_policy_lines(tmp_path, SWARM_POLICY)
         verdict = await harness.ask("GET", f"/tasks/{TASK_ID}/logs")

@@ -23,12 +23,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from fixeduser.docker_api.daemon import DaemonClient, ListedContainer
+from fixeduser.docker_api.daemon import DaemonClient
 from fixeduser.linux.mounts import is_mount_point, is_stale
 from fixeduser.policy.access import mount_identity
 from fixeduser.policy.identity import Identity
@@ -43,6 +42,7 @@ from fixeduser.volumes.backends.base import BackendError
 from fixeduser.volumes.driver import ContainerLookup, DriverError, VolumeDriver
 from fixeduser.volumes.resolve import MountIdentityResolver
 
+from .memory import Restarting
 from .processes import bindfs_pids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,18 +126,6 @@ class FaultyLocalBackend(LocalBackend):
     async def mounted_identities(self) -> list[str]:
         await self._step("mounted_identities")
         return await super().mounted_identities()
-
-
-@dataclass
-class Restarting:
-    """The daemon's list of containers restarting with a volume (for rigs without a real daemon)."""
-
-    containers: dict[str, list[str]] = field(default_factory=dict)  # volume -> IDs
-
-    async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]:
-        assert states == ("restarting",)
-        return [ListedContainer.model_validate({"Id": cid, "State": "restarting"})
-                for cid in self.containers.get(volume, [])]  # fmt: skip
 
 
 class Rig:

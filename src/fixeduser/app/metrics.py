@@ -1,8 +1,8 @@
 """Prometheus metrics for `fixeduser serve`, served as `GET /metrics` on the control socket.
 
 The decision path only bumps plain in-memory tallies (`DecisionTally`: a dict increment and a
-bisect per call, no locks; prometheus-client's labelled children took about 25 µs of the 70 µs
-of a trivial decision) that become Prometheus families when scraped. Volume calls and backend
+bisect per call, no locks; prometheus-client's labelled children cost a third of a trivial
+decision: bench/NOTES.md#metrics-tally) that become Prometheus families when scraped. Volume calls and backend
 errors are rare and use prometheus-client counters. Values the plugin already keeps (policy
 reloads, active mounts per identity, policy problems) are read only when Prometheus scrapes,
 through callables, so nothing extra runs per request.

@@ -34,10 +34,11 @@ DROP_REPORT_SECONDS = 60.0  # at most one log line per this long about records b
 
 
 # A dataclass, not a pydantic model: one is built for every decision, from values the authorizer
-# already holds as these types, and validating them again cost about 5 µs a call. Audit lines are
-# read back (tests, tools) through `AUDIT_LINE`, which does validate. Every text field is clipped
+# already holds as these types, and validating them again is needless work on the hottest path
+# (bench/NOTES.md#audit-record). Audit lines are read back (tests, tools) through `AUDIT_LINE`,
+# which does validate. Every text field is clipped
 # (`__post_init__`, which `AUDIT_LINE` runs too): a request can quote megabytes in a path or name.
-@dataclass(slots=True)  # not frozen: a frozen dataclass took twice as long to build (6 µs against 3)
+@dataclass(slots=True)  # not frozen: a frozen one takes twice as long to build (bench/NOTES.md#audit-record)
 class AuditRecord:
     time: float  # seconds since the epoch
     phase: str
@@ -198,7 +199,7 @@ class JsonLineAuditor:
 
     def record(self, record: AuditRecord) -> None:
         self.counts["allow" if record.allow else "deny"] += 1
-        # Serialized here (about 3 µs with orjson): a worker thread serializing in Python would hold
+        # Serialized here (cheap with orjson): a worker thread serializing in Python would hold
         # the GIL against the event loop; it only does the write, which releases it.
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         if len(line) > EXACT_COPY_ABOVE:  # orjson keeps its grown buffer (64 KiB for a 5 KiB line)

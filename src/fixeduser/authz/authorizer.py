@@ -105,7 +105,7 @@ class Denied(Exception):
         self.rule = rule
 
 
-@dataclass(slots=True)  # one per decision: a frozen dataclass costs 2 µs more to build
+@dataclass(slots=True)  # one per decision: a frozen dataclass costs more to build (bench/NOTES.md)
 class Verdict:
     allow: bool
     message: str
@@ -746,7 +746,7 @@ def _deny_unknown_mounts(ctx: Context, mounts: Iterable[MountSpec]) -> None:
         )
 
 
-@functools.lru_cache(maxsize=4096)  # the same few lines decide most requests; formatting them cost 2 µs a call
+@functools.lru_cache(maxsize=4096)  # the same few lines decide most requests: format each once
 def _citation(rule: PolicyLine) -> str:
     return f"{rule.where}: {rule.text}"
 

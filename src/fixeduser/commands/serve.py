@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from fixeduser.app.serve import serve  # noqa: PLC0415 - the admin tools need none of the server
 
     try:
-        # asyncio's own loop, not uvloop (measured 13 µs less CPU per plugin call): uvloop's child
+        # asyncio's own loop, not uvloop (a little less CPU per call, bench/NOTES.md#event-loop): uvloop's child
         # processes keep a copy of their stdio socketpair, so a daemonized bindfs holds our pipe
         # open, the EOF that says it is done never comes, and every mount hangs.
         asyncio.run(serve(settings))

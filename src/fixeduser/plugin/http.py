@@ -3,10 +3,7 @@
 The daemon's plugin client keeps one connection per plugin and sends one small JSON POST at a time,
 twice for every Docker API call. aiohttp's server answered them before, and its request machinery
 (the request and response objects, header handling, timers) was about half of what an authz
-plugin adds to `docker ps`. In one run of 40 interleaved `docker ps` each, an allow-all plugin
-made it 13.9 % slower on aiohttp's low-level server (what fixeduser used), 8.2 % on this protocol
-and 6.3 % on bare blocking sockets; at the socket, an allow-all aiohttp app used 223 µs of CPU per
-call and this protocol 67. Bench part 3 repeats the comparison in every full run.
+plugin adds to `docker ps` (bench/NOTES.md#plugin-transport; bench part 3 repeats the comparison).
 """
 
 from __future__ import annotations

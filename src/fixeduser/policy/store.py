@@ -176,10 +176,10 @@ def compiling(*, freeze: bool) -> Iterator[None]:
     """Keep the event loop responsive, and later collections cheap, while a policy compiles.
 
     Compiling is pure Python in a worker thread. With the default switch interval every decision
-    made meanwhile could wait 5 ms for the GIL many times over, so it is 0.5 ms here. A policy of
+    made meanwhile could wait for the GIL many times over, so it is a tenth of it here. A policy of
     100,000 lines is about a million long-lived objects: left to the cyclic garbage collector,
-    they trigger collections that scan all of them while holding the GIL (measured: 320 ms
-    stalls of the event loop during a reload, and half of the compile time). So the collector
+    they trigger collections that scan all of them while holding the GIL (long stalls of the event
+    loop during a reload: bench/NOTES.md#policy-compile). So the collector
     pauses while compiling, and in the serving plugin (`freeze`) the objects alive afterwards go
     to the permanent generation (`gc.freeze`), which collections skip. They are still freed by
     reference counting when the policy is replaced (policies hold no reference cycles). A

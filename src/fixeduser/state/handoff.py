@@ -231,10 +231,9 @@ class ClaimJournal:
 
     A claim is one write(2) on the event loop and then survives a crash of the process (a power
     cut ends every mount, so claims need no fsync); its end is another. Committing claims to the
-    state store through its writer thread cost each create and start with a fixeduser volume
-    0.35 ms at the median and up to 4.5 ms at p99 (measured side by side), on the AuthZReq the
-    docker CLI waits for. Lines are written with orjson and read back through pydantic
-    (`JOURNAL_LINE`). The file is emptied once it passes `EMPTY_AT` with no claim live, and
+    state store through its writer thread cost each create and start with a fixeduser volume a
+    thread hand-off on the AuthZReq the docker CLI waits for (bench/NOTES.md#claim-journal). Lines
+    are written with orjson and read back through pydantic (`JOURNAL_LINE`). The file is emptied once it passes `EMPTY_AT` with no claim live, and
     rewritten with the live ones past `COMPACT_AT` (under a load that always has some).
     """
 
@@ -316,7 +315,7 @@ class ClaimJournal:
 
 
 def _claim_line(claim: Claim, expires_at: float) -> bytes:
-    """A `SavedClaim` line, built directly: constructing the model first cost 9 µs a claim."""
+    """A `SavedClaim` line, built directly: constructing the model first is needless work per claim."""
     return orjson.dumps(
         {
             "id": claim.id,

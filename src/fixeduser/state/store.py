@@ -3,8 +3,8 @@
 Every table is small and mirrored in memory by its owner (ledger, registry); the database only
 has to survive restarts. Writes go to one writer thread that commits whatever has queued up as
 one transaction and then wakes the waiting coroutines: a decision never blocks on the disk, and
-a burst of AuthZRes calls shares commits instead of paying a thread hand-off each (measured:
-`asyncio.to_thread` cost about 200 µs of CPU per write, the SQL itself about 35 µs).
+a burst of AuthZRes calls shares commits instead of paying a thread hand-off each, which costs
+several times the SQL itself (bench/NOTES.md#state-writer).
 """
 
 from __future__ import annotations
@@ -46,9 +46,7 @@ class _Write:
 _STOP = None
 CHECKPOINT_EVERY = 200  # writes between WAL checkpoints (SQLite's own default is about 1,000 pages)
 # Writes behind are handed to the writer thread together, at most this long after the first of them:
-# each hand-off wakes the thread, and fewer, larger transactions cost less. Measured with the
-# docker-session mix (8 and 64 clients): the writer's CPU fell from 15-32 to 11-23 µs per call;
-# the plugin's throughput did not change measurably.
+# each hand-off wakes the thread, and fewer, larger transactions cost less (bench/NOTES.md#state-writer).
 BEHIND_DELAY = 0.005
 
 
@@ -65,7 +63,7 @@ class StateStore:
         # every container create's AuthZRes, which the docker CLI waits for.
         self._db.execute("PRAGMA synchronous=NORMAL")
         # A checkpoint fsyncs the database: run it after the waiting writers are answered, not
-        # inside the commit of whichever write happens to fill the WAL (a 15 ms AuthZRes p99).
+        # inside the commit of whichever write happens to fill the WAL (an AuthZRes p99 spike).
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
         self._uncheckpointed = 0
@@ -94,9 +92,9 @@ class StateStore:
 
         For rows that only mirror what the caller has already put in memory and that describe
         something the daemon has already done (a container it created, an exec, a removal): a
-        crash before the commit (within `BEHIND_DELAY` and one commit, about 6 ms) has the same
-        effect as a crash just before the daemon's AuthZRes, a window that exists anyway. Waiting
-        for the commit costs each such AuthZRes a thread hand-off (about 150 µs of CPU). Writes
+        crash before the commit (within `BEHIND_DELAY` and one commit) has the same effect as a
+        crash just before the daemon's AuthZRes, a window that exists anyway. Waiting for the
+        commit would cost each such AuthZRes a thread hand-off (bench/NOTES.md#state-writer). Writes
         behind reach the writer thread together, within `BEHIND_DELAY` of the first. A failure is
         logged.
         """

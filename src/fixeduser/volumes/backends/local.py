@@ -298,8 +298,8 @@ class LocalBackend:
         self.bindfs = bindfs
         self.bindfs_options = tuple(bindfs_options)
         # libfuse 2 (Debian's bindfs) splits writes into 4 KiB requests unless asked for big ones:
-        # measured 130 -> 390 MiB/s sequential writes. Only the request size changes (no caching),
-        # so it is sound. libfuse 3 always writes large and rejects the option. Set by the check.
+        # three times the sequential write speed (bench/NOTES.md#bindfs-large-writes). Only the
+        # request size changes (no caching), so it is sound. libfuse 3 always writes large and rejects the option. Set by the check.
         self.large_writes = large_writes
         self._fuse_major: int | None = None
         self.setpriv = setpriv
@@ -525,7 +525,7 @@ class LocalBackend:
 
         def probe() -> Literal["up", "stale", "absent"]:
             # A view is its own (FUSE) file system, so two lstat calls find it mounted; the mount
-            # table, whose parsing grows with every container on the host (0.25 ms at 20 entries),
+            # table, whose parsing grows with every container on the host,
             # is only read when they do not (a stale view fails lstat).
             if not os.path.ismount(mp) and not is_mount_point(mp):
                 return "absent"

@@ -233,8 +233,9 @@ class ClaimJournal:
     cut ends every mount, so claims need no fsync); its end is another. Committing claims to the
     state store through its writer thread cost each create and start with a fixeduser volume a
     thread hand-off on the AuthZReq the docker CLI waits for (bench/NOTES.md#claim-journal). Lines
-    are written with orjson and read back through pydantic (`JOURNAL_LINE`). The file is emptied once it passes `EMPTY_AT` with no claim live, and
-    rewritten with the live ones past `COMPACT_AT` (under a load that always has some).
+    are written with orjson and read back through pydantic (`JOURNAL_LINE`). The file is emptied
+    once it passes `EMPTY_AT` with no claim live, and rewritten with the live ones past
+    `COMPACT_AT` (under a load that always has some).
     """
 
     EMPTY_AT = 1 << 16

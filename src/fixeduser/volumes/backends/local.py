@@ -299,7 +299,8 @@ class LocalBackend:
         self.bindfs_options = tuple(bindfs_options)
         # libfuse 2 (Debian's bindfs) splits writes into 4 KiB requests unless asked for big ones:
         # three times the sequential write speed (bench/NOTES.md#bindfs-large-writes). Only the
-        # request size changes (no caching), so it is sound. libfuse 3 always writes large and rejects the option. Set by the check.
+        # request size changes (no caching), so it is sound. libfuse 3 always writes large and
+        # rejects the option. Set by the check.
         self.large_writes = large_writes
         self._fuse_major: int | None = None
         self.setpriv = setpriv

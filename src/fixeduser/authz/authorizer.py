@@ -18,10 +18,12 @@ from fixeduser.authz.escalations import (
     bind_sources,
     build_escalations,
     container_escalations,
+    endpoint_sysctl_escalations,
     exec_escalations,
     local_volume_escalation,
     service_escalations,
     start_bind_escalations,
+    start_escalations,
     volume_create_escalations,
 )
 from fixeduser.authz.ledger import ContainerLedger, ContainerRecord, OwnedRecord
@@ -29,11 +31,17 @@ from fixeduser.authz.networks import network_mode_reference, parse_network_attac
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
 from fixeduser.daemon import HOST_NETWORK, SELF_ACTIONS, SELF_HEADER, DaemonClient, DaemonError
 from fixeduser.docker_api import (
+    BODY_READ_ACTIONS,
+    MIN_API_VERSION,
     ApiRequest,
     BodyError,
     ContainerCreate,
     MountSpec,
+    body_presence,
+    check_start_body,
     classify,
+    hidden_body_reason,
+    is_too_old,
     parse_container_create,
     parse_create_response,
     parse_exec_create,
@@ -42,6 +50,8 @@ from fixeduser.docker_api import (
     parse_service_spec,
     parse_update_restart_policy,
     parse_volume_create,
+    path_api_version,
+    request_path,
 )
 from fixeduser.handoff import GateBusy, MountGate
 from fixeduser.identity import Identity
@@ -100,6 +110,7 @@ CONTROL_ESCALATIONS = {
     **{f"swarm.{verb}": "swarm-membership" for verb in ("init", "join", "leave", "update", "unlock", "unlockkey")},
     "node.update": "swarm-membership",
     "node.remove": "swarm-membership",
+    "grpc.start": "buildkit",  # an opaque gRPC stream: BuildKit's control API
 }
 # Look-ups fixeduser itself makes through the daemon (authenticated by a per-process header).
 OWN_LOOKUPS = SELF_ACTIONS | {"volume.inspect"}
@@ -185,6 +196,7 @@ class Authorizer:
                         f"{subject}: {request.method} {request.uri.split('?')[0]} is not a known "
                         "Docker API route (denied by default)"
                     )
+                _deny_old_api(subject, path_api_version(request_path(request.uri) or ""))
                 verdict = Verdict(allow=True, message="unknown route allowed by configuration")
             else:
                 verdict = await handler(Context(request=request, subject=subject, api=api, policy=policy))
@@ -231,6 +243,8 @@ class Authorizer:
     # ---- request phase ------------------------------------------------------------------------
 
     async def _on_request(self, ctx: Context) -> Verdict:
+        # Before everything else, ping included: the CLI negotiates with an unversioned /_ping.
+        _deny_old_api(ctx.subject, ctx.api.api_version)
         if self._is_self_query(ctx):
             return Verdict(allow=True, message="fixeduser's own read-only look-up")
         if _is_form_body(ctx.request):
@@ -248,6 +262,8 @@ class Authorizer:
                 f"{ctx.subject} may not {ctx.api.action}: no policy line grants "
                 f"`p, <{ctx.subject} or one of its roles>, api, {ctx.api.action}`"
             )
+        if ctx.api.action in BODY_READ_ACTIONS:
+            _deny_hidden_body(ctx)
         await self._check_action(ctx)
         return Verdict(allow=True, message="allowed", rule=decision.rule)
 
@@ -257,6 +273,8 @@ class Authorizer:
         if action in CONTROL_ESCALATIONS:
             escalation = Escalation(kind=CONTROL_ESCALATIONS[action], detail="its daemon-wide effect")
             self._require_escalations(ctx, [escalation], f"{action} {ctx.api.target or ''}".strip())
+        if action == "container.start":
+            self._check_start_request(ctx)
         if action == "container.create":
             await self._check_container_create(ctx)
         elif action == "volume.create":
@@ -276,6 +294,12 @@ class Authorizer:
         elif action == "image.build":
             self._require_escalations(ctx, build_escalations(ctx.api.query), "build an image")
         await self._check_swarm_action(ctx)
+
+    def _check_start_request(self, ctx: Context) -> None:
+        """A start carries no body, and restoring a checkpoint is an escalation."""
+        if ctx.request.body_b64:
+            _parsed(ctx, lambda: check_start_body(ctx.request.body), "container start")
+        self._require_escalations(ctx, start_escalations(ctx.api.query), f"start container {ctx.api.target}")
 
     async def _check_swarm_action(self, ctx: Context) -> None:
         """Services and their tasks: their creator's, and their specs checked like container creates."""
@@ -503,7 +527,8 @@ class Authorizer:
         attach = _parsed(ctx, lambda: parse_network_attach(ctx.request.body, connect=connect), what)
         record = await self._find_container(ctx, attach.container, mounting=False)
         self._check_owned(ctx, record, "container", repr(attach.container))
-        found = []
+        network = ctx.api.target or ""
+        found = endpoint_sysctl_escalations({network: attach.sysctls} if attach.sysctls is not None else {})
         for link in attach.links:
             container = link.split(":", 1)[0]
             if self._is_foreign(ctx, container):
@@ -709,6 +734,24 @@ def _deny_unknown_mounts(ctx: Context, mounts: Iterable[MountSpec]) -> None:
 @functools.lru_cache(maxsize=4096)  # the same few lines decide most requests; formatting them cost 2 µs a call
 def _citation(rule: PolicyLine) -> str:
     return f"{rule.where}: {rule.text}"
+
+
+def _deny_old_api(subject: str, version: str | None) -> None:
+    if is_too_old(version):
+        raise Denied(
+            f"{subject}: API version {version} is older than {MIN_API_VERSION}, the oldest fixeduser allows "
+            f"(daemons before 26.1 still apply settings that version {version} sends where fixeduser does not "
+            f"check them); use API {MIN_API_VERSION} or newer"
+        )
+
+
+def _deny_hidden_body(ctx: Context) -> None:
+    content_length = ctx.request.header("Content-Length")
+    if body_presence(bool(ctx.request.body_b64), content_length) == "hidden":
+        raise Denied(
+            f"{ctx.subject} may not {ctx.api.action}: fixeduser must read this request's body, but "
+            f"{hidden_body_reason(content_length)}; denied"
+        )
 
 
 def _is_form_body(request: AuthZRequest) -> bool:

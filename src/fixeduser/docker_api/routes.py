@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fixeduser.docker_api.gojson import GO_REPLACE
 
-__all__ = ["ROUTES", "ApiRequest", "Route", "classify", "clean_path", "parse_query"]
+__all__ = ["ROUTES", "ApiRequest", "Route", "classify", "clean_path", "parse_query", "request_path"]
 
 
 class Route(NamedTuple):
@@ -288,6 +288,15 @@ def _split_request_uri(raw_uri: str) -> tuple[str, str] | None:
             return None
     path, _, query = raw_uri.partition("?")
     return path, query
+
+
+def request_path(raw_uri: str) -> str | None:
+    """The percent-decoded, cleaned path the router matches; None if no route could match it."""
+    parts = _split_request_uri(raw_uri)
+    if parts is None:
+        return None
+    decoded = _unescape(parts[0], query=False)
+    return None if decoded is None else clean_path(decoded)
 
 
 @lru_cache(maxsize=8192)

@@ -266,3 +266,42 @@ def test_request_helper_sends_content_length_like_the_daemon() -> None:
     request = Harness.request("POST", "/x", body={"a": 1})
     assert request.header("Content-Length") == str(len(json.dumps({"a": 1})))
     assert Harness.request("POST", "/x").header("Content-Length") == "0"
+
+
+# ---- builds: the query as the daemon reads it ----------------------------------------------------------
+
+BUILDERS = "p, role:eng, api, image.build\n"
+
+
+@pytest.mark.parametrize(
+    ("query", "kind"),
+    [
+        ("networkmode=host&networkmode=none", "namespaces"),  # Go's FormValue: the first value
+        ("cgroupparent=%2Fx&cgroupparent=", "cgroup-parent"),
+        ("securityopt=seccomp%3Dunconfined", "security-options"),
+        ("securityopt=no-new-privileges&securityopt=apparmor%3Dunconfined", "security-options"),
+        ("securityopt=label%3Ddisable", "security-options"),
+    ],
+)
+async def test_build_query_read_like_the_daemon(harness: Harness, tmp_path: Path, query: str, kind: str) -> None:
+    harness.add_policy_lines(tmp_path, BUILDERS)
+    verdict = await harness.ask("POST", f"/v1.41/build?t=x&{query}")
+    assert not verdict.allow and f"escalation `{kind}`" in verdict.message, verdict.message
+
+
+@pytest.mark.parametrize(
+    "query", ["networkmode=none&networkmode=host", "securityopt=no-new-privileges", "networkmode=default"]
+)
+async def test_ordinary_build_queries_pass(harness: Harness, tmp_path: Path, query: str) -> None:
+    harness.add_policy_lines(tmp_path, BUILDERS)
+    verdict = await harness.ask("POST", f"/v1.41/build?t=x&{query}")
+    assert verdict.allow, verdict.message
+
+
+async def test_build_on_the_host_network_by_id_is_namespaces(harness: Harness, tmp_path: Path) -> None:
+    harness.add_policy_lines(tmp_path, BUILDERS)
+    host = harness.real.network_id("host")
+    for reference in (host, host[:12]):
+        verdict = await harness.ask("POST", f"/v1.41/build?networkmode={reference}")
+        assert not verdict.allow and "(the host network)" in verdict.message and "namespaces" in verdict.message
+    assert (await harness.ask("POST", f"/v1.41/build?networkmode={harness.real.network_id('none')}")).allow

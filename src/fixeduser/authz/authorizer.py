@@ -292,7 +292,7 @@ class Authorizer:
         elif action in NETWORK_ATTACH_ACTIONS:
             await self._check_network_attach(ctx)
         elif action == "image.build":
-            self._require_escalations(ctx, build_escalations(ctx.api.query), "build an image")
+            await self._check_build(ctx)
         await self._check_swarm_action(ctx)
 
     def _check_start_request(self, ctx: Context) -> None:
@@ -300,6 +300,14 @@ class Authorizer:
         if ctx.request.body_b64:
             _parsed(ctx, lambda: check_start_body(ctx.request.body), "container start")
         self._require_escalations(ctx, start_escalations(ctx.api.query), f"start container {ctx.api.target}")
+
+    async def _check_build(self, ctx: Context) -> None:
+        """A build's query sets up its RUN containers: checked like a container create's HostConfig."""
+        found = build_escalations(ctx.api.query)
+        network = network_mode_reference((ctx.api.query.get("networkmode") or [""])[0])
+        if network is not None and await self._is_host_network(ctx, network, missing_ok=True):
+            found.append(Escalation(kind="namespaces", detail=f"docker build --network {network} (the host network)"))
+        self._require_escalations(ctx, found, "build an image")
 
     async def _check_swarm_action(self, ctx: Context) -> None:
         """Services and their tasks: their creator's, and their specs checked like container creates."""

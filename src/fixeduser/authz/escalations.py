@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from fixeduser.authz.route_decisions import route_decisions_markdown
 from fixeduser.docker_api import ContainerCreate, ExecCreate, MountSpec, ServiceSpec
 
 ESCALATION_OBJECT = "escalation"
@@ -325,14 +326,20 @@ def start_escalations(query: dict[str, list[str]]) -> list[Escalation]:
 
 
 def build_escalations(query: dict[str, list[str]]) -> list[Escalation]:
-    """Escalations in `POST /build` query parameters (the build's RUN steps are containers too)."""
+    """Escalations in `POST /build` query parameters (the build's RUN steps are containers too).
+
+    The daemon reads the first `networkmode` and `cgroupparent` (Go's FormValue) and every
+    `securityopt`, which the classic builder gives each RUN step's container."""
     found = []
-    network = (query.get("networkmode") or [""])[-1]
+    network = (query.get("networkmode") or [""])[0]
     if network == "host" or network.startswith("container:"):
         found.append(Escalation(kind="namespaces", detail=f"docker build --network {network}"))
-    parent = (query.get("cgroupparent") or [""])[-1]
+    parent = (query.get("cgroupparent") or [""])[0]
     if parent:
         found.append(Escalation(kind="cgroup-parent", detail=f"docker build --cgroup-parent {parent}"))
+    unsafe = [opt for opt in query.get("securityopt", []) if opt not in SAFE_SECURITY_OPTS]
+    if unsafe:
+        found.append(Escalation(kind="security-options", detail=f"docker build --security-opt {' '.join(unsafe)}"))
     return found
 
 
@@ -360,6 +367,7 @@ def escalations_markdown() -> str:
     for kind, cls in CLASSES.items():
         description = cls.description.replace("|", "\\|")
         lines.append(f"| `{kind}` | {description} | denied | `{policy_line(kind)}` |")
+    lines += ["", *route_decisions_markdown()]
     lines += ["", "## Known limit", "", *KNOWN_LIMIT]
     return "\n".join(lines) + "\n"
 

@@ -119,7 +119,9 @@ async def test_start_with_a_body_not_shown_is_denied(harness: Harness, headers: 
     await harness.create_container("alice", "alices", A_ID)
     verdict = await harness.ask("POST", START, headers=headers)
     assert not verdict.allow and reason in verdict.message, verdict.message
-    assert verdict.message.startswith("alice may not container.start: fixeduser must read this request's body")
+    assert verdict.message.startswith(
+        "alice may not container.start: the request body is missing from what the daemon sent fixeduser"
+    )
 
 
 @pytest.mark.parametrize(
@@ -157,7 +159,9 @@ async def test_bodies_not_shown_are_denied_to_everyone(
 ) -> None:
     await harness.create_container("alice", "alices", A_ID)
     verdict = await harness.ask(method, uri, user="", headers={"Content-Type": "application/json", **headers})
-    assert not verdict.allow and "fixeduser must read this request's body" in verdict.message, verdict.message
+    assert not verdict.allow and "request body is missing from what the daemon sent fixeduser" in verdict.message, (
+        verdict.message
+    )
 
 
 async def test_update_with_a_body_not_shown_is_denied_but_a_shown_one_passes(harness: Harness) -> None:

@@ -134,7 +134,7 @@ def test_update_with_a_body_the_plugin_is_not_shown_is_denied(stack: E2E, alices
         assert status == 403 and reason in text, (chunked, text)
     text_plain = json.dumps({"RestartPolicy": {"Name": "always"}}).encode()
     status, text = request(stack, "alice", "POST", path, text_plain, content_type="text/plain")
-    assert status == 403 and "byte body that the daemon did not forward" in text, text
+    assert status == 403 and "byte body, and the daemon forwards only application/json" in text, text
     assert host_config(stack, alices)["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
     stack.ok("update", "--restart", "on-failure:2", alices, user="alice")  # a shown body passes
     assert host_config(stack, alices)["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}

@@ -299,7 +299,9 @@ class Authorizer:
         """A start carries no body, and restoring a checkpoint is an escalation."""
         if ctx.request.body_b64:
             _parsed(ctx, lambda: check_start_body(ctx.request.body), "container start")
-        self._require_escalations(ctx, start_escalations(ctx.api.query), f"start container {ctx.api.target}")
+        found = start_escalations(ctx.api.query)
+        if found:
+            self._require_escalations(ctx, found, f"start container {ctx.api.target}")
 
     async def _check_build(self, ctx: Context) -> None:
         """A build's query sets up its RUN containers: checked like a container create's HostConfig."""
@@ -757,8 +759,8 @@ def _deny_hidden_body(ctx: Context) -> None:
     content_length = ctx.request.header("Content-Length")
     if body_presence(bool(ctx.request.body_b64), content_length) == "hidden":
         raise Denied(
-            f"{ctx.subject} may not {ctx.api.action}: fixeduser must read this request's body, but "
-            f"{hidden_body_reason(content_length)}; denied"
+            f"{ctx.subject} may not {ctx.api.action}: the request body is missing from what the daemon sent "
+            f"fixeduser ({hidden_body_reason(content_length)}), and fixeduser denies what it cannot check"
         )
 
 

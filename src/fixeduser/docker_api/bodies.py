@@ -54,12 +54,12 @@ def hidden_body_reason(content_length: str | None) -> str:
     """Why the plugin saw no body although there may be one, in words for a denial."""
     if content_length is None:
         return (
-            "the request has no Content-Length, so it may carry a chunked body that the daemon did not "
-            "forward (send Content-Length: 0 for no body)"
+            "the request has no Content-Length, and a chunked body over 1 MiB is not forwarded "
+            "(send Content-Length: 0 for no body)"
         )
     return (
-        f"the request has a {content_length.strip()}-byte body that the daemon did not forward "
-        "(it forwards only application/json bodies under 1 MiB)"
+        f"the request has a {content_length.strip()}-byte body, and the daemon forwards only "
+        "application/json bodies under 1 MiB"
     )
 
 

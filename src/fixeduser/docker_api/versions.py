@@ -8,6 +8,7 @@ results it ignores) and treats missing parts as 0. So ``1.023`` is 1.23, ``01.20
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final
 
 __all__ = ["MIN_API_VERSION", "compare_versions", "is_too_old", "path_api_version"]
@@ -53,6 +54,7 @@ def compare_versions(v1: str, v2: str) -> int:
     return 0
 
 
+@lru_cache(maxsize=64)  # clients repeat a handful of versions; the bound keeps odd spellings from growing it
 def is_too_old(version: str | None) -> bool:
     """Whether a path's API version is older than :data:`MIN_API_VERSION`; None (no prefix) is current."""
     return version is not None and compare_versions(version, MIN_API_VERSION) < 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fixeduser.docker_api import MIN_API_VERSION, classify, compare_versions, is_too_old, path_api_version
 from fixeduser.docker_api.versions import _atoi
@@ -113,3 +115,16 @@ def test_classify_keeps_the_version_as_written(uri: str, version: str | None) ->
 )
 def test_version_of_an_unknown_route(path: str, version: str | None) -> None:
     assert path_api_version(path) == version
+
+
+def _reference(version: str, width: int) -> tuple[int, ...]:
+    """The router only passes [0-9.]: each part is empty (0) or digits, clamped to int64; missing parts 0."""
+    parts = [min(int(p), INT64_MAX) if p else 0 for p in version.split(".")]
+    return tuple(parts + [0] * (width - len(parts)))
+
+
+@given(a=st.from_regex(r"[0-9.]{1,30}", fullmatch=True), b=st.from_regex(r"[0-9.]{1,30}", fullmatch=True))
+def test_compare_matches_a_numeric_tuple_order(a: str, b: str) -> None:
+    width = max(a.count("."), b.count(".")) + 1
+    ra, rb = _reference(a, width), _reference(b, width)
+    assert compare_versions(a, b) == (ra > rb) - (ra < rb)

@@ -172,9 +172,12 @@ def dockerd() -> Iterator[Dockerd]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def raw_body(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else json.dumps(value).encode()
+
+
 def b64(value: Any) -> str:
-    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return base64.b64encode(raw).decode()
+    return base64.b64encode(raw_body(value)).decode()
 
 
 @dataclass
@@ -203,22 +206,36 @@ class Harness:
 
     @staticmethod
     def request(
-        method: str, uri: str, *, user: str = "alice", body: Any = None, status: int = 0, response: Any = None
+        method: str,
+        uri: str,
+        *,
+        user: str = "alice",
+        body: Any = None,
+        status: int = 0,
+        response: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> AuthZRequest:
+        """An AuthZ request as the daemon sends it: a Content-Length header (0 without a body) unless
+        `headers` replaces the headers; a JSON body is shown."""
         payload: dict[str, Any] = {"RequestMethod": method, "RequestUri": uri}
         if user:
             payload |= {"User": user, "UserAuthNMethod": "TLS"}
+        payload["RequestHeaders"] = {"Content-Length": "0"}
         if body is not None:
             payload["RequestBody"] = b64(body)
-            payload["RequestHeaders"] = {"Content-Type": "application/json"}
+            payload["RequestHeaders"] = {"Content-Type": "application/json", "Content-Length": str(len(raw_body(body)))}
+        if headers is not None:
+            payload["RequestHeaders"] = headers
         if status:
             payload["ResponseStatusCode"] = status
         if response is not None:
             payload["ResponseBody"] = b64(response)
         return AuthZRequest.model_validate(payload)
 
-    async def ask(self, method: str, uri: str, *, user: str = "alice", body: Any = None) -> Verdict:
-        return await self.authorizer.authorize_request(self.request(method, uri, user=user, body=body))
+    async def ask(
+        self, method: str, uri: str, *, user: str = "alice", body: Any = None, headers: dict[str, str] | None = None
+    ) -> Verdict:
+        return await self.authorizer.authorize_request(self.request(method, uri, user=user, body=body, headers=headers))
 
     async def respond(
         self, method: str, uri: str, *, user: str = "alice", body: Any = None, status: int, response: Any

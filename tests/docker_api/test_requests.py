@@ -461,3 +461,73 @@ def test_update_restart_policy() -> None:
     assert (
         parse_update_restart_policy(b'{"RestartPolicy": {"Name": "always"}, "RestartPolicy": {"name": "no"}}') == "no"
     )
+
+
+# --- no side doors: annotations and per-endpoint sysctls ------------------------------------------
+
+SYSCTLS_OPT = "com.docker.network.endpoint.sysctls"
+
+
+@pytest.mark.parametrize(
+    ("text", "annotations"),
+    [
+        ('{"HostConfig": {"Annotations": {"org.systemd.property.DeviceAllow": "char-* rwm"}}}',
+         {"org.systemd.property.DeviceAllow": "char-* rwm"}),
+        ('{"hostconfig": {"annotations": {"a": "1"}}}', {"a": "1"}),
+        ('{"HOSTCONFIG": {"ANNOTATIONS": {"A": "1"}}}', {"A": "1"}),  # keys of the map are data: not folded
+        ('{"HostConfig": {"Annotation\u017f": {"x": "y"}}}', {"x": "y"}),  # Go's Unicode folding
+        ('{"HostConfig": {"Annotations": {"a": "1"}, "annotations": {"b": "2"}}}', {"a": "1", "b": "2"}),  # merged
+        ('{"HostConfig": {"Annotations": {"a": "1"}, "annotations": null}}', {}),  # null resets the map
+        ('{"HostConfig": {"Annotations": {"a": null}}}', {"a": ""}),
+        ('{"HostConfig": {"Annotations": {}}}', {}),
+        ('{"HostConfig": {"Annotations": null}}', {}),
+    ],
+)  # fmt: skip
+def test_create_annotations_read_like_go(text: str, annotations: dict[str, str]) -> None:
+    assert create(text).host_config.annotations == annotations
+
+
+def test_create_annotations_of_the_wrong_type_or_place_are_rejected() -> None:
+    with pytest.raises(BodyError):
+        create('{"HostConfig": {"Annotations": ["a=1"]}}')
+    with pytest.raises(BodyError):
+        create('{"Annotations": {"a": "1"}}')  # deprecated top-level HostConfig placement
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "sysctls"),
+    [
+        ({"n1": {"DriverOpts": {SYSCTLS_OPT: "net.ipv4.conf.IFNAME.forwarding=1"}}},
+         {"n1": "net.ipv4.conf.IFNAME.forwarding=1"}),
+        ({"n1": {"driveropts": {SYSCTLS_OPT: ""}}}, {"n1": ""}),  # present even when empty
+        ({"n1": {"DriverOpts": {SYSCTLS_OPT.upper(): "x"}}}, {}),  # map keys are not folded: not the option
+        ({"n1": {"DriverOpts": {"com.docker.network.endpoint.ifname": "eth7"}}}, {}),
+        ({"n1": {"DriverOpts": {SYSCTLS_OPT: "a"}, "driverOpts": {SYSCTLS_OPT: "b"}}}, {"n1": "b"}),  # last wins
+        ({"n1": None, "n2": {"DriverOpts": {SYSCTLS_OPT: "x"}}}, {"n2": "x"}),
+        ({"n1": {"DriverOpts": {SYSCTLS_OPT: "x"}, "DriverOpts ": {}}}, {"n1": "x"}),  # "DriverOpts " is no field
+    ],
+)  # fmt: skip
+def test_create_endpoint_sysctls(endpoints: dict[str, Any], sysctls: dict[str, str]) -> None:
+    body = {"Image": "x", "NetworkingConfig": {"EndpointsConfig": endpoints}}
+    assert parse_container_create(json.dumps(body).encode()).endpoint_sysctls == sysctls
+
+
+def test_create_endpoint_sysctls_in_a_repeated_network_key_are_kept() -> None:
+    """Go replaces a repeated map key's value; the parser keeps what any repeat sets (stricter)."""
+    text = (
+        '{"NetworkingConfig": {"EndpointsConfig": {"n1": {"DriverOpts": {"' + SYSCTLS_OPT + '": "x"}},'
+        ' "n1": {"Aliases": ["a"]}}}}'
+    )
+    assert create(text).endpoint_sysctls == {"n1": "x"}
+
+
+def test_service_spec_endpoint_sysctls() -> None:
+    """A service's network attachments (TaskTemplate.Networks and the deprecated Spec.Networks) carry DriverOpts."""
+    body = {
+        "Name": "web",
+        "TaskTemplate": {"ContainerSpec": {"Image": "x"},
+                         "networks": [{"Target": "n1", "DriverOpts": {SYSCTLS_OPT: "a"}}, {"Target": "n2"}]},
+        "Networks": [{"target": "n3", "driveropts": {SYSCTLS_OPT: "b"}}],
+    }  # fmt: skip
+    spec = parse_service_spec(json.dumps(body).encode())
+    assert spec.endpoint_sysctls == {"n1": "a", "n3": "b"} and spec.networks == ["n1", "n2", "n3"]

@@ -68,9 +68,13 @@ def _request(user: str, call: ApiCall) -> AuthZRequest:
     payload: dict[str, Any] = {"User": user, "RequestMethod": call.method, "RequestUri": call.uri}
     if user:
         payload["UserAuthNMethod"] = "TLS"
+    # As the docker CLI sends them: a Content-Length always (0 without a body), which tells the
+    # plugin that no body was left unshown.
+    payload["RequestHeaders"] = {"Content-Length": "0"}
     if call.body is not None:
-        payload["RequestBody"] = base64.b64encode(json.dumps(call.body).encode()).decode()
-        payload["RequestHeaders"] = {"Content-Type": "application/json"}
+        raw = json.dumps(call.body).encode()
+        payload["RequestBody"] = base64.b64encode(raw).decode()
+        payload["RequestHeaders"] = {"Content-Type": "application/json", "Content-Length": str(len(raw))}
     return AuthZRequest.model_validate(payload)
 
 

@@ -18,12 +18,18 @@ from fixeduser.authz.audit import Auditor, AuditRecord, now
 from fixeduser.authz.networks import network_mode_reference, parse_network_attach
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
 from fixeduser.docker_api import (
+    BODY_READ_ACTIONS,
+    MIN_API_VERSION,
     ApiRequest,
     BodyError,
     ContainerCreate,
     MountSpec,
     actions_owned_by,
+    body_presence,
+    check_start_body,
     classify,
+    hidden_body_reason,
+    is_too_old,
     parse_container_create,
     parse_create_response,
     parse_exec_create,
@@ -31,6 +37,8 @@ from fixeduser.docker_api import (
     parse_service_create_response,
     parse_service_spec,
     parse_volume_create,
+    path_api_version,
+    request_path,
 )
 from fixeduser.docker_api.daemon import HOST_NETWORK, SELF_ACTIONS, SELF_HEADER, DaemonError, DaemonLookups, is_full_id
 from fixeduser.policy.access import (
@@ -46,10 +54,12 @@ from fixeduser.policy.escalations import (
     bind_sources,
     build_escalations,
     container_escalations,
+    endpoint_sysctl_escalations,
     exec_escalations,
     local_volume_escalation,
     service_escalations,
     start_bind_escalations,
+    start_escalations,
     volume_create_escalations,
 )
 from fixeduser.policy.files import PolicyLine
@@ -92,6 +102,7 @@ CONTROL_ESCALATIONS = {
     **{f"swarm.{verb}": "swarm-membership" for verb in ("init", "join", "leave", "update", "unlock", "unlockkey")},
     "node.update": "swarm-membership",
     "node.remove": "swarm-membership",
+    "grpc.start": "buildkit",  # an opaque gRPC stream: BuildKit's control API
 }
 # Look-ups fixeduser itself makes through the daemon (authenticated by a per-process header).
 OWN_LOOKUPS = SELF_ACTIONS | {"volume.inspect"}
@@ -196,6 +207,7 @@ class Authorizer:
                         f"{subject}: {request.method} {request.uri.split('?')[0]} is not a known "
                         "Docker API route (denied by default)"
                     )
+                _deny_old_api(subject, path_api_version(request_path(request.uri) or ""))
                 verdict = Verdict(allow=True, message="unknown route allowed by configuration")
             else:
                 subject = self._recovered_owner(request, api) or subject
@@ -257,6 +269,8 @@ class Authorizer:
     # ---- request phase ------------------------------------------------------------------------
 
     async def _on_request(self, ctx: Context) -> Verdict:
+        # Before everything else, ping included: the CLI negotiates with an unversioned /_ping.
+        _deny_old_api(ctx.subject, ctx.api.api_version)
         if self._is_self_query(ctx):
             return Verdict(allow=True, message="fixeduser's own read-only look-up")
         if _is_form_body(ctx.request):
@@ -274,6 +288,8 @@ class Authorizer:
                 f"{ctx.subject} may not {ctx.api.action}: no policy line grants "
                 f"`p, <{ctx.subject} or one of its roles>, api, {ctx.api.action}`"
             )
+        if ctx.api.action in BODY_READ_ACTIONS:
+            _deny_hidden_body(ctx)
         await self._check_action(ctx)
         return Verdict(allow=True, message="allowed", rule=decision.rule)
 
@@ -283,6 +299,8 @@ class Authorizer:
         if action in CONTROL_ESCALATIONS:
             escalation = Escalation(kind=CONTROL_ESCALATIONS[action], detail="its daemon-wide effect")
             self._require_escalations(ctx, [escalation], f"{action} {ctx.api.target or ''}".strip())
+        if action == "container.start":
+            self._check_start_request(ctx)
         if action == "container.create":
             await self._check_container_create(ctx)
         elif action == "volume.create":
@@ -300,8 +318,24 @@ class Authorizer:
         elif action in NETWORK_ATTACH_ACTIONS:
             await self._check_network_attach(ctx)
         elif action == "image.build":
-            self._require_escalations(ctx, build_escalations(ctx.api.query), "build an image")
+            await self._check_build(ctx)
         await self._check_swarm_action(ctx)
+
+    def _check_start_request(self, ctx: Context) -> None:
+        """A start carries no body, and restoring a checkpoint is an escalation."""
+        if ctx.request.body_b64:
+            _parsed(ctx, lambda: check_start_body(ctx.request.body), "container start")
+        found = start_escalations(ctx.api.query)
+        if found:
+            self._require_escalations(ctx, found, f"start container {ctx.api.target}")
+
+    async def _check_build(self, ctx: Context) -> None:
+        """A build's query sets up its RUN containers: checked like a container create's HostConfig."""
+        found = build_escalations(ctx.api.query)
+        network = network_mode_reference((ctx.api.query.get("networkmode") or [""])[0])
+        if network is not None and await self._is_host_network(ctx, network, missing_ok=True):
+            found.append(Escalation(kind="namespaces", detail=f"docker build --network {network} (the host network)"))
+        self._require_escalations(ctx, found, "build an image")
 
     async def _check_swarm_action(self, ctx: Context) -> None:
         """Services and their tasks: their creator's, and their specs checked like container creates."""
@@ -548,7 +582,8 @@ class Authorizer:
         attach = _parsed(ctx, lambda: parse_network_attach(ctx.request.body, connect=connect), what)
         record = await self._resolve_container(ctx, attach.container, inspect=False)
         self._check_owned(ctx, record, "container", repr(attach.container))
-        found = []
+        network = ctx.api.target or ""
+        found = endpoint_sysctl_escalations({network: attach.sysctls} if attach.sysctls is not None else {})
         for link in attach.links:
             container = link.split(":", 1)[0]
             linked = await self._resolve_container(ctx, container, inspect=False)
@@ -749,6 +784,24 @@ def _deny_unknown_mounts(ctx: Context, mounts: Iterable[MountSpec]) -> None:
 @functools.lru_cache(maxsize=4096)  # the same few lines decide most requests: format each once
 def _citation(rule: PolicyLine) -> str:
     return f"{rule.where}: {rule.text}"
+
+
+def _deny_old_api(subject: str, version: str | None) -> None:
+    if is_too_old(version):
+        raise Denied(
+            f"{subject}: API version {version} is older than {MIN_API_VERSION}, the oldest fixeduser allows "
+            f"(daemons before 26.1 still apply settings that version {version} sends where fixeduser does not "
+            f"check them); use API {MIN_API_VERSION} or newer"
+        )
+
+
+def _deny_hidden_body(ctx: Context) -> None:
+    content_length = ctx.request.header("Content-Length")
+    if body_presence(bool(ctx.request.body_b64), content_length) == "hidden":
+        raise Denied(
+            f"{ctx.subject} may not {ctx.api.action}: the request body is missing from what the daemon sent "
+            f"fixeduser ({hidden_body_reason(content_length)}), and fixeduser denies what it cannot check"
+        )
 
 
 def _is_form_body(request: AuthZRequest) -> bool:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fixeduser.docker_api import MISSING_BODY, BodyError, JsonObject, decode, list_of_str_field, obj_field, str_field
+from fixeduser.docker_api import (
+    MISSING_BODY,
+    BodyError,
+    JsonObject,
+    decode,
+    endpoint_sysctls,
+    list_of_str_field,
+    obj_field,
+    str_field,
+)
 from fixeduser.docker_api.daemon import HOST_NETWORK
 
 # NetworkMode values the daemon never looks up as a network (runconfig's IsDefault/IsBridge/IsNone/IsHost);
@@ -20,6 +29,7 @@ class NetworkAttach(BaseModel):
 
     container: str  # the daemon resolves it like any container reference: ID, name, ID prefix
     links: list[str] = Field(default_factory=list)  # EndpointConfig.Links ("container[:alias]"), connect only
+    sysctls: str | None = None  # EndpointConfig.DriverOpts[ENDPOINT_SYSCTLS_OPT], connect only (API 1.46+)
 
 
 def parse_network_attach(body: bytes, *, connect: bool) -> NetworkAttach:
@@ -29,11 +39,14 @@ def parse_network_attach(body: bytes, *, connect: bool) -> NetworkAttach:
     top = decode(body)
     if not isinstance(top, JsonObject):
         raise BodyError("request body must be a JSON object")
-    links: list[str] = []
-    if connect:  # NetworkDisconnect has no EndpointConfig: the daemon ignores one
-        endpoint = obj_field(top, "EndpointConfig") or JsonObject()
-        links = list_of_str_field(endpoint, "Links")
-    return NetworkAttach(container=str_field(top, "Container"), links=links)
+    if not connect:  # NetworkDisconnect has no EndpointConfig: the daemon ignores one
+        return NetworkAttach(container=str_field(top, "Container"))
+    endpoint = obj_field(top, "EndpointConfig") or JsonObject()
+    return NetworkAttach(
+        container=str_field(top, "Container"),
+        links=list_of_str_field(endpoint, "Links"),
+        sysctls=endpoint_sysctls(endpoint),
+    )
 
 
 def network_mode_reference(mode: str) -> str | None:

@@ -3,6 +3,13 @@
 No policy lives here: this package only says what a request *is*, the way the daemon reads it.
 """
 
+from fixeduser.docker_api.bodies import (
+    BODY_READ_ACTIONS,
+    BodyPresence,
+    body_presence,
+    check_start_body,
+    hidden_body_reason,
+)
 from fixeduser.docker_api.gojson import (
     BodyError,
     JsonObject,
@@ -20,6 +27,7 @@ from fixeduser.docker_api.gojson import (
     str_map_field,
 )
 from fixeduser.docker_api.requests import (
+    ENDPOINT_SYSCTLS_OPT,
     MISSING_BODY,
     Bind,
     ContainerCreate,
@@ -29,6 +37,7 @@ from fixeduser.docker_api.requests import (
     MountSpec,
     ServiceSpec,
     VolumeCreate,
+    endpoint_sysctls,
     parse_bind,
     parse_container_create,
     parse_create_response,
@@ -39,15 +48,20 @@ from fixeduser.docker_api.requests import (
     parse_update_restart_policy,
     parse_volume_create,
 )
-from fixeduser.docker_api.routes import OWNER_KINDS, ROUTES, ApiRequest, Route, actions_owned_by, classify
+from fixeduser.docker_api.routes import OWNER_KINDS, ROUTES, ApiRequest, Route, actions_owned_by, classify, request_path
+from fixeduser.docker_api.versions import MIN_API_VERSION, compare_versions, is_too_old, path_api_version
 
 __all__ = [
+    "BODY_READ_ACTIONS",
+    "ENDPOINT_SYSCTLS_OPT",
+    "MIN_API_VERSION",
     "MISSING_BODY",
     "OWNER_KINDS",
     "ROUTES",
     "ApiRequest",
     "Bind",
     "BodyError",
+    "BodyPresence",
     "ContainerCreate",
     "ContainerSpec",
     "ExecCreate",
@@ -58,11 +72,17 @@ __all__ = [
     "ServiceSpec",
     "VolumeCreate",
     "actions_owned_by",
+    "body_presence",
     "bool_field",
+    "check_start_body",
     "classify",
+    "compare_versions",
     "decode",
+    "endpoint_sysctls",
     "field",
     "go_fold",
+    "hidden_body_reason",
+    "is_too_old",
     "key_set_field",
     "list_of_str_field",
     "obj_field",
@@ -78,6 +98,8 @@ __all__ = [
     "parse_service_spec",
     "parse_update_restart_policy",
     "parse_volume_create",
+    "path_api_version",
+    "request_path",
     "str_field",
     "str_map_field",
 ]

@@ -31,6 +31,7 @@ from fixeduser.docker_api.gojson import (
 from fixeduser.docker_api.routes import clean_path
 
 __all__ = [
+    "ENDPOINT_SYSCTLS_OPT",
     "MISSING_BODY",
     "Bind",
     "ContainerCreate",
@@ -40,6 +41,7 @@ __all__ = [
     "MountSpec",
     "ServiceSpec",
     "VolumeCreate",
+    "endpoint_sysctls",
     "parse_bind",
     "parse_container_create",
     "parse_create_response",
@@ -143,6 +145,8 @@ class ContainerCreate(BaseModel):
     volumes: list[str]  # Config.Volumes keys: anonymous volume targets
     host_config: HostConfig
     endpoint_links: list[str] = Field(default_factory=list)  # NetworkingConfig.EndpointsConfig.*.Links
+    # NetworkingConfig.EndpointsConfig.<network>.DriverOpts[ENDPOINT_SYSCTLS_OPT], by network name
+    endpoint_sysctls: dict[str, str] = Field(default_factory=dict)
 
 
 class VolumeCreate(BaseModel):
@@ -398,11 +402,21 @@ def _host_config(hc: JsonObject) -> HostConfig:
     )
 
 
-def _endpoint_links(top: JsonObject) -> list[str]:
+# EndpointSettings.DriverOpts key whose value the daemon (API 1.46+) applies as interface sysctls.
+ENDPOINT_SYSCTLS_OPT: Final = "com.docker.network.endpoint.sysctls"
+
+
+def endpoint_sysctls(endpoint: JsonObject) -> str | None:
+    """The per-endpoint sysctls an EndpointSettings (or a swarm network attachment) sets, if any."""
+    return str_map_field(endpoint, "DriverOpts").get(ENDPOINT_SYSCTLS_OPT)
+
+
+def _endpoints(top: JsonObject) -> list[tuple[str, JsonObject]]:
+    """NetworkingConfig.EndpointsConfig as (network, settings), one entry per network name."""
     networking = obj_field(top, "NetworkingConfig") or JsonObject()
     endpoints = obj_field(networking, "EndpointsConfig") or JsonObject()
-    links: list[str] = []
-    # map[string]*EndpointSettings: keys are network names (data, not folded); repeated keys merge.
+    # map[string]*EndpointSettings: keys are network names (data, not folded). Go replaces a repeated
+    # key's value; merging the repeats instead keeps every setting any of them makes (stricter).
     merged: dict[str, list[tuple[str, object]]] = {}
     for name, value in endpoints.pairs:
         if value is None:
@@ -411,9 +425,7 @@ def _endpoint_links(top: JsonObject) -> list[str]:
         if not isinstance(value, JsonObject):
             raise BodyError(f"field 'EndpointsConfig[{name!r}]': expected an object")
         merged.setdefault(name, []).extend(value.pairs)
-    for pairs in merged.values():
-        links += list_of_str_field(JsonObject(pairs), "Links")
-    return links
+    return [(name, JsonObject(pairs)) for name, pairs in merged.items()]
 
 
 def parse_container_create(body: bytes) -> ContainerCreate:
@@ -425,12 +437,15 @@ def parse_container_create(body: bytes) -> ContainerCreate:
             f"HostConfig fields at the top level of the body ({', '.join(legacy)}): "
             "daemons differ on whether they apply; put them under HostConfig"
         )
+    endpoints = _endpoints(top)
+    sysctls = {name: value for name, settings in endpoints if (value := endpoint_sysctls(settings)) is not None}
     return ContainerCreate(
         image=str_field(top, "Image"),
         user=str_field(top, "User"),
         volumes=key_set_field(top, "Volumes"),
         host_config=_host_config(obj_field(top, "HostConfig") or JsonObject()),
-        endpoint_links=_endpoint_links(top),
+        endpoint_links=[link for _, settings in endpoints for link in list_of_str_field(settings, "Links")],
+        endpoint_sysctls=sysctls,
     )
 
 
@@ -514,6 +529,8 @@ class ServiceSpec(BaseModel):
     has_plugin_spec: bool
     container: ContainerSpec | None
     networks: list[str]  # TaskTemplate.Networks[].Target and the deprecated Spec.Networks[].Target
+    # The same attachments' DriverOpts[ENDPOINT_SYSCTLS_OPT]: the executor makes them endpoint options.
+    endpoint_sysctls: dict[str, str] = Field(default_factory=dict)
 
 
 def _loosened_privileges(privileges: JsonObject) -> list[str]:
@@ -546,12 +563,13 @@ def parse_service_spec(body: bytes) -> ServiceSpec:
     top = _object(body)
     task = obj_field(top, "TaskTemplate", pointer=False) or JsonObject()
     container = obj_field(task, "ContainerSpec")
-    networks = [str_field(n, "Target") for n in obj_list_field(task, "Networks")]
-    networks += [str_field(n, "Target") for n in obj_list_field(top, "Networks")]
+    attachments = [*obj_list_field(task, "Networks"), *obj_list_field(top, "Networks")]
+    sysctls = {str_field(n, "Target"): value for n in attachments if (value := endpoint_sysctls(n)) is not None}
     return ServiceSpec(
         name=str_field(top, "Name"),
         runtime=str_field(task, "Runtime"),
         has_plugin_spec=obj_field(task, "PluginSpec") is not None,
         container=_container_spec(container) if container is not None else None,
-        networks=networks,
+        networks=[str_field(n, "Target") for n in attachments],
+        endpoint_sysctls=sysctls,
     )

@@ -24,7 +24,17 @@ from pydantic import BaseModel, ConfigDict
 
 from fixeduser.docker_api.gojson import GO_REPLACE
 
-__all__ = ["OWNER_KINDS", "ROUTES", "ApiRequest", "Route", "actions_owned_by", "classify", "clean_path", "parse_query"]
+__all__ = [
+    "OWNER_KINDS",
+    "ROUTES",
+    "ApiRequest",
+    "Route",
+    "actions_owned_by",
+    "classify",
+    "clean_path",
+    "parse_query",
+    "request_path",
+]
 
 
 class Route(NamedTuple):
@@ -306,6 +316,15 @@ def _split_request_uri(raw_uri: str) -> tuple[str, str] | None:
             return None
     path, _, query = raw_uri.partition("?")
     return path, query
+
+
+def request_path(raw_uri: str) -> str | None:
+    """The percent-decoded, cleaned path the router matches; None if no route could match it."""
+    parts = _split_request_uri(raw_uri)
+    if parts is None:
+        return None
+    decoded = _unescape(parts[0], query=False)
+    return None if decoded is None else clean_path(decoded)
 
 
 CACHED_URI_LENGTH = 2048  # longer URIs are classified afresh: a cache of user input must stay small

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from fixeduser.clipping import clip
 from fixeduser.docker_api import ContainerCreate, ExecCreate, MountSpec, ServiceSpec
+from fixeduser.policy.route_decisions import route_decisions_markdown
 
 ESCALATION_OBJECT = "escalation"
 NAMESPACE_MODES = ("pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns_mode", "network_mode", "cgroup")
@@ -81,9 +82,27 @@ CLASSES: dict[str, EscalationClass] = {
         "disguise), created or used"
     ),
     "volumes-from": EscalationClass(description="volumes of a container you do not own (`--volumes-from`)"),
-    "sysctls": EscalationClass(description="kernel parameters (`--sysctl`, a service's `Sysctls`)"),
+    "sysctls": EscalationClass(
+        description="kernel parameters (`--sysctl`, a service's `Sysctls`, and per-endpoint sysctls: the "
+        "`com.docker.network.endpoint.sysctls` driver option of an endpoint in a container create, a "
+        "`network connect` or a service's network attachment, API 1.46+)"
+    ),
+    "annotations": EscalationClass(
+        description="OCI annotations (`--annotation`, `HostConfig.Annotations`, API 1.43+): runtimes read them "
+        "as settings, and with the systemd cgroup driver `org.systemd.property.*` annotations become properties "
+        "of the container's systemd unit"
+    ),
     "runtime": EscalationClass(description="a runtime other than runc (`--runtime`)"),
     "cgroup-parent": EscalationClass(description="a custom cgroup parent (`--cgroup-parent`, also on builds)"),
+    "checkpoints": EscalationClass(
+        description="starting a container from a checkpoint (`docker start --checkpoint`, the `checkpoint` and "
+        "`checkpoint-dir` query parameters, experimental daemons): CRIU restores process state from files, and "
+        "`checkpoint-dir` names a folder on the host"
+    ),
+    "buildkit": EscalationClass(
+        description="BuildKit's gRPC control API (`POST /grpc`, used by buildx): a stream fixeduser cannot read, "
+        "whose builds may ask for the `network.host` entitlement that dockerd grants by default"
+    ),
     "exec-privileged": EscalationClass(description="a privileged exec (`docker exec --privileged`)"),
     "exec-user": EscalationClass(description="an exec as a chosen user (`docker exec --user`)"),
     "service-volumes": EscalationClass(
@@ -147,8 +166,7 @@ def container_escalations(
     if unsafe:
         found.append(Escalation(kind="security-options", detail=f"--security-opt {' '.join(unsafe)}"))
     found.extend(_bind_escalations(create, _protected_roots(protected)))
-    if host.sysctls:
-        found.append(Escalation(kind="sysctls", detail=f"--sysctl {','.join(sorted(host.sysctls))}"))
+    found.extend(_runtime_setting_escalations(create))
     if host.runtime and host.runtime != "runc":
         found.append(Escalation(kind="runtime", detail=f"--runtime {host.runtime}"))
     if host.cgroup_parent:
@@ -161,6 +179,18 @@ def container_escalations(
         container = link.split(":", 1)[0]
         if is_foreign_container(container):
             found.append(Escalation(kind="links", detail=f"--link {container}"))
+    return found
+
+
+def _runtime_setting_escalations(create: ContainerCreate) -> list[Escalation]:
+    """Settings the daemon hands to the kernel or the runtime as they are: sysctls and annotations."""
+    host = create.host_config
+    found = []
+    if host.sysctls:
+        found.append(Escalation(kind="sysctls", detail=f"--sysctl {','.join(sorted(host.sysctls))}"))
+    found.extend(endpoint_sysctl_escalations(create.endpoint_sysctls))
+    if host.annotations:
+        found.append(Escalation(kind="annotations", detail=f"--annotation {','.join(sorted(host.annotations))}"))
     return found
 
 
@@ -266,6 +296,7 @@ def service_escalations(
         found.append(Escalation(kind="plugin-management", detail=f"a service with runtime {spec.runtime or 'plugin'}"))
     if "host" in spec.networks:
         found.append(Escalation(kind="namespaces", detail="a service on the host network"))
+    found.extend(endpoint_sysctl_escalations(spec.endpoint_sysctls))
     container = spec.container
     if container is None:
         return found
@@ -282,15 +313,39 @@ def service_escalations(
     return found
 
 
+def endpoint_sysctl_escalations(by_network: dict[str, str]) -> list[Escalation]:
+    """Per-endpoint sysctls (`DriverOpts[com.docker.network.endpoint.sysctls]`), by network name."""
+    return [
+        Escalation(kind="sysctls", detail=f"endpoint sysctls {value!r} on network {network!r}")
+        for network, value in sorted(by_network.items())
+    ]
+
+
+def start_escalations(query: dict[str, list[str]]) -> list[Escalation]:
+    """Escalations in `POST /containers/{id}/start` query parameters (the daemon reads the first value)."""
+    checkpoint = (query.get("checkpoint") or [""])[0]
+    directory = (query.get("checkpoint-dir") or [""])[0]
+    if checkpoint or directory:
+        detail = f"--checkpoint {checkpoint}" + (f" --checkpoint-dir {directory}" if directory else "")
+        return [Escalation(kind="checkpoints", detail=detail)]
+    return []
+
+
 def build_escalations(query: dict[str, list[str]]) -> list[Escalation]:
-    """Escalations in `POST /build` query parameters (the build's RUN steps are containers too)."""
+    """Escalations in `POST /build` query parameters (the build's RUN steps are containers too).
+
+    The daemon reads the first `networkmode` and `cgroupparent` (Go's FormValue) and every
+    `securityopt`, which the classic builder gives each RUN step's container."""
     found = []
-    network = (query.get("networkmode") or [""])[-1]
+    network = (query.get("networkmode") or [""])[0]
     if network == "host" or network.startswith("container:"):
         found.append(Escalation(kind="namespaces", detail=f"docker build --network {network}"))
-    parent = (query.get("cgroupparent") or [""])[-1]
+    parent = (query.get("cgroupparent") or [""])[0]
     if parent:
         found.append(Escalation(kind="cgroup-parent", detail=f"docker build --cgroup-parent {parent}"))
+    unsafe = [opt for opt in query.get("securityopt", []) if opt not in SAFE_SECURITY_OPTS]
+    if unsafe:
+        found.append(Escalation(kind="security-options", detail=f"docker build --security-opt {' '.join(unsafe)}"))
     return found
 
 
@@ -318,6 +373,7 @@ def escalations_markdown() -> str:
     for kind, cls in CLASSES.items():
         description = cls.description.replace("|", "\\|")
         lines.append(f"| `{kind}` | {description} | denied | `{policy_line(kind)}` |")
+    lines += ["", *route_decisions_markdown()]
     lines += ["", "## Known limit", "", *KNOWN_LIMIT]
     return "\n".join(lines) + "\n"
 

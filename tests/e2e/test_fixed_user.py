@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from fixeduser.sandbox import unix_http_request
 
 from .conftest import E2E
 
@@ -226,18 +225,26 @@ def test_no_stray_bindfs_views(stack: E2E) -> None:
     assert mnt not in Path("/proc/self/mountinfo").read_text()
 
 
-def test_auto_removed_containers_leave_the_ledger(stack: E2E) -> None:
-    """`docker run --rm` containers are removed by the daemon itself; the ownership ledger forgets them too."""
+def test_auto_removed_containers_leave_the_ledger(stack: E2E, tmp_path: Path) -> None:
+    """`docker run --rm` containers are removed by the daemon itself; the ownership ledger forgets them too, once the
+    daemon no longer lists them."""
 
-    def known() -> int:
-        status, body = unix_http_request(stack.plugin.state_dir / "control.sock", "GET", "/status")
-        assert status == 200
-        return int(json.loads(body)["containers_known"])
+    def recorded(ids: set[str]) -> set[str]:
+        with sqlite3.connect(f"file:{stack.plugin.state_dir / 'state.db'}?mode=ro", uri=True) as db:
+            return {row[0] for row in db.execute("SELECT id FROM containers") if row[0] in ids}
 
-    before = known()
-    for _ in range(3):
-        stack.ok(*RUN, "busybox:local", "true", user="alice")
-    deadline = time.monotonic() + 15  # forgotten once the daemon no longer lists them, a moment later
-    while known() != before and time.monotonic() < deadline:
+    ids = set()
+    for run in range(3):
+        cidfile = tmp_path / f"cid{run}"
+        stack.ok(*RUN, "--cidfile", str(cidfile), "busybox:local", "true", user="alice")
+        ids.add(cidfile.read_text().strip())
+    assert len(ids) == 3
+    kept = stack.ok("create", "--network", "none", "busybox:local", "true", user="alice").strip()
+    deadline = time.monotonic() + 15
+    while not recorded({kept}) and time.monotonic() < deadline:  # written behind, a few ms later
+        time.sleep(0.05)
+    assert recorded({kept}) == {kept}  # containers are recorded, so their absence below means something
+    while recorded(ids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert known() == before
+    assert recorded(ids) == set() and recorded({kept}) == {kept}
+    stack.ok("rm", kept, user="alice")

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from fixeduser.authz.audit import AuditRecord
-from fixeduser.authz.authorizer import Authorizer, Verdict
+from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.decision import Verdict
 from fixeduser.authz.wire import AuthZRequest
 from fixeduser.docker_api.daemon import DaemonClient, DaemonError, InspectedNetwork, InspectedTask
 from fixeduser.policy.compiled import CompiledPolicy

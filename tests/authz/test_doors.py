@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fixeduser.authz.authorizer import Authorizer
+from fixeduser.state.handoff import MountGate
 
 from .conftest import Harness, make_harness
 
@@ -55,10 +56,9 @@ async def test_old_version_on_an_unknown_route_is_denied_even_when_unknown_route
     """20.10 still serves `POST /v1.19/containers/{id}/copy`, a route fixeduser does not know."""
     harness, store = make_harness(tmp_path)
     try:
-        authorizer = harness.authorizer
         permissive = Authorizer(
             policy=lambda: harness.policy[0], ledger=harness.ledger, registry=harness.registry,
-            gate=authorizer._gate, auditor=harness.auditor, driver_name="fixeduser", protected_paths=[],
+            gate=MountGate(), auditor=harness.auditor, driver_name="fixeduser", protected_paths=[],
             daemon=None, allow_unknown_routes=True,
         )  # fmt: skip
         old = await permissive.authorize_request(harness.request("POST", "/v1.19/containers/x/copy", body={}))

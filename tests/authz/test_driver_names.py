@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fixeduser.authz.authorizer import _untagged
+from fixeduser.authz.facts import untagged as _untagged
 
 
 def test_managed_plugin_driver_names_match_with_or_without_latest() -> None:

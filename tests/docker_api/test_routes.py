@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixeduser.authz.authorizer import ALL_CONTAINER_ACTIONS, EXEC_ACTIONS, NETWORK_ATTACH_ACTIONS, OWNED_ACTIONS
+from fixeduser.authz.decision import ALL_CONTAINER_ACTIONS, EXEC_ACTIONS, NETWORK_ATTACH_ACTIONS, OWNED_ACTIONS
 from fixeduser.docker_api import OWNER_KINDS, ROUTES, ApiRequest, Route, actions_owned_by, classify
 from fixeduser.docker_api.routes import clean_path, parse_query
 from fixeduser.policy.vocabulary import actions_for_kind

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fixeduser.authz.authorizer import Authorizer, Verdict
+from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.decision import Verdict
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
 from fixeduser.clipping import DENIAL_LIMIT, clip
 from fixeduser.plugin.server import Handler

@@ -1,0 +1,115 @@
+"""Requests that concern fixeduser volumes: create, remove, prune, the identity each mount is claimed for, and
+volumes of other drivers that are bind mounts in disguise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fixeduser.authz.decision import Context, Denied, parsed, require_escalations
+from fixeduser.authz.facts import Facts
+from fixeduser.docker_api import ContainerCreate, parse_volume_create
+from fixeduser.policy.access import AccessDenied, mount_identity, require_may_assume, require_volume_permission
+from fixeduser.policy.escalations import Escalation, local_volume_escalation, volume_create_escalations
+from fixeduser.policy.identity import Identity
+from fixeduser.state.handoff import GateBusy, MountGate
+from fixeduser.state.options import OptionError, parse_options
+from fixeduser.state.registry import VolumeRegistry
+
+
+@dataclass
+class VolumeChecks:
+    facts: Facts
+    registry: VolumeRegistry
+    gate: MountGate
+
+    def identities_for(self, ctx: Context, owner: str, named: dict[str, dict[str, str] | None]) -> dict[str, Identity]:
+        """The identity `owner`'s container mounts each fixeduser volume of `named` as; a name whose value holds
+        create options is created by our driver if new (permitted here), one whose value is None is not ours."""
+        identities: dict[str, Identity] = {}
+        for name, create_options in sorted(named.items()):
+            record = self.registry.get(name)
+            pinned = record.pinned if record else None
+            if record is None:
+                if create_options is None:
+                    continue  # not ours: another driver's volume
+                pinned = self.permit_create(ctx, name, create_options)
+            try:
+                identities[name] = mount_identity(ctx.policy, owner, name, pinned)
+            except AccessDenied as exc:
+                raise Denied(str(exc)) from None
+        return identities
+
+    def permit_create(self, ctx: Context, name: str, options: dict[str, str]) -> Identity | None:
+        """Check a fixeduser volume create and let the driver do exactly it; returns the pin."""
+        try:
+            require_volume_permission(ctx.policy, ctx.subject, name, "create")
+            parsed_options = parse_options(options)
+            if parsed_options.pinned is not None:
+                require_may_assume(ctx.policy, ctx.subject, parsed_options.pinned)
+        except AccessDenied as exc:
+            raise Denied(str(exc)) from None
+        except OptionError as exc:
+            raise Denied(f"{ctx.subject} cannot create fixeduser volume {name}: {exc}") from None
+        self.gate.grant(ctx.key, kind="create", volume=name, subject=ctx.subject, options=options)
+        return parsed_options.pinned
+
+    async def claim(
+        self, ctx: Context, *, container: str, owner: str, volumes: dict[str, Identity], for_create: bool = False
+    ) -> None:
+        """Claim `volumes` for this request (see fixeduser.state.handoff)."""
+        try:
+            await self.gate.claim(ctx.key, container=container, owner=owner, volumes=volumes, for_create=for_create)
+        except GateBusy as exc:
+            raise Denied(f"{ctx.subject}: {exc}") from None
+
+    def check_create(self, ctx: Context) -> None:
+        create = parsed(ctx, lambda: parse_volume_create(ctx.request.body), "volume create")
+        require_escalations(ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume")
+        if not self.facts.is_our_driver(create.driver):
+            return
+        if not create.name:
+            raise Denied(f"{ctx.subject} must give fixeduser volumes a name (docker volume create -d ... NAME)")
+        if create.name in self.registry:
+            return  # the daemon answers with the existing volume; nothing is created
+        self.permit_create(ctx, create.name, create.driver_opts)
+
+    def check_remove(self, ctx: Context) -> None:
+        name = ctx.api.target or ""
+        if name not in self.registry:
+            return
+        try:
+            require_volume_permission(ctx.policy, ctx.subject, name, "remove")
+        except AccessDenied as exc:
+            raise Denied(str(exc)) from None
+        self.gate.grant(ctx.key, kind="remove", volume=name, subject=ctx.subject, options={})
+
+    def check_prune(self, ctx: Context) -> None:
+        if not self.registry.names():
+            return
+        if not ctx.policy.decide(ctx.subject, "volume:*", "remove").allowed:
+            raise Denied(
+                f"{ctx.subject} may not prune volumes: pruning can remove any fixeduser volume and needs "
+                f"`p, <{ctx.subject} or one of its roles>, volume:*, remove`"
+            )
+        self.gate.grant(ctx.key, kind="remove", volume="*", subject=ctx.subject, options={})
+
+    async def disguised_binds(self, ctx: Context, create: ContainerCreate) -> list[Escalation]:
+        """Existing `local` volumes with driver options (bind mounts in disguise) this container would use."""
+        host = create.host_config
+        names = {b.source for b in host.binds if b.kind == "volume"}
+        # A --mount with its own driver options creates the volume only if it is new; if it exists the
+        # daemon uses it as it is, so every named --mount volume is checked.
+        names |= {m.source for m in host.mounts if m.type == "volume" and m.source}
+        found = []
+        for name in sorted(names - set(self.registry.names())):
+            inspected = await self.facts.volume(ctx, name)
+            if inspected is None:
+                continue
+            options = inspected.get("Options")
+            driver = inspected.get("Driver")
+            if not isinstance(driver, str) or (options is not None and not isinstance(options, dict)):
+                raise Denied(f"{ctx.subject}: the daemon described volume {name} in a way fixeduser cannot check")
+            escalation = local_volume_escalation(name, driver, {str(k): str(v) for k, v in (options or {}).items()})
+            if escalation is not None:
+                found.append(escalation)
+        return found

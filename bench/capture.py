@@ -71,10 +71,11 @@ def capture() -> Path:
             if result.returncode != 0:
                 raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr}")
             ops[op] = [json.loads(line) for line in record.read_text().splitlines()[start:]]
+        daemon = subprocess.run(["dockerd", "--version"], capture_output=True, text=True, check=True).stdout.strip()
         CAPTURE_FILE.parent.mkdir(parents=True, exist_ok=True)
         CAPTURE_FILE.write_text(json.dumps({
             "about": "plugin calls recorded from a real daemon by `python -m bench capture`",
-            "daemon": subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.strip(),
+            "daemon": daemon,
             "user": USER, "volume": VOLUME, "name": NAME, "driver": name,
             "ops": ops,
         }, indent=1) + "\n")

@@ -107,7 +107,9 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> N
 class FloorServer:
     """`python -m bench.floor SOCKET` in its own process."""
 
-    def __init__(self, socket_path: Path, log: Path, transport: str = "asyncio", volume_root: Path | None = None) -> None:
+    def __init__(
+        self, socket_path: Path, log: Path, transport: str = "asyncio", volume_root: Path | None = None
+    ) -> None:
         self.socket_path = socket_path
         self.log = log
         self.transport = transport

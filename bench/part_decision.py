@@ -59,7 +59,8 @@ async def run(base: Path, *, quick: bool) -> Part:
             "`fixeduser serve` and against the floor, a minimal allow-all aiohttp plugin (bench/floor.py) on "
             "asyncio's own event loop and the json module, all on a unix socket in their own process. A second "
             "floor answers allow-all through fixeduser's own plugin transport (fixeduser.plugin.server: "
-            "httptools and orjson): the ratio to it is the cost of fixeduser's decision work alone. Each simulated client is one keep-alive "
+            "httptools and orjson): the ratio to it is the cost of fixeduser's decision work alone. "
+            "Each simulated client is one keep-alive "
             "connection with its own TLS user, container and volumes, sending the calls in daemon order "
             "(closed loop). Latency is one request/response on the socket, measured by the client. "
             "Server and client CPU are per call, from /proc and process_time."
@@ -102,7 +103,9 @@ async def run(base: Path, *, quick: bool) -> Part:
                 # floor first, then fixeduser, back to back: same machine state for both
                 results[("floor", mix, c)] = await measure(floor.pid, floor.socket_path, per_client, seconds, setup)
                 results[("same", mix, c)] = await measure(same.pid, same.socket_path, per_client, seconds, setup)
-                results[("fixeduser", mix, c)] = await measure(server.pid, server.authz_socket, per_client, seconds, setup)
+                results[("fixeduser", mix, c)] = await measure(
+                    server.pid, server.authz_socket, per_client, seconds, setup
+                )
                 fl, fl_cpu = results[("floor", mix, c)]
                 sm, sm_cpu = results[("same", mix, c)]
                 fu, fu_cpu = results[("fixeduser", mix, c)]

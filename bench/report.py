@@ -54,24 +54,20 @@ class Part:
     error: str | None = None
 
 
+NO_FIGURE = "\N{EN DASH}"  # what a table shows for a missing (or NaN) figure
+# (smallest magnitude, format): the larger a figure, the fewer decimals it shows
+PRECISION = ((1000, ",.0f"), (100, ".0f"), (10, ".1f"), (1, ".2f"), (0, ".3f"))
+
+
 def fmt(value: Cell) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if value == 0:
-            return "0"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        if abs(value) >= 100:
-            return f"{value:.0f}"
-        if abs(value) >= 10:
-            return f"{value:.1f}"
-        if abs(value) >= 1:
-            return f"{value:.2f}"
-        return f"{value:.3f}"
-    return str(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_FIGURE
+    if not isinstance(value, float):
+        return str(value)
+    if value == 0:
+        return "0"
+    spec = next(spec for magnitude, spec in PRECISION if abs(value) >= magnitude)
+    return f"{value:{spec}}"
 
 
 def markdown_table(table: Table) -> str:
@@ -85,7 +81,9 @@ def text_table(table: Table) -> str:
     widths = [max(len(str(r[i])) for r in cells) for i in range(len(table.columns))]
     out = []
     for n, row in enumerate(cells):
-        out.append("  ".join(str(c).rjust(w) if n and i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        # the header and the first column are left-aligned, figures right-aligned
+        cols = enumerate(zip(row, widths, strict=True))
+        out.append("  ".join(str(c).rjust(w) if n and i else str(c).ljust(w) for i, (c, w) in cols))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -128,7 +126,8 @@ def draw_chart(table: Table, path: Path) -> bool:
         positions = [i + (k - (len(chart.ys) - 1) / 2) * width for i in range(len(groups))]
         ax.bar(positions, values, width, label=col)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=20 if max(len(g) for g in groups) > 8 else 0, ha="right" if max(len(g) for g in groups) > 8 else "center", fontsize=8)
+    slanted = max(len(g) for g in groups) > 8  # long group names are slanted so they do not overlap
+    ax.set_xticklabels(groups, rotation=20 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
     ax.set_ylabel(chart.ylabel)
     if chart.log:
         ax.set_yscale("log")

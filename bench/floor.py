@@ -167,8 +167,14 @@ def _answer_bare(conn: socket.socket) -> None:
                 buffered += data
             head, _, buffered = buffered.partition(b"\r\n\r\n")
             lines = head.split(b"\r\n")
-            length = next((int(v) for k, _, v in (line.partition(b":") for line in lines[1:])
-                           if k.strip().lower() == b"content-length"), 0)
+            length = next(
+                (
+                    int(v)
+                    for k, _, v in (line.partition(b":") for line in lines[1:])
+                    if k.strip().lower() == b"content-length"
+                ),
+                0,
+            )
             while len(buffered) < length:
                 data = conn.recv(65536)
                 if not data:
@@ -176,8 +182,10 @@ def _answer_bare(conn: socket.socket) -> None:
                 buffered += data
             buffered = buffered[length:]
             body = b'{"Implements": ["authz"]}' if b"/Plugin.Activate" in lines[0] else ALLOW
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                         % (CONTENT_TYPE.encode(), len(body), body))
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (CONTENT_TYPE.encode(), len(body), body)
+            )
 
 
 async def _serve_on_fixeduser_transport(socket_path: Path, volume_root: Path | None = None) -> None:

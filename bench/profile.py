@@ -70,9 +70,21 @@ async def profile(base: Path, *, clients: int, seconds: float, policy_lines: int
         ops = SESSION_OPS if mix == "session" else READ_OPS
         per_client = [renderer.calls(ops, c) for c in cl]
         spy = await asyncio.create_subprocess_exec(
-            py_spy(), "record", "--nonblocking", "--rate", "400", "--format", "raw",
-            "-p", str(server.pid), "-o", str(out), "-d", str(int(seconds) + 1),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            py_spy(),
+            "record",
+            "--nonblocking",
+            "--rate",
+            "400",
+            "--format",
+            "raw",
+            "-p",
+            str(server.pid),
+            "-o",
+            str(out),
+            "-d",
+            str(int(seconds) + 1),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         await asyncio.sleep(0.5)
         result = await run_load(server.authz_socket, per_client, seconds=seconds)
@@ -94,8 +106,18 @@ def main() -> None:
     out_dir.mkdir(exist_ok=True)
     out = out_dir / f"profile-{args.mix}-c{args.clients}-p{args.policy_lines}.txt"
     with work_dir() as base:
-        print(asyncio.run(profile(base, clients=args.clients, seconds=args.seconds,
-                                  policy_lines=args.policy_lines, mix=args.mix, out=out)))
+        print(
+            asyncio.run(
+                profile(
+                    base,
+                    clients=args.clients,
+                    seconds=args.seconds,
+                    policy_lines=args.policy_lines,
+                    mix=args.mix,
+                    out=out,
+                )
+            )
+        )
     print(f"\ncollapsed stacks: {out}")
 
 

@@ -140,8 +140,13 @@ def draw_chart(table: Table, path: Path) -> bool:
     return True
 
 
-def write_results(parts: list[Part], machine: dict[str, str], meta: dict[str, Any], out_dir: Path,
-                  results_md: Path = BENCH_DIR / "RESULTS.md") -> None:
+def write_results(
+    parts: list[Part],
+    machine: dict[str, str],
+    meta: dict[str, Any],
+    out_dir: Path,
+    results_md: Path = BENCH_DIR / "RESULTS.md",
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     charts: dict[str, str] = {}
     for part in parts:
@@ -149,8 +154,10 @@ def write_results(parts: list[Part], machine: dict[str, str], meta: dict[str, An
             png = out_dir / f"{table.key}.png"
             if draw_chart(table, png):
                 charts[table.key] = png.name
-    (out_dir / "results.json").write_text(json.dumps(
-        {"meta": meta, "machine": machine, "parts": [asdict(p) for p in parts]}, indent=1, default=str) + "\n")
+    (out_dir / "results.json").write_text(
+        json.dumps({"meta": meta, "machine": machine, "parts": [asdict(p) for p in parts]}, indent=1, default=str)
+        + "\n"
+    )
     rel = out_dir.relative_to(results_md.parent) if out_dir.is_relative_to(results_md.parent) else out_dir
     md = [
         "# fixeduser benchmark results",
@@ -173,8 +180,10 @@ def write_results(parts: list[Part], machine: dict[str, str], meta: dict[str, An
     ]
     for part in parts:
         for t in part.targets:
-            md.append(f"| {part.key} | {t.what} | {t.target} | {t.measured} | "
-                      f"{ {True: 'yes', False: '**no**', None: 'n/a'}[t.met] } |")
+            md.append(
+                f"| {part.key} | {t.what} | {t.target} | {t.measured} | "
+                f"{ {True: 'yes', False: '**no**', None: 'n/a'}[t.met] } |"
+            )
     for part in parts:
         md += ["", f"## {part.title}", "", part.measures, ""]
         if part.error:

@@ -20,14 +20,19 @@ PARTS = ("decision", "scale", "docker", "io")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes and short runs (smoke test)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--out", type=Path, default=None, help="where PNGs and results.json go (default bench/out)")
     parser.add_argument("--results", type=Path, default=None, help="markdown file to write (default bench/RESULTS.md)")
-    parser.add_argument("--product-src", type=Path, default=None,
-                        help="import fixeduser from this src directory instead (to measure a patched copy)")
+    parser.add_argument(
+        "--product-src",
+        type=Path,
+        default=None,
+        help="import fixeduser from this src directory instead (to measure a patched copy)",
+    )
     args = parser.parse_args()
     if args.product_src is not None:
         src = str(args.product_src.resolve())
@@ -63,9 +68,12 @@ def main() -> int:
         print_part(part)
         parts.append(part)
     meta = {
-        "command": "sudo .venv/bin/python -m bench" + (" --quick" if args.quick else "")
-                   + (f" --parts {args.parts}" if args.parts != ",".join(PARTS) else ""),
-        "quick": args.quick, "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": "sudo .venv/bin/python -m bench"
+        + (" --quick" if args.quick else "")
+        + (f" --parts {args.parts}" if args.parts != ",".join(PARTS) else ""),
+        "quick": args.quick,
+        "started": started,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": time.monotonic() - t0,
     }
     # A quick run (a smoke test) or a subset never replaces the committed figures of a full run.

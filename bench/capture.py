@@ -32,11 +32,15 @@ def _ops(driver: str) -> list[tuple[str, list[str]]]:
         ("volume_create", ["volume", "create", "-d", driver, VOLUME]),
         ("run_volume", [*run, "-v", f"{VOLUME}:/data", "busybox:local", "true"]),
         ("run_plain", [*run, "busybox:local", "true"]),
-        ("run_mount", [*run, "--mount", f"type=volume,src={VOLUME}-m,dst=/data,volume-driver={driver}",
-                       "busybox:local", "true"]),
+        (
+            "run_mount",
+            [*run, "--mount", f"type=volume,src={VOLUME}-m,dst=/data,volume-driver={driver}", "busybox:local", "true"],
+        ),
         ("ps", ["ps"]),
-        ("run_detached", ["run", "-d", "--name", NAME, "--network", "none", "-v", f"{VOLUME}:/data",
-                          "busybox:local", "sleep", "60"]),
+        (
+            "run_detached",
+            ["run", "-d", "--name", NAME, "--network", "none", "-v", f"{VOLUME}:/data", "busybox:local", "sleep", "60"],
+        ),
         ("inspect", ["inspect", NAME]),
         ("exec", ["exec", NAME, "true"]),
         ("rm", ["rm", "-f", NAME]),
@@ -54,9 +58,20 @@ def capture() -> Path:
     try:
         with (base / "recorder.log").open("ab") as log:
             recorder = subprocess.Popen(
-                [sys.executable, "-m", "bench.floor", str(sock), "--record", str(record),
-                 "--volume-root", str(base / "vols")],
-                cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.floor",
+                    str(sock),
+                    "--record",
+                    str(record),
+                    "--volume-root",
+                    str(base / "vols"),
+                ],
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         wait_for_socket(sock, recorder)
         SPEC_DIR.mkdir(parents=True, exist_ok=True)
@@ -71,13 +86,23 @@ def capture() -> Path:
             if result.returncode != 0:
                 raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr}")
             ops[op] = [json.loads(line) for line in record.read_text().splitlines()[start:]]
+        daemon = subprocess.run(["dockerd", "--version"], capture_output=True, text=True, check=True).stdout.strip()
         CAPTURE_FILE.parent.mkdir(parents=True, exist_ok=True)
-        CAPTURE_FILE.write_text(json.dumps({
-            "about": "plugin calls recorded from a real daemon by `python -m bench capture`",
-            "daemon": subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.strip(),
-            "user": USER, "volume": VOLUME, "name": NAME, "driver": name,
-            "ops": ops,
-        }, indent=1) + "\n")
+        CAPTURE_FILE.write_text(
+            json.dumps(
+                {
+                    "about": "plugin calls recorded from a real daemon by `python -m bench capture`",
+                    "daemon": daemon,
+                    "user": USER,
+                    "volume": VOLUME,
+                    "name": NAME,
+                    "driver": name,
+                    "ops": ops,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         return CAPTURE_FILE
     finally:
         if dockerd is not None:

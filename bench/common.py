@@ -43,16 +43,28 @@ class Summary:
     mean: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"n": self.n, "median": self.median, "p90": self.p90, "p99": self.p99, "max": self.max,
-                "mean": self.mean}
+        return {
+            "n": self.n,
+            "median": self.median,
+            "p90": self.p90,
+            "p99": self.p99,
+            "max": self.max,
+            "mean": self.mean,
+        }
 
 
 def summarize(values: Iterable[float]) -> Summary:
     ordered = sorted(values)
     n = len(ordered)
     mean = sum(ordered) / n if n else float("nan")
-    return Summary(n, percentile(ordered, 50), percentile(ordered, 90), percentile(ordered, 99),
-                   ordered[-1] if n else float("nan"), mean)
+    return Summary(
+        n,
+        percentile(ordered, 50),
+        percentile(ordered, 90),
+        percentile(ordered, 99),
+        ordered[-1] if n else float("nan"),
+        mean,
+    )
 
 
 # --------------------------------------------------------------------------- processes
@@ -107,7 +119,9 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> N
 class FloorServer:
     """`python -m bench.floor SOCKET` in its own process."""
 
-    def __init__(self, socket_path: Path, log: Path, transport: str = "asyncio", volume_root: Path | None = None) -> None:
+    def __init__(
+        self, socket_path: Path, log: Path, transport: str = "asyncio", volume_root: Path | None = None
+    ) -> None:
         self.socket_path = socket_path
         self.log = log
         self.transport = transport

@@ -69,27 +69,30 @@ class TrivialDriver:
     def answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """The reply to `VolumeDriver.<method>`."""
         name = body.get("Name", "")
-        if method == "Create":
-            path = self.volume_root / name
-            path.mkdir(parents=True, exist_ok=True)
-            self.volumes[name] = path
-            return {"Err": ""}
-        if method == "Remove":
-            self.volumes.pop(name, None)
-            return {"Err": ""}
-        if method in ("Mount", "Path"):
-            return {"Err": "", "Mountpoint": str(self.volumes.get(name, ""))}
-        if method == "Unmount":
-            return {"Err": ""}
-        if method == "Get":
-            if name not in self.volumes:
-                return {"Err": f"no such volume {name}"}
-            return {"Err": "", "Volume": {"Name": name, "Mountpoint": str(self.volumes[name])}}
-        if method == "List":
-            return {"Err": "", "Volumes": [{"Name": n, "Mountpoint": str(p)} for n, p in self.volumes.items()]}
-        if method == "Capabilities":
-            return {"Capabilities": {"Scope": "local"}}
-        return {"Err": f"unknown call VolumeDriver.{method}"}
+        match method:
+            case "Create":
+                path = self.volume_root / name
+                path.mkdir(parents=True, exist_ok=True)
+                self.volumes[name] = path
+                reply: dict[str, Any] = {"Err": ""}
+            case "Remove":
+                self.volumes.pop(name, None)
+                reply = {"Err": ""}
+            case "Mount" | "Path":
+                reply = {"Err": "", "Mountpoint": str(self.volumes.get(name, ""))}
+            case "Unmount":
+                reply = {"Err": ""}
+            case "Get" if name not in self.volumes:
+                reply = {"Err": f"no such volume {name}"}
+            case "Get":
+                reply = {"Err": "", "Volume": {"Name": name, "Mountpoint": str(self.volumes[name])}}
+            case "List":
+                reply = {"Err": "", "Volumes": [{"Name": n, "Mountpoint": str(p)} for n, p in self.volumes.items()]}
+            case "Capabilities":
+                reply = {"Capabilities": {"Scope": "local"}}
+            case _:
+                reply = {"Err": f"unknown call VolumeDriver.{method}"}
+        return reply
 
 
 def driver_app(volume_root: Path, record: Path | None = None) -> web.Application:
@@ -131,14 +134,14 @@ async def _until_stopped() -> None:
 async def _serve(socket_path: Path, app: web.Application) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    socket_path.unlink(missing_ok=True)
+    await asyncio.to_thread(socket_path.unlink, missing_ok=True)
     await web.UnixSite(runner, str(socket_path)).start()
     os.chmod(socket_path, 0o660)
     try:
         await _until_stopped()
     finally:
         await runner.cleanup()
-        socket_path.unlink(missing_ok=True)
+        await asyncio.to_thread(socket_path.unlink, missing_ok=True)
 
 
 def _serve_bare(socket_path: Path) -> None:
@@ -164,8 +167,14 @@ def _answer_bare(conn: socket.socket) -> None:
                 buffered += data
             head, _, buffered = buffered.partition(b"\r\n\r\n")
             lines = head.split(b"\r\n")
-            length = next((int(v) for k, _, v in (line.partition(b":") for line in lines[1:])
-                           if k.strip().lower() == b"content-length"), 0)
+            length = next(
+                (
+                    int(v)
+                    for k, _, v in (line.partition(b":") for line in lines[1:])
+                    if k.strip().lower() == b"content-length"
+                ),
+                0,
+            )
             while len(buffered) < length:
                 data = conn.recv(65536)
                 if not data:
@@ -173,8 +182,10 @@ def _answer_bare(conn: socket.socket) -> None:
                 buffered += data
             buffered = buffered[length:]
             body = b'{"Implements": ["authz"]}' if b"/Plugin.Activate" in lines[0] else ALLOW
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                         % (CONTENT_TYPE.encode(), len(body), body))
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (CONTENT_TYPE.encode(), len(body), body)
+            )
 
 
 async def _serve_on_fixeduser_transport(socket_path: Path, volume_root: Path | None = None) -> None:

@@ -41,8 +41,9 @@ def ms(ns: float) -> float:
     return ns / 1e6
 
 
-async def measure(server_pid: int, socket: Path, per_client: list, seconds: float,
-                  setup: list) -> tuple[LoadResult, float]:
+async def measure(
+    server_pid: int, socket: Path, per_client: list, seconds: float, setup: list
+) -> tuple[LoadResult, float]:
     cpu0 = proc_cpu_seconds(server_pid)
     result = await run_load(socket, per_client, seconds=seconds, setup=setup)
     return result, proc_cpu_seconds(server_pid) - cpu0
@@ -59,7 +60,8 @@ async def run(base: Path, *, quick: bool) -> Part:
             "`fixeduser serve` and against the floor, a minimal allow-all aiohttp plugin (bench/floor.py) on "
             "asyncio's own event loop and the json module, all on a unix socket in their own process. A second "
             "floor answers allow-all through fixeduser's own plugin transport (fixeduser.plugin.server: "
-            "httptools and orjson): the ratio to it is the cost of fixeduser's decision work alone. Each simulated client is one keep-alive "
+            "httptools and orjson): the ratio to it is the cost of fixeduser's decision work alone. "
+            "Each simulated client is one keep-alive "
             "connection with its own TLS user, container and volumes, sending the calls in daemon order "
             "(closed loop). Latency is one request/response on the socket, measured by the client. "
             "Server and client CPU are per call, from /proc and process_time."
@@ -78,18 +80,40 @@ async def run(base: Path, *, quick: bool) -> Part:
         throughput = Table(
             key="decision_throughput",
             title="Plugin socket throughput, docker-session mix (calls/s; CPU µs per call)",
-            columns=["mix", "clients", "floor calls/s", "floor (same transport) calls/s", "fixeduser calls/s",
-                     "floor/fixeduser", "floor (same transport)/fixeduser", "floor p99 ms", "fixeduser p99 ms",
-                     "server CPU µs/call (floor)", "server CPU µs/call (floor, same transport)",
-                     "server CPU µs/call (fixeduser)", "client CPU µs/call", "client CPU busy %"],
-            chart=Chart(x="clients", ys=["floor calls/s", "floor (same transport) calls/s", "fixeduser calls/s"],
-                        ylabel="calls/s"),
+            columns=[
+                "mix",
+                "clients",
+                "floor calls/s",
+                "floor (same transport) calls/s",
+                "fixeduser calls/s",
+                "floor/fixeduser",
+                "floor (same transport)/fixeduser",
+                "floor p99 ms",
+                "fixeduser p99 ms",
+                "server CPU µs/call (floor)",
+                "server CPU µs/call (floor, same transport)",
+                "server CPU µs/call (fixeduser)",
+                "client CPU µs/call",
+                "client CPU busy %",
+            ],
+            chart=Chart(
+                x="clients",
+                ys=["floor calls/s", "floor (same transport) calls/s", "fixeduser calls/s"],
+                ylabel="calls/s",
+            ),
         )
         latency = Table(
             key="decision_latency",
             title="Per-call latency, docker-session mix (ms)",
-            columns=["call", "floor p50 (1)", "floor p99 (1)", "fixeduser p50 (1)", "fixeduser p99 (1)",
-                     "fixeduser p99 (8)", "fixeduser p99 (64)"],
+            columns=[
+                "call",
+                "floor p50 (1)",
+                "floor p99 (1)",
+                "fixeduser p50 (1)",
+                "fixeduser p99 (1)",
+                "fixeduser p99 (8)",
+                "fixeduser p99 (64)",
+            ],
             chart=Chart(x="call", ys=["floor p99 (1)", "fixeduser p99 (1)"], ylabel="ms (p99, 1 client)"),
         )
         results: dict[tuple[str, str, int], tuple[LoadResult, float]] = {}
@@ -102,33 +126,57 @@ async def run(base: Path, *, quick: bool) -> Part:
                 # floor first, then fixeduser, back to back: same machine state for both
                 results[("floor", mix, c)] = await measure(floor.pid, floor.socket_path, per_client, seconds, setup)
                 results[("same", mix, c)] = await measure(same.pid, same.socket_path, per_client, seconds, setup)
-                results[("fixeduser", mix, c)] = await measure(server.pid, server.authz_socket, per_client, seconds, setup)
+                results[("fixeduser", mix, c)] = await measure(
+                    server.pid, server.authz_socket, per_client, seconds, setup
+                )
                 fl, fl_cpu = results[("floor", mix, c)]
                 sm, sm_cpu = results[("same", mix, c)]
                 fu, fu_cpu = results[("fixeduser", mix, c)]
                 fl_s, fu_s = summarize(fl.all_latencies()), summarize(fu.all_latencies())
                 client_us = 1e6 * (fl.client_cpu + fu.client_cpu) / max(1, fl.calls + fu.calls)
                 client_busy = 100 * fl.client_cpu / fl.seconds
-                throughput.rows.append([
-                    mix, c, fl.throughput, sm.throughput, fu.throughput,
-                    fl.throughput / fu.throughput if fu.throughput else None,
-                    sm.throughput / fu.throughput if fu.throughput else None,
-                    ms(fl_s.p99), ms(fu_s.p99), 1e6 * fl_cpu / max(1, fl.calls), 1e6 * sm_cpu / max(1, sm.calls),
-                    1e6 * fu_cpu / max(1, fu.calls), client_us, client_busy,
-                ])
+                throughput.rows.append(
+                    [
+                        mix,
+                        c,
+                        fl.throughput,
+                        sm.throughput,
+                        fu.throughput,
+                        fl.throughput / fu.throughput if fu.throughput else None,
+                        sm.throughput / fu.throughput if fu.throughput else None,
+                        ms(fl_s.p99),
+                        ms(fu_s.p99),
+                        1e6 * fl_cpu / max(1, fl.calls),
+                        1e6 * sm_cpu / max(1, sm.calls),
+                        1e6 * fu_cpu / max(1, fu.calls),
+                        client_us,
+                        client_busy,
+                    ]
+                )
                 for who, (res, _) in (("floor", (fl, 0)), ("fixeduser", (fu, 0))):
                     bad = {k: v for k, v in {**res.denied, **res.errors}.items() if v}
                     if bad and who == "fixeduser":
                         part.notes.append(f"{mix}, {c} clients: fixeduser denied or failed calls: {bad}")
         session = "docker session"
         for label in KEY_LABELS:
+
             def q(who: str, c: int, p: str, label: str = label) -> float | None:
                 values = results[(who, session, c)][0].latencies.get(label)
                 return ms(getattr(summarize(values), p)) if values else None
+
             if not results[("fixeduser", session, 1)][0].latencies.get(label):
                 continue
-            latency.rows.append([label, q("floor", 1, "median"), q("floor", 1, "p99"), q("fixeduser", 1, "median"),
-                                 q("fixeduser", 1, "p99"), q("fixeduser", 8, "p99"), q("fixeduser", 64, "p99")])
+            latency.rows.append(
+                [
+                    label,
+                    q("floor", 1, "median"),
+                    q("floor", 1, "p99"),
+                    q("fixeduser", 1, "median"),
+                    q("fixeduser", 1, "p99"),
+                    q("fixeduser", 8, "p99"),
+                    q("fixeduser", 64, "p99"),
+                ]
+            )
         part.tables += [throughput, latency]
         part.data["memory_kib"] = server.memory()
 
@@ -136,22 +184,37 @@ async def run(base: Path, *, quick: bool) -> Part:
             (row[4] for row in latency.rows if str(row[0]).startswith("container.create") and row[0].endswith("Req")),
             default=None,
         )
-        part.targets.append(Target(
-            "p99 of a container-create AuthZReq decision, 1 client (worst of the create variants)",
-            "< 1 ms", f"{create_p99:.3f} ms" if create_p99 is not None else "n/a",
-            None if create_p99 is None else create_p99 < 1.0))
+        part.targets.append(
+            Target(
+                "p99 of a container-create AuthZReq decision, 1 client (worst of the create variants)",
+                "< 1 ms",
+                f"{create_p99:.3f} ms" if create_p99 is not None else "n/a",
+                None if create_p99 is None else create_p99 < 1.0,
+            )
+        )
         worst = max((row for row in throughput.rows if row[0] == session), key=lambda r: r[5] or 0)
         worst_same = max((row for row in throughput.rows if row[0] == session), key=lambda r: r[6] or 0)
-        part.targets.append(Target(
-            "throughput, docker-session mix: floor/fixeduser (worst concurrency)",
-            "≤ 1.5x", f"{worst[5]:.2f}x at {worst[1]} clients", (worst[5] or 99) <= 1.5))
-        part.targets.append(Target(
-            "the same against the floor on fixeduser's own transport: decision work alone",
-            "report", f"{worst_same[6]:.2f}x at {worst_same[1]} clients", None))
+        part.targets.append(
+            Target(
+                "throughput, docker-session mix: floor/fixeduser (worst concurrency)",
+                "≤ 1.5x",
+                f"{worst[5]:.2f}x at {worst[1]} clients",
+                (worst[5] or 99) <= 1.5,
+            )
+        )
+        part.targets.append(
+            Target(
+                "the same against the floor on fixeduser's own transport: decision work alone",
+                "report",
+                f"{worst_same[6]:.2f}x at {worst_same[1]} clients",
+                None,
+            )
+        )
         part.notes.append(
             "Client cost: 'client CPU busy %' is the load client's CPU time over the floor run's wall time; "
             "below ~90 % the client is not what limits the floor's throughput, and 'client CPU µs/call' "
-            "is what the client adds per call on this machine (it shares the 2 cores with the server).")
+            "is what the client adds per call on this machine (it shares the 2 cores with the server)."
+        )
         return part
     finally:
         floor.stop()

@@ -28,8 +28,11 @@ def _commands(*, quick: bool) -> list[tuple[str, list[str], int]]:
     by ±3 points between full runs, so the run commands get 100 runs and the cheap ones 200."""
     run, cheap = (5, 10) if quick else (100, 200)
     return [
-        ("docker run --rm -v vol", ["run", "--rm", "--network", "none", "-v", f"{VOLUME}:/data", "busybox:local",
-                                    "true"], run),
+        (
+            "docker run --rm -v vol",
+            ["run", "--rm", "--network", "none", "-v", f"{VOLUME}:/data", "busybox:local", "true"],
+            run,
+        ),
         ("docker run --rm (no volume)", ["run", "--rm", "--network", "none", "busybox:local", "true"], run),
         ("docker ps", ["ps"], cheap),
         ("docker inspect", ["inspect", KEEP], cheap),
@@ -56,8 +59,9 @@ def _plugin_seconds(stack: Stack) -> dict[str, float]:
     return totals
 
 
-def added_percent_interval(base: list[float], plugin: list[float], *, resamples: int = 2000,
-                           seed: int = 6) -> tuple[float, float]:
+def added_percent_interval(
+    base: list[float], plugin: list[float], *, resamples: int = 2000, seed: int = 6
+) -> tuple[float, float]:
     """95 % bootstrap interval of the added % of medians, resampling the interleaved rounds (run i of
     each daemon ran back to back, so a round is resampled as a pair): how far noise alone moves it."""
     rng = random.Random(seed)
@@ -80,12 +84,14 @@ class FlooredDaemon:
     daemon: Dockerd
 
     @classmethod
-    def under(cls, base: Path, tag: str, *, transport: str = "asyncio",
-              volume_root: Path | None = None) -> FlooredDaemon:
+    def under(
+        cls, base: Path, tag: str, *, transport: str = "asyncio", volume_root: Path | None = None
+    ) -> FlooredDaemon:
         plugin = f"fubench-{tag}-{secrets.token_hex(3)}"
         floor = FloorServer(base / f"{tag}.sock", base / f"{tag}.log", transport=transport, volume_root=volume_root)
-        return cls(plugin, floor, Dockerd(base / tag, authz_plugin=plugin, tls=TLSUsers(base / f"{tag}-tls",
-                                                                                        users=[USER])))
+        return cls(
+            plugin, floor, Dockerd(base / tag, authz_plugin=plugin, tls=TLSUsers(base / f"{tag}-tls", users=[USER]))
+        )
 
     @property
     def spec(self) -> Path:
@@ -107,8 +113,9 @@ class FlooredDaemon:
 def _prepare(daemon: Dockerd, driver: str) -> None:
     """The volume the run commands use (of `driver`) and the running container `docker inspect` looks at."""
     daemon.docker("volume", "create", "-d", driver, VOLUME, user=USER, timeout=60)
-    r = daemon.docker("run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600",
-                      user=USER, timeout=60)
+    r = daemon.docker(
+        "run", "-d", "--name", KEEP, "--network", "none", "busybox:local", "sleep", "3600", user=USER, timeout=60
+    )
     if r.returncode != 0:
         raise RuntimeError(f"cannot start {KEEP}: {r.stderr}")
 
@@ -124,12 +131,28 @@ def _row(name: str, rounds: int, times: dict[str, list[float]], plugin_ms: dict[
     median = {who: summary.median for who, summary in stats.items()}
     p, f = median["plain"], median["fixeduser"]
     low, high = added_percent_interval(times["plain"], times["fixeduser"])
-    return [name, rounds, p, stats["plain"].p99, _added(median["plain, second daemon"], p), median["floor authz"],
-            median["floor authz, same transport"], median["floor authz, bare sockets"], median["floor plugins"],
-            median["floor plugins, same transport"], f, stats["fixeduser"].p99, f - p, _added(f, p),
-            f"{low:+.1f} to {high:+.1f}", _added(f, median["floor plugins"]),
-            _added(f, median["floor plugins, same transport"]), plugin_ms["decisions"], plugin_ms["volume calls"],
-            plugin_ms["daemon look-ups"]]
+    return [
+        name,
+        rounds,
+        p,
+        stats["plain"].p99,
+        _added(median["plain, second daemon"], p),
+        median["floor authz"],
+        median["floor authz, same transport"],
+        median["floor authz, bare sockets"],
+        median["floor plugins"],
+        median["floor plugins, same transport"],
+        f,
+        stats["fixeduser"].p99,
+        f - p,
+        _added(f, p),
+        f"{low:+.1f} to {high:+.1f}",
+        _added(f, median["floor plugins"]),
+        _added(f, median["floor plugins, same transport"]),
+        plugin_ms["decisions"],
+        plugin_ms["volume calls"],
+        plugin_ms["daemon look-ups"],
+    ]
 
 
 def _timed(daemon: Dockerd, args: list[str]) -> float:
@@ -174,8 +197,9 @@ async def run(base: Path, *, quick: bool) -> Part:
     same = FlooredDaemon.under(base, "floorsame", transport="fixeduser")
     bare = FlooredDaemon.under(base, "floorbare", transport="bare")
     both = FlooredDaemon.under(base, "floorvol", volume_root=base / "floor-volumes")
-    both_same = FlooredDaemon.under(base, "floorvolsame", transport="fixeduser",
-                                    volume_root=base / "floor-volumes-same")
+    both_same = FlooredDaemon.under(
+        base, "floorvolsame", transport="fixeduser", volume_root=base / "floor-volumes-same"
+    )
     floors = (floor, same, bare, both, both_same)
     stack: Stack | None = None
     try:
@@ -186,27 +210,57 @@ async def run(base: Path, *, quick: bool) -> Part:
         for floored in floors:
             floored.start()
         # (column name, daemon, driver of its volume), in the order the rounds visit them
-        setups = (("plain", plain, "local"), ("plain, second daemon", plain2, "local"),
-                  ("floor authz", floor.daemon, "local"), ("floor authz, same transport", same.daemon, "local"),
-                  ("floor authz, bare sockets", bare.daemon, "local"), ("floor plugins", both.daemon, both.plugin),
-                  ("floor plugins, same transport", both_same.daemon, both_same.plugin),
-                  ("fixeduser", stack.dockerd, stack.driver))
+        setups = (
+            ("plain", plain, "local"),
+            ("plain, second daemon", plain2, "local"),
+            ("floor authz", floor.daemon, "local"),
+            ("floor authz, same transport", same.daemon, "local"),
+            ("floor authz, bare sockets", bare.daemon, "local"),
+            ("floor plugins", both.daemon, both.plugin),
+            ("floor plugins, same transport", both_same.daemon, both_same.plugin),
+            ("fixeduser", stack.dockerd, stack.driver),
+        )
         for _, daemon, driver in setups:
             _prepare(daemon, driver)
         daemons = [(who, daemon) for who, daemon, _ in setups]
         table = Table(
-            key="docker_overhead", title="docker CLI wall time (interleaved runs, ms)",
-            columns=["command", "runs per daemon", "plain median", "plain p99", "second plain daemon: added %",
-                     "floor authz median",
-                     "floor authz, same transport median", "floor authz, bare sockets median", "floor plugins median",
-                     "floor plugins, same transport median", "fixeduser median", "fixeduser p99", "added ms (median)",
-                     "added % (median)", "added % 95 % interval", "added % vs floor plugins",
-                     "added % vs floor plugins, same transport", "plugin ms per command: decisions",
-                     "plugin ms per command: volume calls", "plugin ms per command: daemon look-ups"],
-            chart=Chart(x="command", ys=["plain median", "floor authz median", "floor authz, same transport median",
-                                         "floor authz, bare sockets median", "floor plugins median",
-                                         "floor plugins, same transport median", "fixeduser median"],
-                        ylabel="ms (median)"),
+            key="docker_overhead",
+            title="docker CLI wall time (interleaved runs, ms)",
+            columns=[
+                "command",
+                "runs per daemon",
+                "plain median",
+                "plain p99",
+                "second plain daemon: added %",
+                "floor authz median",
+                "floor authz, same transport median",
+                "floor authz, bare sockets median",
+                "floor plugins median",
+                "floor plugins, same transport median",
+                "fixeduser median",
+                "fixeduser p99",
+                "added ms (median)",
+                "added % (median)",
+                "added % 95 % interval",
+                "added % vs floor plugins",
+                "added % vs floor plugins, same transport",
+                "plugin ms per command: decisions",
+                "plugin ms per command: volume calls",
+                "plugin ms per command: daemon look-ups",
+            ],
+            chart=Chart(
+                x="command",
+                ys=[
+                    "plain median",
+                    "floor authz median",
+                    "floor authz, same transport median",
+                    "floor authz, bare sockets median",
+                    "floor plugins median",
+                    "floor plugins, same transport median",
+                    "fixeduser median",
+                ],
+                ylabel="ms (median)",
+            ),
         )
         times: dict[tuple[str, str], list[float]] = {}
         for name, args, rounds in _commands(quick=quick):
@@ -214,7 +268,7 @@ async def run(base: Path, *, quick: bool) -> Part:
                 _timed(daemon, args)
             before = _plugin_seconds(stack)
             for i in range(rounds):
-                for who, daemon in (daemons if i % 2 == 0 else daemons[::-1]):
+                for who, daemon in daemons if i % 2 == 0 else daemons[::-1]:
                     times.setdefault((name, who), []).append(1000 * _timed(daemon, args))
             after = _plugin_seconds(stack)
             # background work between commands (pruning) also counts here: an upper bound
@@ -226,14 +280,23 @@ async def run(base: Path, *, quick: bool) -> Part:
         run, ps = rows["docker run --rm -v vol"], rows["docker ps"]
         added, interval = table.columns.index("added % (median)"), table.columns.index("added % 95 % interval")
         part.targets += [
-            Target("added wall time, docker run --rm with a fixeduser volume", "< 5 %",
-                   f"{run[added]:+.1f} % (95 % interval {run[interval]} %)", run[added] < 5),
-            Target("added wall time, docker ps", "< 10 %", f"{ps[added]:+.1f} % (95 % interval {ps[interval]} %)",
-                   ps[added] < 10),
+            Target(
+                "added wall time, docker run --rm with a fixeduser volume",
+                "< 5 %",
+                f"{run[added]:+.1f} % (95 % interval {run[interval]} %)",
+                run[added] < 5,
+            ),
+            Target(
+                "added wall time, docker ps",
+                "< 10 %",
+                f"{ps[added]:+.1f} % (95 % interval {ps[interval]} %)",
+                ps[added] < 10,
+            ),
         ]
         part.notes.append(
             "The 95 % interval of the added % resamples the interleaved rounds (2,000 bootstrap resamples, a "
-            "round of both daemons drawn as a pair): how far noise alone moves the figure on this machine.")
+            "round of both daemons drawn as a pair): how far noise alone moves the figure on this machine."
+        )
         if quick:
             runs = sorted({rounds for *_, rounds in _commands(quick=True)})
             part.notes.append(f"quick mode: {runs[0]}-{runs[-1]} runs per command; medians of so few runs are noisy.")

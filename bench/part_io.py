@@ -152,17 +152,39 @@ async def run(base: Path, *, quick: bool) -> Part:
     root, mount_root = base / "root", base / "mnt"
     backend_default = await _run_direct(root, mount_root, quick)
     table = Table(
-        key="io_throughput", title="Throughput through the view (direct = same directory, no bindfs)",
-        columns=["variant", "seq write MiB/s", "seq read MiB/s", "create/s", "stat/s", "delete/s",
-                 "metadata ops/s", "metadata ratio", "create ratio", "read ratio"],
+        key="io_throughput",
+        title="Throughput through the view (direct = same directory, no bindfs)",
+        columns=[
+            "variant",
+            "seq write MiB/s",
+            "seq read MiB/s",
+            "create/s",
+            "stat/s",
+            "delete/s",
+            "metadata ops/s",
+            "metadata ratio",
+            "create ratio",
+            "read ratio",
+        ],
         chart=Chart(x="variant", ys=["metadata ratio", "create ratio", "read ratio"], ylabel="view / direct"),
     )
     ref = backend_default
-    table.rows.append(["direct", *(ref[k] for k in ("seq write MiB/s", "seq read MiB/s", "create/s", "stat/s",
-                                                     "delete/s", "metadata ops/s")), 1.0, 1.0, 1.0])
+    table.rows.append(
+        [
+            "direct",
+            *(
+                ref[k]
+                for k in ("seq write MiB/s", "seq read MiB/s", "create/s", "stat/s", "delete/s", "metadata ops/s")
+            ),
+            1.0,
+            1.0,
+            1.0,
+        ]
+    )
     for name, options in VARIANTS.items():
-        backend = LocalBackend(root=root, mount_root=mount_root, bindfs_options=options,
-                               large_writes=name not in WITHOUT_LARGE_WRITES)
+        backend = LocalBackend(
+            root=root, mount_root=mount_root, bindfs_options=options, large_writes=name not in WITHOUT_LARGE_WRITES
+        )
         try:
             await backend.check()
             view = await backend.mount_identity(IDENTITY)
@@ -173,26 +195,46 @@ async def run(base: Path, *, quick: bool) -> Part:
             r = await asyncio.to_thread(_workload, view / VOLUME, quick)
         finally:
             await backend.unmount_identity(IDENTITY)
-        table.rows.append([name, *(r[k] for k in ("seq write MiB/s", "seq read MiB/s", "create/s", "stat/s",
-                                                   "delete/s", "metadata ops/s")),
-                           r["metadata ops/s"] / ref["metadata ops/s"], r["create/s"] / ref["create/s"],
-                           r["seq read MiB/s"] / ref["seq read MiB/s"]])
+        table.rows.append(
+            [
+                name,
+                *(
+                    r[k]
+                    for k in ("seq write MiB/s", "seq read MiB/s", "create/s", "stat/s", "delete/s", "metadata ops/s")
+                ),
+                r["metadata ops/s"] / ref["metadata ops/s"],
+                r["create/s"] / ref["create/s"],
+                r["seq read MiB/s"] / ref["seq read MiB/s"],
+            ]
+        )
         part.data[name] = r
     part.data["direct"] = ref
     part.tables.append(table)
     measured = {row[0]: row for row in table.rows}
-    sound = [n for n in ("default", "without big_writes", "multithreaded", "attr/entry timeout 10 s",
-                         "multithreaded + timeouts 10 s") if n in measured]
+    sound = [
+        n
+        for n in (
+            "default",
+            "without big_writes",
+            "multithreaded",
+            "attr/entry timeout 10 s",
+            "multithreaded + timeouts 10 s",
+        )
+        if n in measured
+    ]
     best = max(sound, key=lambda n: measured[n][7] + measured[n][8]) if sound else None
     if best:
-        part.notes.append(f"fastest sound option set in this run (metadata + create ratio): **{best}** "
-                          f"({' '.join(VARIANTS[best]) or 'no extra options'}).")
+        part.notes.append(
+            f"fastest sound option set in this run (metadata + create ratio): **{best}** "
+            f"({' '.join(VARIANTS[best]) or 'no extra options'})."
+        )
     for name, text in SOUNDNESS.items():
         part.notes.append(f"{name}: {text}")
     default = measured.get("default")
     if default:
-        part.targets.append(Target("metadata ops through the default view, ratio to direct", "report",
-                                   f"{default[7]:.2f}x", None))
+        part.targets.append(
+            Target("metadata ops through the default view, ratio to direct", "report", f"{default[7]:.2f}x", None)
+        )
     return part
 
 

@@ -88,13 +88,23 @@ def _inprocess(policy_dir: Path, users: list[str], casbin_budget: float) -> dict
     return out
 
 
-async def _reload_under_load(server: FixeduserServer, policy_dir: Path, per_client: list[list[Call]],
-                             seconds: float) -> dict[str, float]:
+async def _reload_under_load(
+    server: FixeduserServer, policy_dir: Path, per_client: list[list[Call]], seconds: float
+) -> dict[str, float]:
     """Rewrite the policy (adding a line that lets `canary` list containers) and SIGHUP the plugin while
     clients run; a probe asks for the canary's decision every 2 ms until it flips to allow."""
-    canary = Call("/AuthZPlugin.AuthZReq", json.dumps({
-        "User": "canary", "UserAuthNMethod": "TLS", "RequestMethod": "GET", "RequestUri": "/v1.41/containers/json",
-    }).encode(), "canary")
+    canary = Call(
+        "/AuthZPlugin.AuthZReq",
+        json.dumps(
+            {
+                "User": "canary",
+                "UserAuthNMethod": "TLS",
+                "RequestMethod": "GET",
+                "RequestUri": "/v1.41/containers/json",
+            }
+        ).encode(),
+        "canary",
+    )
     probe = await Connection.open(server.authz_socket)
     _, before = await probe.request(encode(canary))
     assert not ALLOW.search(before), before
@@ -116,8 +126,9 @@ async def _reload_under_load(server: FixeduserServer, policy_dir: Path, per_clie
                 return
             await asyncio.sleep(0.002)
 
-    load, _ = await asyncio.gather(run_load(server.authz_socket, per_client, seconds=seconds, keep_timeline=True),
-                                   trigger())
+    load, _ = await asyncio.gather(
+        run_load(server.authz_socket, per_client, seconds=seconds, keep_timeline=True), trigger()
+    )
     await probe.close()
     out: dict[str, float] = {"reload_s": flip.get("allow", float("nan")) - flip["write"]}
     # run_load's clock starts a little after `began`; align on the write within a few ms
@@ -127,7 +138,11 @@ async def _reload_under_load(server: FixeduserServer, policy_dir: Path, per_clie
     for name, values in (("before", before_l), ("during", during)):
         s = summarize(values)
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"], out[f"{name}_max_ms"], out[f"{name}_n"] = (
-            s.median / 1e6, s.p99 / 1e6, s.max / 1e6, s.n)
+            s.median / 1e6,
+            s.p99 / 1e6,
+            s.max / 1e6,
+            s.n,
+        )
     return out
 
 
@@ -151,16 +166,45 @@ async def run(base: Path, *, quick: bool) -> Part:
     casbin_budget = 2.0 if quick else 15.0
     capture = load_capture()
     decisions = Table(
-        key="scale_decisions", title="Decision cost by policy size",
-        columns=["policy lines", "fixeduser load s", "casbin load s", "fixeduser cold µs", "fixeduser warm µs",
-                 "casbin median ms", "casbin p99 ms", "fixeduser deny cold µs", "casbin deny median ms", "socket create p50 ms (1)", "socket create p99 ms (1)",
-                 "socket create p99 ms (8)", "calls/s (8)"],
-        chart=Chart(x="policy lines", ys=["socket create p99 ms (1)", "casbin median ms", "casbin deny median ms"], ylabel="ms", log=True),
+        key="scale_decisions",
+        title="Decision cost by policy size",
+        columns=[
+            "policy lines",
+            "fixeduser load s",
+            "casbin load s",
+            "fixeduser cold µs",
+            "fixeduser warm µs",
+            "casbin median ms",
+            "casbin p99 ms",
+            "fixeduser deny cold µs",
+            "casbin deny median ms",
+            "socket create p50 ms (1)",
+            "socket create p99 ms (1)",
+            "socket create p99 ms (8)",
+            "calls/s (8)",
+        ],
+        chart=Chart(
+            x="policy lines",
+            ys=["socket create p99 ms (1)", "casbin median ms", "casbin deny median ms"],
+            ylabel="ms",
+            log=True,
+        ),
     )
     reload = Table(
-        key="scale_reload", title="Reload under load and memory",
-        columns=["policy lines", "reload s", "p50 ms before", "p99 ms before", "p50 ms during", "p99 ms during",
-                 "max ms during", "calls during", "VmRSS MB", "VmHWM MB"],
+        key="scale_reload",
+        title="Reload under load and memory",
+        columns=[
+            "policy lines",
+            "reload s",
+            "p50 ms before",
+            "p99 ms before",
+            "p50 ms during",
+            "p99 ms during",
+            "max ms during",
+            "calls during",
+            "VmRSS MB",
+            "VmHWM MB",
+        ],
         chart=Chart(x="policy lines", ys=["p99 ms before", "p99 ms during", "max ms during"], ylabel="ms"),
     )
     for size in SIZES:
@@ -188,30 +232,68 @@ async def run(base: Path, *, quick: bool) -> Part:
             mem = server.memory()
         finally:
             server.stop()
-        decisions.rows.append([size, inproc["fixeduser_load_s"], inproc["casbin_load_s"], inproc["fixeduser_cold_us"],
-                               inproc["fixeduser_warm_us"], inproc["casbin_median_ms"], inproc["casbin_p99_ms"],
-                               inproc["fixeduser_deny_cold_us"], inproc["casbin_deny_median_ms"],
-                               creates(one, "median"), creates(one, "p99"), creates(eight, "p99"), eight.throughput])
-        reload.rows.append([size, rl["reload_s"], rl["before_p50_ms"], rl["before_p99_ms"], rl["during_p50_ms"],
-                            rl["during_p99_ms"], rl["during_max_ms"], rl["during_n"],
-                            mem.get("VmRSS", 0) / 1024, mem.get("VmHWM", 0) / 1024])
+        decisions.rows.append(
+            [
+                size,
+                inproc["fixeduser_load_s"],
+                inproc["casbin_load_s"],
+                inproc["fixeduser_cold_us"],
+                inproc["fixeduser_warm_us"],
+                inproc["casbin_median_ms"],
+                inproc["casbin_p99_ms"],
+                inproc["fixeduser_deny_cold_us"],
+                inproc["casbin_deny_median_ms"],
+                creates(one, "median"),
+                creates(one, "p99"),
+                creates(eight, "p99"),
+                eight.throughput,
+            ]
+        )
+        reload.rows.append(
+            [
+                size,
+                rl["reload_s"],
+                rl["before_p50_ms"],
+                rl["before_p99_ms"],
+                rl["during_p50_ms"],
+                rl["during_p99_ms"],
+                rl["during_max_ms"],
+                rl["during_n"],
+                mem.get("VmRSS", 0) / 1024,
+                mem.get("VmHWM", 0) / 1024,
+            ]
+        )
         part.data[str(size)] = {"inprocess": inproc, "reload": rl, "memory_kib": mem}
     part.tables += [decisions, reload]
     big_d, big_r = decisions.rows[-1], reload.rows[-1]
     part.targets += [
-        Target("socket p99 of container-create AuthZReq at 100,000 lines, 1 client", "< 1 ms",
-               f"{big_d[10]:.3f} ms", big_d[10] < 1.0),
+        Target(
+            "socket p99 of container-create AuthZReq at 100,000 lines, 1 client",
+            "< 1 ms",
+            f"{big_d[10]:.3f} ms",
+            big_d[10] < 1.0,
+        ),
         Target("reload of 100,000 lines (write → new policy decides)", "< 2 s", f"{big_r[1]:.2f} s", big_r[1] < 2.0),
-        Target("decisions during that reload: worst call latency", "not blocked (< 100 ms)",
-               f"max {big_r[6]:.1f} ms, p99 {big_r[5]:.1f} ms", big_r[6] < 100),
-        Target("plugin memory at 100,000 lines (VmHWM, includes the reload)", "< 200 MB", f"{big_r[9]:.0f} MB",
-               big_r[9] < 200),
+        Target(
+            "decisions during that reload: worst call latency",
+            "not blocked (< 100 ms)",
+            f"max {big_r[6]:.1f} ms, p99 {big_r[5]:.1f} ms",
+            big_r[6] < 100,
+        ),
+        Target(
+            "plugin memory at 100,000 lines (VmHWM, includes the reload)",
+            "< 200 MB",
+            f"{big_r[9]:.0f} MB",
+            big_r[9] < 200,
+        ),
     ]
-    part.notes.append("casbin runs are capped by time; at 100,000 lines: "
-                      f"n = {part.data[str(SIZES[-1])]['inprocess']['casbin_n']:.0f} allowed and "
-                      f"{part.data[str(SIZES[-1])]['inprocess']['casbin_deny_n']:.0f} denied decisions. "
-                      "Allowed decisions stop at the first matching line (the department rules come first in "
-                      "the generated file), denials scan the whole policy.")
+    part.notes.append(
+        "casbin runs are capped by time; at 100,000 lines: "
+        f"n = {part.data[str(SIZES[-1])]['inprocess']['casbin_n']:.0f} allowed and "
+        f"{part.data[str(SIZES[-1])]['inprocess']['casbin_deny_n']:.0f} denied decisions. "
+        "Allowed decisions stop at the first matching line (the department rules come first in "
+        "the generated file), denials scan the whole policy."
+    )
     return part
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -70,12 +69,26 @@ async def profile(base: Path, *, clients: int, seconds: float, policy_lines: int
         await server.create_volumes(renderer, cl)
         ops = SESSION_OPS if mix == "session" else READ_OPS
         per_client = [renderer.calls(ops, c) for c in cl]
-        spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "--rate", "400", "--format", "raw",
-                                "-p", str(server.pid), "-o", str(out), "-d", str(int(seconds) + 1)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spy = await asyncio.create_subprocess_exec(
+            py_spy(),
+            "record",
+            "--nonblocking",
+            "--rate",
+            "400",
+            "--format",
+            "raw",
+            "-p",
+            str(server.pid),
+            "-o",
+            str(out),
+            "-d",
+            str(int(seconds) + 1),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         await asyncio.sleep(0.5)
         result = await run_load(server.authz_socket, per_client, seconds=seconds)
-        spy.wait(timeout=60)
+        await asyncio.wait_for(spy.communicate(), timeout=60)  # communicate: py-spy must not block on a full pipe
         head = f"{result.calls} calls, {result.throughput:.0f} calls/s with {clients} client(s)\n"
         return head + summarize_collapsed(out)
     finally:
@@ -93,8 +106,18 @@ def main() -> None:
     out_dir.mkdir(exist_ok=True)
     out = out_dir / f"profile-{args.mix}-c{args.clients}-p{args.policy_lines}.txt"
     with work_dir() as base:
-        print(asyncio.run(profile(base, clients=args.clients, seconds=args.seconds,
-                                  policy_lines=args.policy_lines, mix=args.mix, out=out)))
+        print(
+            asyncio.run(
+                profile(
+                    base,
+                    clients=args.clients,
+                    seconds=args.seconds,
+                    policy_lines=args.policy_lines,
+                    mix=args.mix,
+                    out=out,
+                )
+            )
+        )
     print(f"\ncollapsed stacks: {out}")
 
 

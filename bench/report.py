@@ -54,24 +54,20 @@ class Part:
     error: str | None = None
 
 
+NO_FIGURE = "\N{EN DASH}"  # what a table shows for a missing (or NaN) figure
+# (smallest magnitude, format): the larger a figure, the fewer decimals it shows
+PRECISION = ((1000, ",.0f"), (100, ".0f"), (10, ".1f"), (1, ".2f"), (0, ".3f"))
+
+
 def fmt(value: Cell) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if value == 0:
-            return "0"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        if abs(value) >= 100:
-            return f"{value:.0f}"
-        if abs(value) >= 10:
-            return f"{value:.1f}"
-        if abs(value) >= 1:
-            return f"{value:.2f}"
-        return f"{value:.3f}"
-    return str(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_FIGURE
+    if not isinstance(value, float):
+        return str(value)
+    if value == 0:
+        return "0"
+    spec = next(spec for magnitude, spec in PRECISION if abs(value) >= magnitude)
+    return f"{value:{spec}}"
 
 
 def markdown_table(table: Table) -> str:
@@ -85,7 +81,9 @@ def text_table(table: Table) -> str:
     widths = [max(len(str(r[i])) for r in cells) for i in range(len(table.columns))]
     out = []
     for n, row in enumerate(cells):
-        out.append("  ".join(str(c).rjust(w) if n and i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        # the header and the first column are left-aligned, figures right-aligned
+        cols = enumerate(zip(row, widths, strict=True))
+        out.append("  ".join(str(c).rjust(w) if n and i else str(c).ljust(w) for i, (c, w) in cols))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -128,7 +126,8 @@ def draw_chart(table: Table, path: Path) -> bool:
         positions = [i + (k - (len(chart.ys) - 1) / 2) * width for i in range(len(groups))]
         ax.bar(positions, values, width, label=col)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=20 if max(len(g) for g in groups) > 8 else 0, ha="right" if max(len(g) for g in groups) > 8 else "center", fontsize=8)
+    slanted = max(len(g) for g in groups) > 8  # long group names are slanted so they do not overlap
+    ax.set_xticklabels(groups, rotation=20 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
     ax.set_ylabel(chart.ylabel)
     if chart.log:
         ax.set_yscale("log")
@@ -141,8 +140,13 @@ def draw_chart(table: Table, path: Path) -> bool:
     return True
 
 
-def write_results(parts: list[Part], machine: dict[str, str], meta: dict[str, Any], out_dir: Path,
-                  results_md: Path = BENCH_DIR / "RESULTS.md") -> None:
+def write_results(
+    parts: list[Part],
+    machine: dict[str, str],
+    meta: dict[str, Any],
+    out_dir: Path,
+    results_md: Path = BENCH_DIR / "RESULTS.md",
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     charts: dict[str, str] = {}
     for part in parts:
@@ -150,8 +154,10 @@ def write_results(parts: list[Part], machine: dict[str, str], meta: dict[str, An
             png = out_dir / f"{table.key}.png"
             if draw_chart(table, png):
                 charts[table.key] = png.name
-    (out_dir / "results.json").write_text(json.dumps(
-        {"meta": meta, "machine": machine, "parts": [asdict(p) for p in parts]}, indent=1, default=str) + "\n")
+    (out_dir / "results.json").write_text(
+        json.dumps({"meta": meta, "machine": machine, "parts": [asdict(p) for p in parts]}, indent=1, default=str)
+        + "\n"
+    )
     rel = out_dir.relative_to(results_md.parent) if out_dir.is_relative_to(results_md.parent) else out_dir
     md = [
         "# fixeduser benchmark results",
@@ -174,8 +180,10 @@ def write_results(parts: list[Part], machine: dict[str, str], meta: dict[str, An
     ]
     for part in parts:
         for t in part.targets:
-            md.append(f"| {part.key} | {t.what} | {t.target} | {t.measured} | "
-                      f"{ {True: 'yes', False: '**no**', None: 'n/a'}[t.met] } |")
+            md.append(
+                f"| {part.key} | {t.what} | {t.target} | {t.measured} | "
+                f"{ {True: 'yes', False: '**no**', None: 'n/a'}[t.met] } |"
+            )
     for part in parts:
         md += ["", f"## {part.title}", "", part.measures, ""]
         if part.error:

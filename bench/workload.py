@@ -151,8 +151,18 @@ def scaled_policy_lines(total: int) -> tuple[list[str], list[str]]:
     n_users, n_roles = max(2, total // 10), max(1, total // 100)
     n_depts = min(10, n_roles)
     lines: list[str] = []
-    api = ("system.*", "container.*", "exec.*", "image.list", "image.inspect", "volume.list",
-           "volume.inspect", "volume.create", "volume.remove", "network.list")
+    api = (
+        "system.*",
+        "container.*",
+        "exec.*",
+        "image.list",
+        "image.inspect",
+        "volume.list",
+        "volume.inspect",
+        "volume.create",
+        "volume.remove",
+        "network.list",
+    )
     for d in range(n_depts):
         lines += [f"p, role:dept{d}, api, {a}" for a in api]
         lines += [f"p, role:dept{d}, volume:eng-*, create", f"p, role:dept{d}, volume:eng-*, mount"]

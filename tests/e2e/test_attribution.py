@@ -123,11 +123,15 @@ def test_two_owners_crash_looping_on_one_volume_never_mix(stack: E2E) -> None:
     is refused with a message naming both identities, never as the other."""
     volume = "eng-loops"
     secret = alices_secret_service(stack, volume, "alice-loop-svc")
-    made = {}
+    made: dict[str, str] = {}
     for user in ("alice", "bob"):
+        # Each runs two seconds before it fails, so both can be started before their restart back-off grows (a
+        # container waiting out its back-off is `restarting` all along, and mounts of another owner are refused).
         made[user] = while_refused(stack, "create", "--network", "none", "--restart", "always", "-e", f"WHO={user}",
-                                   "-v", f"{volume}:/data", IMAGE, "sh", "-c", CRASH_LOOP, user=user)  # fmt: skip
-        while_refused(stack, "start", made[user], user=user)
+                                   "-v", f"{volume}:/data", IMAGE, "sh", "-c", f"sleep 2; {CRASH_LOOP}",
+                                   user=user)  # fmt: skip
+    for user, cid in made.items():
+        while_refused(stack, "start", cid, user=user)
     time.sleep(10)
     assert {owner(run) for run in secret.parent.glob("run-*")} == {ALICE, BOB}
     assert_every_run_as_its_owner(secret.parent, secret)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from fixeduser.mounts import mounts_below
-from fixeduser.sandbox import make_private_dir, start_stack
+from fixeduser.sandbox import Engine, make_private_dir, start_stack
 
 from .conftest import E2E, E2E_USERS, REPO
 
@@ -24,7 +24,7 @@ KEYS = {"alice": "10001:10000", "bob": "10002:10000"}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def stack(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[E2E]:
     """A stack of its own, pruning stale mount records after 3 s instead of 3 min."""
     base = make_private_dir(tmp_path_factory.mktemp("durability"))
     shutil.copytree(REPO / "policies", base / "policies")
@@ -35,6 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             users=E2E_USERS,
             prefix="fud",
             extra_args=("--mount-prune-grace", "3", "--reconcile-interval", "1"),
+            engine=engine,
         )
     )
     try:

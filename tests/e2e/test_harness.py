@@ -20,10 +20,10 @@ from fixeduser.sandbox import (
     DockerCommandError,
     Dockerd,
     DockerdError,
+    Engine,
     TLSUsers,
     build_busybox_rootfs,
     clean_env,
-    docker_cli,
     dockerd_available,
     find_static_busybox,
     free_port,
@@ -129,10 +129,10 @@ def test_mounts_under_and_unmount(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+def daemon(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Dockerd]:
     base = make_private_dir(tmp_path_factory.mktemp("harness"))
     tls = TLSUsers(base / "tls")
-    dockerd = Dockerd(base / "daemon", authz_plugin=None, tls=tls)
+    dockerd = Dockerd(base / "daemon", authz_plugin=None, tls=tls, engine=engine)
     try:
         dockerd.start(timeout=30)
         dockerd.import_busybox()
@@ -166,7 +166,7 @@ def test_tls_user_runs_container(daemon: Dockerd) -> None:
 @needs_dockerd
 def test_client_without_certificate_is_refused(daemon: Dockerd, tmp_path: Path) -> None:
     assert daemon.tls is not None
-    base = [docker_cli(), "-H", daemon.tcp_host]
+    base = [str(daemon.engine.docker), "-H", daemon.tcp_host]
     env = daemon.cli_env()
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -233,12 +233,12 @@ def test_stop_kills_daemon_and_leaves_no_mounts(daemon: Dockerd) -> None:
 
 @pytest.mark.e2e
 @needs_dockerd
-def test_start_failure_reports_log_and_cleans_up(tmp_path: Path) -> None:
+def test_start_failure_reports_log_and_cleans_up(tmp_path: Path, engine: Engine) -> None:
     """A daemon that exits at start raises with its log tail and leaves nothing behind.
 
     (A missing authz plugin fails the same way, but only after dockerd's ~15 s of retries.)
     """
-    dockerd = Dockerd(tmp_path / "d", extra_args=["--no-such-flag"])
+    dockerd = Dockerd(tmp_path / "d", extra_args=["--no-such-flag"], engine=engine)
     with pytest.raises(DockerdError, match="unknown flag"):
         dockerd.start(timeout=30)
     assert not dockerd.running

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fixeduser.bundle import build_plugin
-from fixeduser.sandbox import Dockerd, TLSUsers, make_private_dir, unmount_all_under
+from fixeduser.sandbox import Dockerd, Engine, TLSUsers, make_private_dir, unmount_all_under
 from fixeduser.volumes.backends.local import prepare_host_for_fuse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,14 +36,14 @@ class Managed:
 
 
 @pytest.fixture(scope="module")
-def managed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Managed]:
+def managed(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Managed]:
     prepare_host_for_fuse()
     base = make_private_dir(tmp_path_factory.mktemp("managed"))
     bundle = build_plugin(base / "bundle", config=REPO / "deploy" / "plugin" / "config.json")
     shutil.copytree(REPO / "policies", base / "policies")
     for folder in ("state", "storage"):
         (base / folder).mkdir(mode=0o711)
-    dockerd = Dockerd(base / "dockerd", tls=TLSUsers(base / "tls", users=("alice", "bob", "carol")))
+    dockerd = Dockerd(base / "dockerd", tls=TLSUsers(base / "tls", users=("alice", "bob", "carol")), engine=engine)
     name = f"fxu-{secrets.token_hex(3)}"
     plugin_id = ""
     try:

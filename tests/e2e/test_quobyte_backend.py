@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fixeduser.sandbox import make_private_dir, start_stack
+from fixeduser.sandbox import Engine, make_private_dir, start_stack
 
 from ..quobyte_api import QuobyteApiDouble
 from .conftest import E2E, E2E_USERS, REPO
@@ -32,7 +32,7 @@ class QuobyteStack:
 
 
 @pytest.fixture(scope="module")
-def quobyte(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuobyteStack]:
+def quobyte(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[QuobyteStack]:
     base = make_private_dir(tmp_path_factory.mktemp("quobyte"))
     shutil.copytree(REPO / "policies", base / "policies")
     client_dir = base / "quobyte-client"
@@ -53,6 +53,7 @@ def quobyte(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuobyteStack]:
                     "--quobyte-password-file", str(password), "--quobyte-mountpoint", str(client_dir),
                     "--quobyte-client", "directory", "--quobyte-tenant", "t1", "--quobyte-retries", "1",
                 ),
+                engine=engine,
             )
         )  # fmt: skip
         try:

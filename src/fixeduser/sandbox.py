@@ -174,6 +174,12 @@ class Engine:
         return self.name
 
     @property
+    def release(self) -> tuple[int, int]:
+        """(major, minor), for comparisons: `engine.release >= (26, 1)`."""
+        major, minor = self.name.split(".")
+        return int(major), int(minor)
+
+    @property
     def path(self) -> str:
         """PATH for this engine's processes: its own dirs first (docker-proxy, docker-init), then the host's."""
         own = dict.fromkeys(str(p.parent) for p in (self.dockerd, self.docker))
@@ -217,7 +223,7 @@ def available_engines(engines_dir: Path = ENGINES_DIR) -> list[Engine]:
         if dockerd.is_file() and docker.is_file():
             engine = _engine(dockerd, docker, compose if compose.exists() else None)
             found.setdefault(engine.name, engine)
-    return sorted(found.values(), key=lambda e: tuple(int(part) for part in e.name.split(".")))
+    return sorted(found.values(), key=lambda engine: engine.release)
 
 
 def _temp_root() -> Path:
@@ -634,6 +640,18 @@ class Dockerd:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def _launch_output(self, head: int = 5, tail: int = 40) -> str:
+        """What the last launch wrote: its first lines (the error; dockerd 28 prints its usage after
+        it) and its last lines."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        lines = text.rsplit("\n=== ", 1)[-1].splitlines()[1:]
+        if len(lines) > head + tail:
+            lines = [*lines[:head], "...", *lines[-tail:]]
+        return "\n".join(lines)
+
     def start(self, timeout: float = 30) -> Self:
         """Launch dockerd and wait until its unix socket answers `/_ping`.
 
@@ -677,7 +695,7 @@ class Dockerd:
             code = self.proc.poll()
             if code is not None:
                 self._cleanup_after_exit()
-                raise DockerdError(f"dockerd exited with status {code}:\n{self.log_tail()}")
+                raise DockerdError(f"dockerd exited with status {code}:\n{self._launch_output()}")
             if self._answers_ping():
                 break
             if time.monotonic() > deadline:

@@ -186,6 +186,9 @@ def test_other_users_container_namespaces_and_volumes_denied(
 ) -> None:
     """Joining or reading another user's container is an escalation."""
     message = stack.denied(*RUN, *flags, IMAGE, "true", user="alice")
+    if "links are only supported for user-defined networks" in message:  # docker CLI 26 refuses before sending
+        status, message = post_json(stack, "alice", "/v1.41/containers/create", plain(Links=["bob-target:db"]))
+        assert status == 403, message
     assert needed in message and "bob-target" in message, message
 
 
@@ -226,7 +229,7 @@ def test_privileged_or_other_user_exec_denied(stack: E2E) -> None:
 
 @pytest.mark.usefixtures("nothing_happens")
 def test_bodies_read_like_the_daemon(stack: E2E) -> None:
-    """Folded keys, a percent-encoded path, a body the daemon does not forward: all denied, nothing created."""
+    """Folded keys, a percent-encoded path, a body over 1 MiB: all denied, nothing created."""
     attacks = [
         ("/v1.41/containers/create", plain(privileged=True), "application/json", "privileged"),
         ("/v1.41/containers/create", plain(**{"\u017fecurityOpt": ["seccomp=unconfined"]}), "application/json",
@@ -243,7 +246,9 @@ def test_bodies_read_like_the_daemon(stack: E2E) -> None:
         assert status in (400, 403) and needed in text, (path, content_type, status, text)
     padded = plain(Privileged=True) | {"Labels": {"pad": "x" * (1024 * 1024 + 10)}}
     status, text = post_json(stack, "alice", "/v1.41/containers/create", padded)
-    assert status == 403 and "request body is missing" in text, text
+    # 20.10 sends the plugin no body over 1 MiB; Debian's 26.1 and 28.5 send it (docs/engines.md)
+    needed = "request body is missing" if stack.engine.release < (26, 1) else "privileged"
+    assert status == 403 and needed in text, text
 
 
 @pytest.mark.parametrize(

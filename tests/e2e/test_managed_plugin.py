@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,9 @@ class Managed:
 
 
 @pytest.fixture(scope="module")
-def managed(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Managed]:
+def managed(engine: Engine) -> Iterator[Managed]:
     prepare_host_for_fuse()
-    base = make_private_dir(tmp_path_factory.mktemp("managed"))
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-managed-")
     bundle = build_plugin(base / "bundle", config=REPO / "deploy" / "plugin" / "config.json")
     shutil.copytree(REPO / "policies", base / "policies")
     for folder in ("state", "storage"):
@@ -73,6 +74,7 @@ def managed(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterato
         if plugin_id:  # dockerd 20.10 keeps managed plugin sockets in /run/docker/plugins/<id> whatever its exec-root
             shutil.rmtree(Path("/run/docker/plugins") / plugin_id, ignore_errors=True)
         assert unmount_all_under([base]) == []
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_enabled_with_both_interfaces_and_a_propagated_mount(managed: Managed) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ class QuobyteStack:
 
 
 @pytest.fixture(scope="module")
-def quobyte(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[QuobyteStack]:
-    base = make_private_dir(tmp_path_factory.mktemp("quobyte"))
+def quobyte(engine: Engine) -> Iterator[QuobyteStack]:
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-quobyte-")
     shutil.copytree(REPO / "policies", base / "policies")
     client_dir = base / "quobyte-client"
     client_dir.mkdir()
@@ -59,7 +60,8 @@ def quobyte(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterato
         try:
             yield QuobyteStack(running, api, client_dir)
         finally:
-            running.stack.stop()
+            if not running.stack.stop():
+                shutil.rmtree(base, ignore_errors=True)
     finally:
         api.stop()
 

@@ -425,3 +425,22 @@ def test_bind_swapped_for_a_link_after_the_create_cannot_be_started(stack: E2E, 
     finally:
         stack.docker("rm", "-f", name)
         policy.write_text(original)
+
+
+def test_start_below_api_1_24_cannot_add_a_bind(stack: E2E, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A HostConfig in the body of `POST /v1.23/containers/{id}/start` (20.10 applies it) cannot add a bind."""
+    if stack.engine.release < (26, 1):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="product: the authz plugin allows the start without reading its body; dockerd 20.10 then "
+                "applies the HostConfig (Binds, Privileged, ...) given below API 1.24 (docs/engines.md)",
+            )
+        )
+    cid = stack.ok("create", "--network", "none", IMAGE, "true", user="alice").strip()
+    try:
+        status, text = post_json(stack, "alice", f"/v1.23/containers/{cid}/start", {"Binds": [f"{tmp_path}:/x"]})
+        binds = stack.ok("inspect", "-f", "{{json .HostConfig.Binds}}", cid).strip()
+        assert status in (400, 403) and binds == "null", (status, text, binds)
+    finally:
+        stack.ok("rm", "-f", cid)

@@ -444,3 +444,10 @@ def test_start_below_api_1_24_cannot_add_a_bind(stack: E2E, tmp_path: Path, requ
         assert status in (400, 403) and binds == "null", (status, text, binds)
     finally:
         stack.ok("rm", "-f", cid)
+
+
+@pytest.mark.usefixtures("nothing_happens")
+def test_image_mount_denied(stack: E2E) -> None:
+    """`--mount type=image` (served from dockerd 28) is a mount type fixeduser does not check: denied everywhere."""
+    message = stack.denied(*RUN, "--mount", f"type=image,source={IMAGE},target=/img", IMAGE, "true", user="alice")
+    assert "mount type(s) 'image'" in message, message

@@ -5,7 +5,8 @@ Plain classes and functions, no pytest fixtures: `fixeduser demo` and the tests'
 when the work directory's path is long), it talks to no network range
 (`--bridge=none --iptables=false --ip6tables=false`), listens on TCP only at 127.0.0.1,
 and is stopped by its own PID. `stop()` also unmounts whatever the daemon left mounted
-under its data-root and exec-root.
+under its data-root and exec-root. An `Engine` says which dockerd and docker CLI to run: the
+system's by default, or a newer one unpacked by `scripts/engines` (`available_engines()`).
 """
 
 from __future__ import annotations
@@ -180,8 +181,9 @@ class Engine:
         return int(major), int(minor)
 
     @property
-    def path(self) -> str:
-        """PATH for this engine's processes: its own dirs first (docker-proxy, docker-init), then the host's."""
+    def search_path(self) -> str:
+        """PATH for this engine's processes: its own folders first (its docker-proxy, docker-compose), then
+        the host's (containerd, runc, docker-init)."""
         own = dict.fromkeys(str(p.parent) for p in (self.dockerd, self.docker))
         return ":".join([*own, clean_env()["PATH"]])
 
@@ -684,7 +686,7 @@ class Dockerd:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=clean_env({"PATH": self.engine.path}),
+                env=clean_env({"PATH": self.engine.search_path}),
                 cwd=self.workdir,
                 start_new_session=True,
             )

@@ -194,7 +194,7 @@ def deployed(engine: Engine) -> Iterator[Deployment]:
         deployment.env.update(
             clean_env(
                 {
-                    "PATH": engine.path,  # build-image runs the engine's docker and docker-compose
+                    "PATH": engine.search_path,  # build-image runs the engine's docker and docker-compose
                     "DOCKER_HOST": a.host,
                     "DOCKER_CONFIG": str(a.client_config),
                     "FIXEDUSER_BASE_IMAGE": "fixeduser-base:latest",

@@ -22,6 +22,7 @@ from fixeduser.sandbox import (
     DockerdError,
     Engine,
     TLSUsers,
+    available_engines,
     build_busybox_rootfs,
     clean_env,
     dockerd_available,
@@ -55,6 +56,22 @@ def test_clean_env_drops_client_variables(monkeypatch: pytest.MonkeyPatch) -> No
     assert not {"DOCKER_HOST", "DOCKER_CONTEXT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"} & set(env)
     assert env["DOCKER_CONFIG"] == "/nowhere"
     assert "/usr/sbin" in env["PATH"].split(":")
+
+
+def test_available_engines_reads_unpacked_engines_by_their_version(tmp_path: Path) -> None:
+    """An engine unpacked under the engines folder is named by its dockerd's major.minor and sorted by release."""
+    root = tmp_path / "future" / "root"
+    for binary, text in (("usr/sbin/dockerd", "Docker version 99.10.1+dfsg1, build abc"), ("usr/bin/docker", "")):
+        (root / binary).parent.mkdir(parents=True, exist_ok=True)
+        (root / binary).write_text(f"#!/bin/sh\necho '{text}'\n")
+        (root / binary).chmod(0o755)
+    (tmp_path / "empty" / "root").mkdir(parents=True)  # a suite whose unpacking failed: not an engine
+    engines = available_engines(tmp_path)
+    future = engines[-1]
+    assert (future.name, future.version, future.release) == ("99.10", "99.10.1+dfsg1", (99, 10))
+    assert future.dockerd == root / "usr/sbin/dockerd" and future.compose is None
+    assert future.search_path.split(":")[:2] == [str(root / "usr/sbin"), str(root / "usr/bin")]
+    assert [e.release for e in engines] == sorted(e.release for e in engines)
 
 
 def test_make_private_dir(tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def selected_engines(config: pytest.Config) -> list[Engine]:
-    """The engines of `--engines`, or every available one; a requested engine that is missing is an error."""
+def selected_engines(requested: str | None) -> list[Engine]:
+    """The engines of an `--engines` value, or every available one (None); a requested engine that is missing
+    is an error."""
     available = {engine.name: engine for engine in available_engines()}
-    requested: str | None = config.getoption("--engines")
     if requested is None:
         return list(available.values())
     names = [name.strip() for name in requested.split(",") if name.strip()]
@@ -36,13 +36,14 @@ def selected_engines(config: pytest.Config) -> list[Engine]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--engines") is not None:
-        selected_engines(config)  # fail before collection, even if no test asks for an engine
+    requested = config.getoption("--engines")
+    if requested is not None:
+        selected_engines(requested)  # fail before collection, even if no test asks for an engine
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "engine" in metafunc.fixturenames:
-        engines = selected_engines(metafunc.config)
+        engines = selected_engines(metafunc.config.getoption("--engines"))
         metafunc.parametrize("engine", engines, ids=[f"engine={e.name}" for e in engines], indirect=True)
 
 

@@ -29,7 +29,7 @@ from fixeduser.docker_api.daemon import DaemonClient, DaemonError, InspectedNetw
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.identity import Identity
 from fixeduser.policy.store import load_policy
-from fixeduser.sandbox import BUSYBOX_IMAGE, Dockerd, dockerd_available, make_private_dir, mounts_under
+from fixeduser.sandbox import BUSYBOX_IMAGE, Dockerd, Engine, dockerd_available, make_private_dir, mounts_under
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRecord, VolumeRegistry
@@ -157,12 +157,12 @@ class KnownContainers:
 
 
 @pytest.fixture(scope="session")
-def dockerd() -> Iterator[Dockerd]:
-    """One private dockerd (no network, unix socket only) with the busybox image, for the whole session."""
+def dockerd(engine: Engine) -> Iterator[Dockerd]:
+    """One private dockerd of each engine (no network, unix socket only) with the busybox image."""
     if os.geteuid() != 0 or not dockerd_available():
         pytest.skip("needs root and dockerd (run scripts/setup)")
     base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-authz-")
-    daemon = Dockerd(base / "dockerd")
+    daemon = Dockerd(base / "dockerd", engine=engine)
     try:
         daemon.start()
         daemon.import_busybox()

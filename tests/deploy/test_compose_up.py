@@ -29,6 +29,7 @@ from fixeduser.linux.mounts import mounts_below
 from fixeduser.sandbox import (
     SPEC_DIR,
     Dockerd,
+    Engine,
     TLSUsers,
     clean_env,
     dockerd_available,
@@ -72,6 +73,7 @@ class Deployment:
     project: str
     env: dict[str, str]
     driver: str
+    compose_cli: Path
 
     @property
     def state(self) -> Path:
@@ -83,7 +85,7 @@ class Deployment:
 
     def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["docker-compose", "-f", str(COMPOSE_FILE), "-p", self.project, *args],
+            [str(self.compose_cli), "-f", str(COMPOSE_FILE), "-p", self.project, *args],
             env=self.env, capture_output=True, text=True, check=False, timeout=timeout, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -174,14 +176,17 @@ def _stop(deployment: Deployment) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def deployed() -> Iterator[Deployment]:
+def deployed(engine: Engine) -> Iterator[Deployment]:
+    if engine.compose is None:
+        pytest.skip(f"engine {engine} has no docker-compose")
     base = make_private_dir(Path(tempfile.gettempdir()), prefix="fxc-")
     tag = secrets.token_hex(3)
     authz, driver = f"fxc-{tag}-authz", f"fxc-{tag}"
     paths: dict[str, Path] = {}
-    a = Dockerd(base / "a")
-    b = Dockerd(base / "b", authz_plugin=authz, tls=TLSUsers(base / "tls", users=("alice", "bob", "carol")))
-    deployment = Deployment(base, a, b, f"fxc{tag}", {}, driver)
+    a = Dockerd(base / "a", engine=engine)
+    users = TLSUsers(base / "tls", users=("alice", "bob", "carol"))
+    b = Dockerd(base / "b", authz_plugin=authz, tls=users, engine=engine)
+    deployment = Deployment(base, a, b, f"fxc{tag}", {}, driver, engine.compose)
     specs = [SPEC_DIR / f"{name}.spec" for name in (authz, driver)]
     try:
         paths = _host_layout(base)
@@ -189,6 +194,7 @@ def deployed() -> Iterator[Deployment]:
         deployment.env.update(
             clean_env(
                 {
+                    "PATH": engine.search_path,  # build-image runs the engine's docker and docker-compose
                     "DOCKER_HOST": a.host,
                     "DOCKER_CONFIG": str(a.client_config),
                     "FIXEDUSER_BASE_IMAGE": "fixeduser-base:latest",

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.sandbox import PluginProcess, Stack, dockerd_available, make_private_dir, mounts_under, start_stack
+from fixeduser.sandbox import (
+    Engine,
+    PluginProcess,
+    Stack,
+    dockerd_available,
+    make_private_dir,
+    mounts_under,
+    start_stack,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_USERS = ("alice", "bob", "carol", "dave", "@local")
@@ -42,6 +50,10 @@ class E2E:
     stack: Stack
 
     @property
+    def engine(self) -> Engine:
+        return self.stack.dockerd.engine
+
+    @property
     def plugin(self) -> PluginProcess:
         return self.stack.plugin
 
@@ -66,11 +78,15 @@ class E2E:
         return result.stderr
 
 
-def new_stack(base: Path) -> E2E:
+def new_stack(base: Path, engine: Engine) -> E2E:
     policy_dir = base / "policies"
     shutil.copytree(REPO / "policies", policy_dir)
     # A short idle grace keeps the view-reuse path exercised without slowing the teardown checks.
-    return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS, extra_args=("--view-idle-seconds", "1")))
+    return E2E(
+        start_stack(
+            base, policy_dir=policy_dir, users=E2E_USERS, extra_args=("--view-idle-seconds", "1"), engine=engine
+        )
+    )
 
 
 @pytest.fixture
@@ -87,9 +103,10 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[E2E]:
+def stack(engine: Engine) -> Iterator[E2E]:
+    """One stack per engine, shared by every test that runs on that engine."""
     base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-e2e-")
-    running = new_stack(base)
+    running = new_stack(base, engine)
     try:
         yield running
     finally:

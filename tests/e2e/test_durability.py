@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from fixeduser.linux.mounts import mounts_below
-from fixeduser.sandbox import make_private_dir, start_stack
+from fixeduser.sandbox import Engine, make_private_dir, start_stack
 
 from .conftest import E2E, E2E_USERS, REPO
 
@@ -24,9 +25,9 @@ KEYS = {"alice": "10001:10000", "bob": "10002:10000"}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def stack(engine: Engine) -> Iterator[E2E]:
     """A stack of its own, pruning stale mount records after 3 s instead of 3 min."""
-    base = make_private_dir(tmp_path_factory.mktemp("durability"))
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-durability-")
     shutil.copytree(REPO / "policies", base / "policies")
     running = E2E(
         start_stack(
@@ -35,12 +36,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             users=E2E_USERS,
             prefix="fud",
             extra_args=("--mount-prune-grace", "3", "--reconcile-interval", "1"),
+            engine=engine,
         )
     )
     try:
         yield running
     finally:
-        running.stack.stop()
+        if not running.stack.stop():
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def restart_plugin(stack: E2E, *, crash: bool) -> None:

@@ -156,6 +156,22 @@ def test_pinned_volume_lifecycle(stack: E2E) -> None:
     assert (backing / "x").exists()  # removal keeps data unless purge was asked for
 
 
+def test_volume_subpath_mounts_as_the_container_owner(stack: E2E) -> None:
+    """`--mount ...,volume-subpath=sub` writes as each container owner's identity; a subpath that is a link out of
+    the volume is refused by the daemon."""
+    if stack.engine.release < (26, 1):
+        pytest.skip("dockerd 20.10 (API 1.41) has no volume subpath: it ignores it and mounts the whole volume")
+    backing = make_volume(stack, "eng-subpath")
+    for user in ("alice", "bob"):
+        stack.ok(*RUN, "-v", "eng-subpath:/data", "busybox:local", "mkdir", f"/data/{user}", user=user)
+        sub = ("--mount", f"type=volume,source=eng-subpath,target=/data,volume-subpath={user}")
+        stack.ok(*RUN, *sub, "busybox:local", "touch", "/data/f", user=user)
+    assert owner(backing / "alice" / "f") == ALICE and owner(backing / "bob" / "f") == BOB
+    (backing / "out").symlink_to("/")
+    escape = ("--mount", "type=volume,source=eng-subpath,target=/data,volume-subpath=out")
+    assert "escapes the base directory" in stack.denied(*RUN, *escape, "busybox:local", "true", user="alice")
+
+
 def test_invalid_volume_options_list_the_valid_ones(stack: E2E) -> None:
     """Unknown or malformed options are rejected with a message listing the valid options."""
     message = stack.denied("volume", "create", "-d", stack.driver, "-o", "colour=red", "eng-bad", user="alice")

@@ -20,10 +20,11 @@ from fixeduser.sandbox import (
     DockerCommandError,
     Dockerd,
     DockerdError,
+    Engine,
     TLSUsers,
+    available_engines,
     build_busybox_rootfs,
     clean_env,
-    docker_cli,
     dockerd_available,
     find_static_busybox,
     free_port,
@@ -55,6 +56,22 @@ def test_clean_env_drops_client_variables(monkeypatch: pytest.MonkeyPatch) -> No
     assert not {"DOCKER_HOST", "DOCKER_CONTEXT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"} & set(env)
     assert env["DOCKER_CONFIG"] == "/nowhere"
     assert "/usr/sbin" in env["PATH"].split(":")
+
+
+def test_available_engines_reads_unpacked_engines_by_their_version(tmp_path: Path) -> None:
+    """An engine unpacked under the engines folder is named by its dockerd's major.minor and sorted by release."""
+    root = tmp_path / "future" / "root"
+    for binary, text in (("usr/sbin/dockerd", "Docker version 99.10.1+dfsg1, build abc"), ("usr/bin/docker", "")):
+        (root / binary).parent.mkdir(parents=True, exist_ok=True)
+        (root / binary).write_text(f"#!/bin/sh\necho '{text}'\n")
+        (root / binary).chmod(0o755)
+    (tmp_path / "empty" / "root").mkdir(parents=True)  # a suite whose unpacking failed: not an engine
+    engines = available_engines(tmp_path)
+    future = engines[-1]
+    assert (future.name, future.version, future.release) == ("99.10", "99.10.1+dfsg1", (99, 10))
+    assert future.dockerd == root / "usr/sbin/dockerd" and future.compose is None
+    assert future.search_path.split(":")[:2] == [str(root / "usr/sbin"), str(root / "usr/bin")]
+    assert [e.release for e in engines] == sorted(e.release for e in engines)
 
 
 def test_make_private_dir(tmp_path: Path) -> None:
@@ -129,10 +146,10 @@ def test_mounts_under_and_unmount(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+def daemon(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Dockerd]:
     base = make_private_dir(tmp_path_factory.mktemp("harness"))
     tls = TLSUsers(base / "tls")
-    dockerd = Dockerd(base / "daemon", authz_plugin=None, tls=tls)
+    dockerd = Dockerd(base / "daemon", authz_plugin=None, tls=tls, engine=engine)
     try:
         dockerd.start(timeout=30)
         dockerd.import_busybox()
@@ -166,7 +183,7 @@ def test_tls_user_runs_container(daemon: Dockerd) -> None:
 @needs_dockerd
 def test_client_without_certificate_is_refused(daemon: Dockerd, tmp_path: Path) -> None:
     assert daemon.tls is not None
-    base = [docker_cli(), "-H", daemon.tcp_host]
+    base = [str(daemon.engine.docker), "-H", daemon.tcp_host]
     env = daemon.cli_env()
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -233,12 +250,12 @@ def test_stop_kills_daemon_and_leaves_no_mounts(daemon: Dockerd) -> None:
 
 @pytest.mark.e2e
 @needs_dockerd
-def test_start_failure_reports_log_and_cleans_up(tmp_path: Path) -> None:
+def test_start_failure_reports_log_and_cleans_up(tmp_path: Path, engine: Engine) -> None:
     """A daemon that exits at start raises with its log tail and leaves nothing behind.
 
     (A missing authz plugin fails the same way, but only after dockerd's ~15 s of retries.)
     """
-    dockerd = Dockerd(tmp_path / "d", extra_args=["--no-such-flag"])
+    dockerd = Dockerd(tmp_path / "d", extra_args=["--no-such-flag"], engine=engine)
     with pytest.raises(DockerdError, match="unknown flag"):
         dockerd.start(timeout=30)
     assert not dockerd.running

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fixeduser.admin.bundle import build_plugin
-from fixeduser.sandbox import Dockerd, TLSUsers, make_private_dir, unmount_all_under
+from fixeduser.sandbox import Dockerd, Engine, TLSUsers, make_private_dir, unmount_all_under
 from fixeduser.volumes.backends.local import prepare_host_for_fuse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,14 +37,14 @@ class Managed:
 
 
 @pytest.fixture(scope="module")
-def managed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Managed]:
+def managed(engine: Engine) -> Iterator[Managed]:
     prepare_host_for_fuse()
-    base = make_private_dir(tmp_path_factory.mktemp("managed"))
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-managed-")
     bundle = build_plugin(base / "bundle", config=REPO / "deploy" / "plugin" / "config.json")
     shutil.copytree(REPO / "policies", base / "policies")
     for folder in ("state", "storage"):
         (base / folder).mkdir(mode=0o711)
-    dockerd = Dockerd(base / "dockerd", tls=TLSUsers(base / "tls", users=("alice", "bob", "carol")))
+    dockerd = Dockerd(base / "dockerd", tls=TLSUsers(base / "tls", users=("alice", "bob", "carol")), engine=engine)
     name = f"fxu-{secrets.token_hex(3)}"
     plugin_id = ""
     try:
@@ -73,6 +74,7 @@ def managed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Managed]:
         if plugin_id:  # dockerd 20.10 keeps managed plugin sockets in /run/docker/plugins/<id> whatever its exec-root
             shutil.rmtree(Path("/run/docker/plugins") / plugin_id, ignore_errors=True)
         assert unmount_all_under([base]) == []
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_enabled_with_both_interfaces_and_a_propagated_mount(managed: Managed) -> None:

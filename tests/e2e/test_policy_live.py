@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixeduser.commands.status import fetch_status
-from fixeduser.sandbox import PluginProcess
+from fixeduser.sandbox import Engine, PluginProcess
 from tests.policy.postgres import Postgres
 
 from .conftest import E2E, REPO, new_stack
@@ -28,9 +28,9 @@ def _within(seconds: float, predicate: Callable[[], bool]) -> float:
 
 
 @pytest.fixture
-def own_stack(workdir: Path) -> Iterator[E2E]:
+def own_stack(workdir: Path, engine: Engine) -> Iterator[E2E]:
     """A stack whose policy files this test may edit (the session stack's are shared)."""
-    running = new_stack(workdir)
+    running = new_stack(workdir, engine)
     try:
         yield running
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fixeduser.sandbox import make_private_dir, start_stack
+from fixeduser.sandbox import Engine, make_private_dir, start_stack
 
 from ..quobyte_api import QuobyteApiDouble
 from .conftest import E2E, E2E_USERS, REPO
@@ -32,8 +33,8 @@ class QuobyteStack:
 
 
 @pytest.fixture(scope="module")
-def quobyte(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuobyteStack]:
-    base = make_private_dir(tmp_path_factory.mktemp("quobyte"))
+def quobyte(engine: Engine) -> Iterator[QuobyteStack]:
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-quobyte-")
     shutil.copytree(REPO / "policies", base / "policies")
     client_dir = base / "quobyte-client"
     client_dir.mkdir()
@@ -53,12 +54,14 @@ def quobyte(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuobyteStack]:
                     "--quobyte-password-file", str(password), "--quobyte-mountpoint", str(client_dir),
                     "--quobyte-client", "directory", "--quobyte-tenant", "t1", "--quobyte-retries", "1",
                 ),
+                engine=engine,
             )
         )  # fmt: skip
         try:
             yield QuobyteStack(running, api, client_dir)
         finally:
-            running.stack.stop()
+            if not running.stack.stop():
+                shutil.rmtree(base, ignore_errors=True)
     finally:
         api.stop()
 

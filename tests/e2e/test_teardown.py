@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fixeduser.sandbox import SPEC_DIR, mounts_under
+from fixeduser.sandbox import SPEC_DIR, Engine, mounts_under
 
 from .conftest import new_stack
 
@@ -16,9 +16,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_stopping_with_running_containers_leaves_nothing_behind(workdir: Path) -> None:
+def test_stopping_with_running_containers_leaves_nothing_behind(workdir: Path, engine: Engine) -> None:
     """Stopping daemon and plugin by PID with containers still running leaves no process, mount or spec file."""
-    e2e = new_stack(workdir)
+    e2e = new_stack(workdir, engine)
     stack = e2e.stack
     try:
         e2e.ok("volume", "create", "-d", e2e.driver, "eng-teardown", user="alice")

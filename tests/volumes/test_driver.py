@@ -32,7 +32,7 @@ from fixeduser.linux.mounts import is_mount_point, is_stale
 from fixeduser.policy.access import mount_identity
 from fixeduser.policy.identity import Identity
 from fixeduser.policy.store import load_policy
-from fixeduser.sandbox import Dockerd, dockerd_available, unmount_all_under
+from fixeduser.sandbox import Dockerd, Engine, dockerd_available, unmount_all_under
 from fixeduser.state.handoff import ClaimJournal, MountGate
 from fixeduser.state.ledger import ContainerLedger, ContainerRecord
 from fixeduser.state.registry import MountRecord, VolumeRegistry, current_boot_id
@@ -289,12 +289,12 @@ class Containers:
 
 
 @pytest.fixture(scope="module")
-def dockerd() -> Iterator[tuple[Dockerd, str]]:
+def dockerd(engine: Engine) -> Iterator[tuple[Dockerd, str]]:
     """A private dockerd on a unix socket only, with a busybox image."""
     if not dockerd_available():
         pytest.skip("needs root and dockerd, containerd, runc, docker")
     workdir = Path(tempfile.mkdtemp(prefix="fxu-drv-d-", dir="/tmp"))
-    daemon = Dockerd(workdir)
+    daemon = Dockerd(workdir, engine=engine)
     try:
         daemon.start()
         image = daemon.import_busybox()

@@ -5,15 +5,18 @@ Plain classes and functions, no pytest fixtures: `fixeduser demo` and the tests'
 when the work directory's path is long), it talks to no network range
 (`--bridge=none --iptables=false --ip6tables=false`), listens on TCP only at 127.0.0.1,
 and is stopped by its own PID. `stop()` also unmounts whatever the daemon left mounted
-under its data-root and exec-root.
+under its data-root and exec-root. An `Engine` says which dockerd and docker CLI to run: the
+system's by default, or a newer one unpacked by `scripts/engines` (`available_engines()`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import http.client
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -50,9 +53,11 @@ __all__ = [
     "DockerCommandError",
     "Dockerd",
     "DockerdError",
+    "Engine",
     "PluginProcess",
     "Stack",
     "TLSUsers",
+    "available_engines",
     "build_busybox_rootfs",
     "clean_env",
     "docker_cli",
@@ -62,6 +67,7 @@ __all__ = [
     "make_private_dir",
     "mounts_under",
     "start_stack",
+    "system_engine",
     "unix_http_request",
     "unmount_all_under",
 ]
@@ -141,14 +147,86 @@ def docker_cli() -> str:
     return found
 
 
-def _dockerd_binary() -> str | None:
-    return shutil.which("dockerd", path=clean_env()["PATH"])
-
-
 def dockerd_available() -> bool:
     """True when running as root with dockerd, containerd, runc and the docker CLI installed."""
     path = clean_env()["PATH"]
     return os.geteuid() == 0 and all(shutil.which(b, path=path) for b in ("dockerd", "containerd", "runc", "docker"))
+
+
+# --------------------------------------------------------------------------- engines
+
+ENGINES_DIR = Path(os.environ.get("FIXEDUSER_ENGINES_DIR", "/var/cache/fixeduser/engines"))
+"""Where `scripts/engines` unpacks newer Debian docker.io packages, one `<suite>/root` each."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A Docker engine the sandbox can run: its dockerd, docker CLI and docker-compose (if any).
+
+    Every engine uses the host's containerd and runc; `name` is dockerd's major.minor ("26.1").
+    """
+
+    name: str
+    version: str
+    dockerd: Path
+    docker: Path
+    compose: Path | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def release(self) -> tuple[int, int]:
+        """(major, minor), for comparisons: `engine.release >= (26, 1)`."""
+        major, minor = self.name.split(".")
+        return int(major), int(minor)
+
+    @property
+    def search_path(self) -> str:
+        """PATH for this engine's processes: its own folders first (its docker-proxy, docker-compose), then
+        the host's (containerd, runc, docker-init)."""
+        own = dict.fromkeys(str(p.parent) for p in (self.dockerd, self.docker))
+        return ":".join([*own, clean_env()["PATH"]])
+
+
+@functools.cache
+def _dockerd_version(dockerd: Path) -> str:
+    """`26.1.5+dfsg1` from `Docker version 26.1.5+dfsg1, build 411e817`."""
+    out = subprocess.run([dockerd, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout
+    match = re.search(r"version (\S+?),", out)
+    if match is None:
+        raise DockerdError(f"{dockerd} --version said {out!r}")
+    return match.group(1)
+
+
+def _engine(dockerd: Path, docker: Path, compose: Path | None) -> Engine:
+    version = _dockerd_version(dockerd)
+    return Engine(".".join(version.split(".")[:2]), version, dockerd, docker, compose)
+
+
+def system_engine() -> Engine:
+    """The host's engine: the dockerd, docker CLI and docker-compose found on PATH."""
+    path = clean_env()["PATH"]
+    dockerd, docker = shutil.which("dockerd", path=path), shutil.which("docker", path=path)
+    if dockerd is None or docker is None:
+        raise DockerdError("dockerd or the docker CLI is not installed")
+    compose = shutil.which("docker-compose", path=path)
+    return _engine(Path(dockerd), Path(docker), Path(compose) if compose else None)
+
+
+def available_engines(engines_dir: Path = ENGINES_DIR) -> list[Engine]:
+    """The system engine (if installed) and every engine unpacked under `engines_dir`, oldest first,
+    one per name."""
+    found: dict[str, Engine] = {}
+    with contextlib.suppress(DockerdError):
+        system = system_engine()
+        found[system.name] = system
+    for root in sorted(engines_dir.glob("*/root")):
+        dockerd, docker, compose = root / "usr/sbin/dockerd", root / "usr/bin/docker", root / "usr/bin/docker-compose"
+        if dockerd.is_file() and docker.is_file():
+            engine = _engine(dockerd, docker, compose if compose.exists() else None)
+            found.setdefault(engine.name, engine)
+    return sorted(found.values(), key=lambda engine: engine.release)
 
 
 def _temp_root() -> Path:
@@ -360,6 +438,8 @@ class Dockerd:
     CLI 28 talks API 1.50 and a 20.10 daemon (max 1.41) refuses every request.
     `server_api_version` is the version the daemon announced in its ping during `start()`
     (None if the ping was denied).
+
+    `engine` picks the dockerd and docker CLI (default: the system engine, see `system_engine`).
     """
 
     def __init__(
@@ -371,8 +451,10 @@ class Dockerd:
         extra_args: Sequence[str] = (),
         shutdown_timeout: int = 3,
         api_version: str | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.workdir = workdir.resolve()
+        self._engine = engine
         self.authz_plugin = authz_plugin
         self.tls = tls
         self.extra_args = tuple(extra_args)
@@ -394,6 +476,12 @@ class Dockerd:
         self._busybox_imported = False
 
     # ----------------------------------------------------------------- paths and env
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = system_engine()
+        return self._engine
 
     @property
     def host(self) -> str:
@@ -451,11 +539,8 @@ class Dockerd:
         ]  # fmt: skip
 
     def _command(self) -> list[str]:
-        binary = _dockerd_binary()
-        if binary is None:
-            raise DockerdError("dockerd is not installed")
         cmd = [
-            binary,
+            str(self.engine.dockerd),
             "--config-file", str(self.config_file),
             "--data-root", str(self.data_root),
             "--exec-root", str(self.exec_root),
@@ -489,6 +574,18 @@ class Dockerd:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def _launch_output(self, head: int = 5, tail: int = 40) -> str:
+        """What the last launch wrote: its first lines (the error; dockerd 28 prints its usage after
+        it) and its last lines."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        lines = text.rsplit("\n=== ", 1)[-1].splitlines()[1:]
+        if len(lines) > head + tail:
+            lines = [*lines[:head], "...", *lines[-tail:]]
+        return "\n".join(lines)
+
     def start(self, timeout: float = 30) -> Self:
         """Launch dockerd and wait until its unix socket answers `/_ping`.
 
@@ -521,7 +618,7 @@ class Dockerd:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=clean_env(),
+                env=clean_env({"PATH": self.engine.search_path}),
                 cwd=self.workdir,
                 start_new_session=True,
             )
@@ -532,7 +629,7 @@ class Dockerd:
             code = self.proc.poll()
             if code is not None:
                 self._cleanup_after_exit()
-                raise DockerdError(f"dockerd exited with status {code}:\n{self.log_tail()}")
+                raise DockerdError(f"dockerd exited with status {code}:\n{self._launch_output()}")
             if self._answers_ping():
                 break
             if time.monotonic() > deadline:
@@ -684,7 +781,7 @@ class Dockerd:
         """Run the real `docker` CLI against this daemon, as `user` over TLS or (None) over
         the unix socket. Output is captured as text."""
         result = subprocess.run(
-            [docker_cli(), *self.cli_args(user), *args],
+            [str(self.engine.docker), *self.cli_args(user), *args],
             env=self.cli_env(),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
@@ -852,14 +949,16 @@ def start_stack(
     users: Sequence[str] = DEFAULT_USERS,
     prefix: str = "fu",
     extra_args: Sequence[str] = (),
+    engine: Engine | None = None,
 ) -> Stack:
-    """Start `fixeduser serve` with unique plugin names, then a TLS dockerd using it, then import busybox."""
+    """Start `fixeduser serve` with unique plugin names, then a TLS dockerd of `engine` (default: the
+    system's) using it, then import busybox."""
     from fixeduser.volumes.backends.local import prepare_host_for_fuse  # noqa: PLC0415 - root-only helper
 
     prepare_host_for_fuse()
     tag = secrets.token_hex(3)
     tls = TLSUsers(base / "tls", users=users)
-    dockerd = Dockerd(base / "dockerd", authz_plugin=f"{prefix}-{tag}-authz", tls=tls)
+    dockerd = Dockerd(base / "dockerd", authz_plugin=f"{prefix}-{tag}-authz", tls=tls, engine=engine)
     dockerd.prepare()  # settles the socket path the plugin queries
     plugin = PluginProcess(
         base=base,

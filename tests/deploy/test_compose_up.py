@@ -38,6 +38,7 @@ from fixeduser.sandbox import (
     unix_http_request,
     unmount_all_under,
 )
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -135,13 +136,6 @@ def _write_specs(names: list[str], plugins: Path) -> list[Path]:
     return specs
 
 
-def _wait_for(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
-        time.sleep(0.05)
-
-
 def _start(deployment: Deployment, paths: dict[str, Path], authz: str) -> None:
     """Build on A, then start B and the compose service together: B opens its API socket (which the
     compose file mounts) before it waits up to 30 s for its authorization plugin to answer."""
@@ -155,7 +149,7 @@ def _start(deployment: Deployment, paths: dict[str, Path], authz: str) -> None:
     deployment.env["FIXEDUSER_DOCKER_SOCKET"] = str(deployment.b.socket_path)
     with ThreadPoolExecutor(1) as pool:
         b_started = pool.submit(deployment.b.start, 90)
-        _wait_for(deployment.b.socket_path, 30)
+        wait_until(deployment.b.socket_path.exists, f"{deployment.b.socket_path} to appear", within=30)
         up = deployment.compose("up", "-d", "--no-build")
         assert up.returncode == 0, up.stderr
         b_started.result(timeout=120)

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from fixeduser.sandbox import (
     mounts_under,
     start_stack,
 )
+from tests.waiting import Described, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_USERS = ("alice", "bob", "carol", "dave", "@local")
@@ -71,6 +72,15 @@ class E2E:
             f"--- plugin log ---\n{self.plugin.log_tail()}"
         )
         return result.stdout
+
+    def wait(self, condition: Callable[[], object], what: Described, *, within: float = 45) -> None:
+        """Wait until `condition()` holds; a timeout says what was awaited and shows the plugin's log."""
+        wait_until(
+            condition,
+            lambda: f"{what if isinstance(what, str) else what()}\n--- plugin log ---\n{self.plugin.log_tail(200)}",
+            within=within,
+            every=0.2,
+        )
 
     def denied(self, *args: str, user: str | None = None) -> str:
         result = self.docker(*args, user=user)

@@ -7,7 +7,7 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,13 +43,6 @@ def owner(path: Path) -> tuple[int, int]:
     return info.st_uid, info.st_gid
 
 
-def wait_for(check: Callable[[], bool], what: str, stack: E2E, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{stack.plugin.log_tail(80)}"
-        time.sleep(0.3)
-
-
 def alices_secret_service(stack: E2E, volume: str, name: str) -> Path:
     """alice's long-running service on `volume`, with a restart policy and a mode-600 file of hers."""
     stack.ok("volume", "create", "-d", stack.driver, volume, user="alice")
@@ -57,7 +50,7 @@ def alices_secret_service(stack: E2E, volume: str, name: str) -> Path:
              IMAGE, "sh", "-c", "echo secret > /data/secret; chmod 600 /data/secret; exec sleep 600",
              user="alice")  # fmt: skip
     secret = stack.plugin.local_root / volume / "secret"
-    wait_for(secret.exists, "alice's secret", stack, timeout=20)
+    stack.wait(secret.exists, "alice's secret", within=20)
     return secret
 
 
@@ -110,7 +103,7 @@ def test_restart_policies_set_any_way_never_mount_as_someone_else(stack: E2E) ->
         counts = [json.loads(stack.ok("inspect", "-f", "{{json .RestartCount}}", c, user="bob")) for c in made]
         return min(counts) >= 3
 
-    wait_for(restarted_enough, "bob's containers to be restarted by the daemon", stack)
+    stack.wait(restarted_enough, "bob's containers to be restarted by the daemon")
     assert {owner(run) for run in backing.glob("run-*")} == {BOB}
     assert len(list(backing.glob("run-*"))) >= 3 * len(made)
     assert_every_run_as_its_owner(backing, secret)
@@ -157,7 +150,7 @@ def test_a_restart_of_a_container_nobody_owns_is_refused_with_a_message(stack: E
         state = json.loads(stack.ok("inspect", "-f", "{{json .State}}", cid))
         return state["Status"] == "exited" and "was not created through fixeduser" in state["Error"]
 
-    wait_for(refused, "the daemon's restart to be refused", stack, timeout=60)
+    stack.wait(refused, "the daemon's restart to be refused", within=60)
     backing = stack.plugin.local_root / volume
     assert {owner(run) for run in backing.glob("run-*")} <= {ALICE}, "only alice's own start may have run"
     stack.ok("rm", "-f", cid)
@@ -171,7 +164,7 @@ def test_daemon_restart_brings_back_both_owners_containers(stack: E2E) -> None:
     backing = secret.parent
     boot = f"touch {RUN_FILE}; exec sleep 600"
     made = {user: run_always(stack, volume, boot, user) for user in ("alice", "bob")}
-    wait_for(lambda: len(list(backing.glob("run-*"))) == 2, "both containers to run", stack)
+    stack.wait(lambda: len(list(backing.glob("run-*"))) == 2, "both containers to run")
     dockerd = stack.stack.dockerd
     dockerd.stop()
     started = time.monotonic()
@@ -185,8 +178,8 @@ def test_daemon_restart_brings_back_both_owners_containers(stack: E2E) -> None:
         return stack.ok("inspect", "-f", "{{.State.Running}}", cid, user=user).strip() == "true"
 
     for user, cid in made.items():
-        wait_for(lambda cid=cid, user=user: running(cid, user), f"{user}'s container to run again", stack)
-    wait_for(lambda: len(list(backing.glob("run-*"))) == 4, "both containers to write again", stack)
+        stack.wait(lambda cid=cid, user=user: running(cid, user), f"{user}'s container to run again")
+    stack.wait(lambda: len(list(backing.glob("run-*"))) == 4, "both containers to write again")
     assert sorted(owner(run) for run in backing.glob("run-*")) == [ALICE, ALICE, BOB, BOB]
     assert_every_run_as_its_owner(backing, secret)
     log = stack.plugin.log_tail(400)

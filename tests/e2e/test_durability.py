@@ -8,7 +8,7 @@ import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -75,15 +75,6 @@ def running_by_user(stack: E2E, volume: str) -> Counter[str]:
     return Counter(name.split("-")[1] for name in names)
 
 
-def wait_for(check: Callable[[], bool], what: str | Callable[[], str], stack: E2E, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            described = what() if callable(what) else what
-            raise AssertionError(f"timed out waiting for {described}\n{stack.plugin.log_tail(200)}")
-        time.sleep(0.5)
-
-
 def views_mounted(stack: E2E) -> list[str]:
     return [m.mount_point for m in mounts_below(stack.plugin.state_dir / "mnt") if m.fstype.startswith("fuse")]
 
@@ -118,7 +109,7 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
         seen["counted"] = inspect(stack, volume)["Status"]["mounts"]
         return bool(seen["counted"] == seen["expected"])
 
-    wait_for(counts_match, lambda: f"mount counts to match the running containers: {seen}", stack)
+    stack.wait(counts_match, lambda: f"mount counts to match the running containers: {seen}")
     running = running_by_user(stack, volume)
     assert sum(running.values()) > 0
     for name in stack.ok("ps", "--filter", f"volume={volume}", "--format", "{{.Names}}").split():
@@ -130,7 +121,7 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
             state = stack.docker("inspect", "-f", "{{json .State}} {{json .Mounts}}", name)
             return f"{written} (container output: {logs.stdout}{logs.stderr}; {state.stdout})"
 
-        wait_for(written.exists, missing, stack, timeout=10)
+        stack.wait(written.exists, missing, within=10)
         assert written.read_text() == f"{index}\n"
         assert (written.stat().st_uid, written.stat().st_gid) == UIDS[user], name
     for user, ids in UIDS.items():  # whatever started, wrote as its owner, crash or not
@@ -141,7 +132,7 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
     before = views_mounted(stack)
     restart_plugin(stack, crash=False)
     assert views_mounted(stack) == before
-    wait_for(counts_match, lambda: f"mount counts after a clean restart: {seen}", stack)
+    stack.wait(counts_match, lambda: f"mount counts after a clean restart: {seen}")
 
     names = stack.ok("ps", "-a", "--filter", "name=burst-", "--format", "{{.Names}} {{.State}}").splitlines()
     for name, state in (line.split() for line in names):
@@ -151,8 +142,8 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
             # owner: nobody owns it (fail closed), so it never started; an admin removes it.
             assert "has no owner" in removed.stderr and state == "created", (name, state, removed.stderr)
             stack.ok("rm", "-f", name)
-    wait_for(lambda: inspect(stack, volume)["Status"]["mounts"] == {}, "all mounts to be released", stack)
-    wait_for(lambda: views_mounted(stack) == [], "every view to be unmounted", stack)
+    stack.wait(lambda: inspect(stack, volume)["Status"]["mounts"] == {}, "all mounts to be released")
+    stack.wait(lambda: views_mounted(stack) == [], "every view to be unmounted")
     stack.ok("volume", "rm", volume)
 
 
@@ -163,7 +154,7 @@ def test_daemon_and_plugin_restart_keep_volumes_options_and_data(stack: E2E) -> 
     stack.ok("volume", "create", "-d", stack.driver, "-o", "purge=false", "eng-keep2", user="bob")
     stack.ok("run", "-d", "--name", "keep-alice", "--network", "none", "-v", "eng-keep1:/data", "busybox:local",
              "sh", "-c", "echo kept > /data/f; exec sleep 600", user="alice")  # fmt: skip
-    wait_for((stack.plugin.local_root / "eng-keep1" / "f").exists, "the file", stack, timeout=10)
+    stack.wait((stack.plugin.local_root / "eng-keep1" / "f").exists, "the file", within=10)
     assert inspect(stack, "eng-keep1")["Status"]["mounts"] == {KEYS["alice"]: 1}
 
     stack.stack.dockerd.stop()
@@ -174,9 +165,9 @@ def test_daemon_and_plugin_restart_keep_volumes_options_and_data(stack: E2E) -> 
     assert f"eng-keep1 {stack.driver}" in listed and f"eng-keep2 {stack.driver}" in listed
     assert inspect(stack, "eng-keep1")["Options"] == {"mode": "0750"}
     assert inspect(stack, "eng-keep2")["Options"] == {"purge": "false"}
-    wait_for(lambda: inspect(stack, "eng-keep1")["Status"]["mounts"] == {}, "the dead container's mount to go", stack)
+    stack.wait(lambda: inspect(stack, "eng-keep1")["Status"]["mounts"] == {}, "the dead container's mount to go")
     out = stack.ok("run", "--rm", "--network", "none", "-v", "eng-keep1:/data", "busybox:local", "cat", "/data/f",
                    user="alice")  # fmt: skip
     assert out == "kept\n"
     stack.ok("rm", "-f", "keep-alice", user="alice")
-    wait_for(lambda: views_mounted(stack) == [], "every view to be unmounted", stack)
+    stack.wait(lambda: views_mounted(stack) == [], "every view to be unmounted")

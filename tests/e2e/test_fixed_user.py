@@ -96,13 +96,12 @@ def test_restart_policy_restarts_keep_owner_identity(stack: E2E) -> None:
     backing = make_volume(stack, "eng-restart")
     cid = stack.ok("run", "-d", "--network", "none", "--restart=on-failure:3", "-v", "eng-restart:/data",
                    "busybox:local", "sh", "-c", "echo run >> /data/log; exit 1", user="alice").strip()  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def restarted_three_times() -> bool:
         state = json.loads(stack.ok("inspect", cid, user="alice"))[0]
-        if state["RestartCount"] == 3 and not state["State"]["Running"] and not state["State"]["Restarting"]:
-            break
-        time.sleep(0.5)
-    assert state["RestartCount"] == 3, state["State"]
+        return bool(state["RestartCount"] == 3 and not state["State"]["Running"] and not state["State"]["Restarting"])
+
+    stack.wait(restarted_three_times, "three restarts by the daemon, then the end", within=60)
     assert (backing / "log").read_text() == "run\n" * 4
     assert owner(backing / "log") == ALICE
     stack.ok("rm", cid, user="alice")
@@ -217,9 +216,7 @@ def test_binding_the_backing_storage_is_denied(stack: E2E) -> None:
 def test_audit_lines_have_no_secrets(stack: E2E) -> None:
     """Every decision is an audit JSON line naming user, action and result, without request bodies."""
     stack.ok(*RUN, "-e", "TOKEN=hunter2", "busybox:local", "true", user="alice")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "container.create" not in stack.plugin.audit_path.read_text():
-        time.sleep(0.1)
+    stack.wait(lambda: "container.create" in stack.plugin.audit_path.read_text(), "the audit line", within=5)
     text = stack.plugin.audit_path.read_text()
     assert "hunter2" not in text
     records = [json.loads(line) for line in text.splitlines()]
@@ -256,11 +253,7 @@ def test_auto_removed_containers_leave_the_ledger(stack: E2E, tmp_path: Path) ->
         ids.add(cidfile.read_text().strip())
     assert len(ids) == 3
     kept = stack.ok("create", "--network", "none", "busybox:local", "true", user="alice").strip()
-    deadline = time.monotonic() + 15
-    while not recorded({kept}) and time.monotonic() < deadline:  # written behind, a few ms later
-        time.sleep(0.05)
-    assert recorded({kept}) == {kept}  # containers are recorded, so their absence below means something
-    while recorded(ids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert recorded(ids) == set() and recorded({kept}) == {kept}
+    stack.wait(lambda: recorded({kept}) == {kept}, "the created container's owner to be recorded", within=5)
+    stack.wait(lambda: not recorded(ids), "the removed containers to be forgotten", within=15)
+    assert recorded({kept}) == {kept}
     stack.ok("rm", kept, user="alice")

@@ -41,6 +41,7 @@ from fixeduser.volumes.backends import LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.base import BackendError
 from fixeduser.volumes.driver import ContainerLookup, DriverError, VolumeDriver
 from fixeduser.volumes.resolve import MountIdentityResolver
+from tests.waiting import until
 
 from .memory import Restarting
 from .processes import bindfs_pids
@@ -327,15 +328,6 @@ async def pruning_rig(rig: Rig, dockerd: tuple[Dockerd, str]) -> AsyncIterator[R
         await client.close()
 
 
-async def _wait_for(condition: object, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return True
-        await asyncio.sleep(0.005)
-    return False
-
-
 # ------------------------------------------------------------------ reference counts
 
 
@@ -458,7 +450,7 @@ async def test_cancelled_mount_rolls_back(rig: Rig) -> None:
     release = asyncio.Event()
     rig.backend.paused["mount_identity"] = release
     task = asyncio.create_task(rig.mount("eng-v", "m1"))
-    assert await _wait_for(lambda: rig.backend.calls["mount_identity"] == 1)
+    await until(lambda: rig.backend.calls["mount_identity"] == 1)
     assert rig.counts("eng-v") == {"10001:10000": 1}  # write-ahead record while the view is mounted
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -516,7 +508,7 @@ async def _kill_view_daemon(rig: Rig, identity: Identity) -> Path:
     pids = bindfs_pids(view)
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
-    assert await _wait_for(lambda: not bindfs_pids(view))
+    await until(lambda: not bindfs_pids(view))
     with pytest.raises(OSError, match="not connected"):
         os.statvfs(view)  # the kernel already knows the daemon is gone
     return view
@@ -527,7 +519,7 @@ async def test_reconcile_remounts_a_view_whose_fuse_daemon_died(rig: Rig) -> Non
     await rig.volume("eng-v")
     await rig.mount("eng-v", "m")
     view = await _kill_view_daemon(rig, ALICE)
-    assert await _wait_for(lambda: is_stale(view))  # once the mount point's cached attributes expire (~1 s)
+    await until(lambda: is_stale(view))  # once the mount point's cached attributes expire (~1 s)
     await rig.restart().reconcile()
     assert await rig.views() == ["10001:10000"] and len(bindfs_pids(view)) == 1
     assert rig.write_through(ALICE, "eng-v", "alive") == 10001
@@ -733,9 +725,9 @@ async def test_volume_in_use_cannot_be_removed(rig: Rig) -> None:
     release = asyncio.Event()
     rig.backend.paused["mount_identity"] = release
     in_flight = asyncio.create_task(rig.mount("eng-v", "m2"))  # recorded, its view not yet confirmed
-    assert await _wait_for(lambda: rig.backend.calls["mount_identity"] == 2)
+    await until(lambda: rig.backend.calls["mount_identity"] == 2)
     unmounting = asyncio.create_task(rig.driver.unmount("eng-v", "m"))
-    assert await _wait_for(lambda: rig.driver.registry.mount("m", "eng-v") is None)
+    await until(lambda: rig.driver.registry.mount("m", "eng-v") is None)
     with pytest.raises(DriverError, match="in use by 1 container mount"):
         await rig.driver.remove("eng-v")
     release.set()
@@ -858,6 +850,6 @@ async def test_idle_view_stays_mounted_for_the_grace_period(rig: Rig) -> None:
     await asyncio.sleep(0.1)
     assert await rig.views() == ["10001:10000"]  # still within the grace period
     # The grace timer's unmount must finish inside the test: a closing event loop would cut it off.
-    assert await _wait_for(lambda: rig.backend.finished["unmount_identity"] == 1, within=5)
+    await until(lambda: rig.backend.finished["unmount_identity"] == 1)
     assert rig.backend.calls["unmount_identity"] == 1
     assert not is_mount_point(rig.backend.view_root(ALICE)) and await rig.views() == []

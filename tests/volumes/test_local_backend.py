@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from fixeduser.linux.mounts import is_mount_point, is_stale, mounts_at, mounts_b
 from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends import Backend, BackendError, LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.local import bindfs_fuse_major
+from tests.waiting import wait_until
 
 from .processes import bindfs_argv, bindfs_pids
 
@@ -77,15 +77,6 @@ def base_dir() -> Iterator[Path]:
 def backend(fuse_host: None, base_dir: Path) -> LocalBackend:
     """A LocalBackend on a fresh root/mount_root pair."""
     return LocalBackend(root=base_dir / "data", mount_root=base_dir / "mnt")
-
-
-def _wait_until(cond: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(cond) and cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -254,7 +245,7 @@ async def test_unmount_identity_is_idempotent(backend: LocalBackend) -> None:
     assert not is_mount_point(mp)
     await backend.unmount_identity(A)
     assert await backend.mounted_identities() == []
-    assert _wait_until(lambda: not bindfs_pids(mp))
+    wait_until(lambda: not bindfs_pids(mp), "the view's bindfs to exit")
 
 
 @needs_fuse
@@ -277,7 +268,7 @@ async def test_stale_mount_is_repaired(backend: LocalBackend) -> None:
     pids = bindfs_pids(mp)
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
-    assert _wait_until(lambda: is_stale(mp))
+    wait_until(lambda: is_stale(mp), "the view to be stale")
     assert await backend.mounted_identities() == ["10001:10000"]
     assert await backend.mount_identity(A) == mp
     assert not is_stale(mp)

@@ -32,7 +32,7 @@ import fixeduser
 
 __all__ = ["PROGRAMS", "assemble_rootfs", "build_plugin", "runtime_distributions"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # src/fixeduser/admin/bundle.py
 DEFAULT_CONFIG = REPO / "deploy" / "plugin" / "config.json"
 SITE = Path("/opt/fixeduser/site-packages")
 PROGRAMS = ("bindfs", "fusermount3", "setpriv", "umount", "mount")

@@ -68,13 +68,14 @@ class FixeduserServer:
 
     def _describe_containers(self, renderer: Renderer, clients: list[Client]) -> None:
         """Start the daemon stand-in, knowing each client's containers: named, mounting its two volumes."""
+        named = renderer.named_container_index()
         table = {}
         for client in clients:
             mounts = [{"Type": "volume", "Name": v, "Driver": self.driver, "Destination": f"/{v}"}
                       for v in (client.volume, f"{client.volume}-m")]  # fmt: skip
             for k in range(len(renderer.ids)):
                 cid = renderer.client_id(client, k)
-                name = client.name if k == 0 else f"{client.name}-{k}"
+                name = client.name if k == named else f"{client.name}-{k}"
                 table[cid] = {"Id": cid, "Name": f"/{name}", "Mounts": mounts, "HostConfig": {},
                               "State": {"Status": "created"}}  # fmt: skip
         path = self.base / "containers.json"

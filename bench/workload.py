@@ -74,6 +74,17 @@ class Renderer:
                             ids.append(found)
         self.ids = ids  # container and exec IDs the daemon made; each client gets its own
 
+    def named_container_index(self) -> int | None:
+        """Which of `ids` the capture's `--name` create made (the container the name refers to)."""
+        for calls in self.capture["ops"].values():
+            for c in calls:
+                body = c["body"]
+                uri = body.get("RequestUri", "")
+                if c["call"] == "AuthZPlugin.AuthZRes" and "/containers/create?name=" in uri:
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        return self.ids.index(json.loads(base64.b64decode(body["ResponseBody"]))["Id"])
+        return None
+
     @staticmethod
     def client_id(client: Client, k: int) -> str:
         return hashlib.sha256(f"{client.container_id}/{k}".encode()).hexdigest()

@@ -222,7 +222,7 @@ async def test_backend_create_uses_options_and_defaults(api: QuobyteApiDouble) -
     creates = [params for method, params in api.calls if method == "createVolume"]
     assert [c["tenant_id"] for c in creates] == [api.tenants["t1"], api.tenants["t2"]]
     assert all(c["retry"] == "INTERACTIVE" for c in creates)
-    assert api.methods()[:2] == ["resolveTenantName", "createVolume"]
+    assert api.methods()[:3] == ["resolveTenantName", "getVolumeList", "createVolume"]
 
 
 async def test_backend_without_configuration_sends_none(api: QuobyteApiDouble) -> None:
@@ -244,7 +244,7 @@ async def test_backend_stores_the_effective_tenant_uuid_in_the_options(api: Quob
     backend.tenant = "t2"  # the plugin restarted with another default tenant
     await backend.remove_volume("v1", purge=True, options=options)
     assert api.names() == []
-    assert not any(m == "resolveTenantName" for m in api.methods()[2:])  # the stored UUID is used as it is
+    assert api.methods().count("resolveTenantName") == 1  # at create; remove used the stored UUID as it is
 
 
 async def test_backend_wrong_tenant_is_named_on_create_purge_and_health(api: QuobyteApiDouble) -> None:
@@ -320,14 +320,27 @@ async def test_backend_remove_keeps_data_unless_purged(api: QuobyteApiDouble) ->
     """Remove without purge never erases; purge erases (eraseVolume, not the deprecated deleteVolume)
     exactly that tenant's volume."""
     backend = backend_for(api)
-    await backend.create_volume("v1", owner=ALICE, mode=0o770)
     await backend.create_volume("v1", owner=ALICE, mode=0o770, options={"tenant": "t2"})
-    await backend.remove_volume("v1", purge=False)
+    # someone else then makes a v1 in t1 (the plugin's default tenant)
+    backend.client.create_volume("v1", root_user_id="x", root_group_id="y", configuration=None,
+                                 tenant_uuid=api.tenants["t1"])  # fmt: skip
+    await backend.remove_volume("v1", purge=False, options={"tenant": "t2"})
     assert api.names() == ["v1", "v1"] and not any(m in ("eraseVolume", "deleteVolume") for m in api.methods())
     await backend.remove_volume("v1", purge=True, options={"tenant": "t2"})
     assert api.names("t1") == ["v1"] and api.names("t2") == []
     assert "eraseVolume" in api.methods() and "deleteVolume" not in api.methods()
     await backend.remove_volume("v1", purge=True, options={"tenant": "t2"})  # already gone: fine
+    assert api.names("t1") == ["v1"]
+
+
+async def test_backend_refuses_a_name_another_tenant_has(api: QuobyteApiDouble) -> None:
+    """The client path names a volume by name alone: a name that exists in another tenant is refused, so a
+    mount path can never mean another tenant's volume."""
+    backend = backend_for(api)
+    await backend.create_volume("v1", owner=ALICE, mode=0o770, options={"tenant": "t2"})
+    with pytest.raises(BackendError, match=r"exists in tenant .* already: the client path v1 would be ambiguous"):
+        await backend.create_volume("v1", owner=ALICE, mode=0o770)
+    assert api.names("t1") == [] and api.names("t2") == ["v1"]
 
 
 async def test_backend_calls_run_off_the_event_loop(api: QuobyteApiDouble) -> None:

@@ -410,6 +410,7 @@ class QuobyteBackend:
         tenant_uuid = await self._io(self.client.resolve_tenant, tenant)
         if isinstance(options, MutableMapping):
             options["tenant"] = tenant_uuid
+        await self._refuse_ambiguous_name(volume, tenant_uuid)
         try:
             uuid = await self._io(
                 self.client.create_volume,
@@ -431,6 +432,20 @@ class QuobyteBackend:
         self._adopted.discard(volume)
         log.info("created Quobyte volume %s in tenant %s (%s)", volume, tenant, uuid)
         await self._apply_mode(volume, mode)
+
+    async def _refuse_ambiguous_name(self, volume: str, tenant_uuid: str) -> None:
+        """The client path `<user>#<group>@<volume>` names a volume by name alone: refuse a name that a
+        volume of another tenant has, so that path can never mean another tenant's volume."""
+        others = sorted(
+            str(v.get("tenant_domain"))
+            for v in await self._io(self.client.volume_list)
+            if v.get("name") == volume and v.get("tenant_domain") != tenant_uuid
+        )
+        if others:
+            raise BackendError(
+                f"a Quobyte volume named {volume} exists in tenant {', '.join(others)} already: the client "
+                f"path {volume} would be ambiguous between tenants; choose another volume name"
+            )
 
     async def _apply_mode(self, volume: str, mode: int) -> None:
         """Give the new volume's top folder `mode` through the client (root access, `<mp>/<volume>`)."""

@@ -76,8 +76,9 @@ def test_create_mount_and_user_mapped_path(quobyte: QuobyteStack) -> None:
     stack = quobyte.e2e
     stack.ok("volume", "create", "-d", stack.driver, "-o", "tenant=t2", "-o", "configuration=fast", "eng-q1",
              user="alice")  # fmt: skip
-    created = quobyte.api.volumes[("t2", "eng-q1")]
+    created = quobyte.api.volume("t2", "eng-q1")
     assert created["configuration_name"] == "fast" and created["root_user_id"] == "10001"
+    assert created["tenant_domain"] == quobyte.api.tenants["t2"]  # the tenant name was resolved to its UUID
     info = inspect(stack, "eng-q1")
     assert info["Scope"] == "global" and info["Status"]["backend"] == "quobyte"
     cid = stack.ok("run", "-d", "--network", "none", "-v", "eng-q1:/data", "busybox:local", "sh", "-c",
@@ -105,11 +106,11 @@ def test_volumes_survive_a_daemon_restart_while_the_api_is_down(quobyte: Quobyte
         assert "eng-q2" in names
         assert inspect(stack, "eng-q2")["Options"] == {"configuration": "slow"}
         message = stack.denied("volume", "create", "-d", stack.driver, "eng-q3", user="alice")
-        assert "unavailable for createVolume after 2 attempts: HTTP 503" in message
+        assert "unavailable for resolveTenantName after 2 attempts: HTTP 503" in message  # the first call of a create
     finally:
         quobyte.api.fail_next = []
     stack.ok("volume", "create", "-d", stack.driver, "eng-q3", user="alice")
-    assert ("t1", "eng-q3") in quobyte.api.volumes
+    assert quobyte.api.has("t1", "eng-q3")
 
 
 def test_remove_keeps_the_quobyte_volume_unless_purge(quobyte: QuobyteStack) -> None:
@@ -118,6 +119,7 @@ def test_remove_keeps_the_quobyte_volume_unless_purge(quobyte: QuobyteStack) -> 
     stack.ok("volume", "create", "-d", stack.driver, "eng-q4", user="alice")
     stack.ok("volume", "create", "-d", stack.driver, "-o", "purge=true", "eng-q5", user="alice")
     stack.ok("volume", "rm", "eng-q4", "eng-q5")
-    assert ("t1", "eng-q4") in quobyte.api.volumes
-    assert ("t1", "eng-q5") not in quobyte.api.volumes
+    assert quobyte.api.has("t1", "eng-q4")
+    assert not quobyte.api.has("t1", "eng-q5")
+    assert "eraseVolume" in quobyte.api.methods() and "deleteVolume" not in quobyte.api.methods()
     assert not any(name in stack.ok("volume", "ls", "--format", "{{.Name}}") for name in ("eng-q4", "eng-q5"))

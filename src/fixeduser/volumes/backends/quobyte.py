@@ -6,10 +6,15 @@ every access below ``<mountpoint>/<user>#<group>@<volume>`` as that user and gro
 nothing to mount per identity: `volume_path` names that path and `mount_identity` only makes
 sure the client mount is up (repairing a stale one when the plugin started it).
 
-Volumes are created and deleted with the Quobyte API, JSON-RPC 2.0 over HTTP POST with basic
-auth (`QuobyteClient`). Removing a volume keeps it in Quobyte unless purge was chosen; only a
-purge calls `deleteVolume`, by the UUID the volume's name resolves to in its tenant, so it can
-never touch another volume.
+Volumes are created and erased with the Quobyte API, JSON-RPC 2.0 over HTTP POST
+(`QuobyteClient`), used as Quobyte's own clients use it: a tenant given by name is resolved to its
+UUID (`resolveTenantName`) before any call that takes a tenant, and that UUID is written back into
+the volume's options so every later call uses the same tenant; `createVolume` carries
+``retry: "INTERACTIVE"``; `configuration_name` is sent only when one is configured (Quobyte 2.x
+uses it, 3.x ignores it). Removing a volume keeps it in Quobyte unless purge was chosen; only a
+purge calls `eraseVolume` (`deleteVolume` is deprecated and may leave file data), by the UUID the
+volume's name resolves to in its tenant, so it can never touch another volume. A volume that
+existed before fixeduser's create (adopted) is never chowned or chmodded.
 
 `client` says how the client mount is obtained:
 
@@ -23,16 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import re
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import requests
+from requests.auth import HTTPBasicAuth
 
 from fixeduser.linux.mounts import is_stale, mounts_at
 from fixeduser.policy.identity import Identity
@@ -42,21 +51,24 @@ log = logging.getLogger(__name__)
 
 ClientMode = Literal["start", "existing", "directory"]
 
-# JSON-RPC 2.0 standard codes. Entity errors are recognised by the symbol the Quobyte API puts in
-# its error message, e.g. "ENTITY_EXISTS_ALREADY/POSIX_ERROR_NONE" (what Quobyte's own Docker
-# volume plugin and CSI driver test for); their numeric codes are not published, so the two below
-# (also used by the test double, tests/quobyte_api.py) are only a second way to match.
+# JSON-RPC 2.0 standard codes (the ones Quobyte's Go client decodes). Entity errors are recognised
+# only by the symbol the Quobyte API puts in its error message, e.g.
+# "ENTITY_EXISTS_ALREADY/POSIX_ERROR_NONE", as Quobyte's own Docker plugin and CSI driver do: their
+# numeric codes are not published, so none is assumed.
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
-ENTITY_NOT_FOUND, ENTITY_EXISTS = -24, -25
+ENTITY_NOT_FOUND, ENTITY_EXISTS = "ENTITY_NOT_FOUND", "ENTITY_EXISTS_ALREADY"
 ERROR_HINTS = {
     PARSE_ERROR: "the API could not parse the request (a proxy in between?)",
     INVALID_REQUEST: "the API rejected the request format (an incompatible Quobyte release?)",
     METHOD_NOT_FOUND: "the API does not know this method (an incompatible Quobyte release?)",
     INVALID_PARAMS: "the API rejected the parameters (check tenant and configuration names)",
     INTERNAL_ERROR: "the Quobyte API failed internally; see its logs",
-    ENTITY_NOT_FOUND: "no such entity (volume, tenant or configuration)",
-    ENTITY_EXISTS: "it exists already",
 }
+RETRY_POLICY = "INTERACTIVE"  # what Quobyte's clients send with createVolume: fail rather than hang
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Filesystem types of a Quobyte client mount in /proc/self/mountinfo.
+QUOBYTE_FSTYPES = frozenset({"fuse.quobyte", "quobyte"})
+ADOPTED_OPTION = "adopted"  # written into the options of a volume fixeduser did not create
 DEFAULT_TIMEOUT = 10.0
 MOUNT_TIMEOUT = 60.0
 APPEAR_TIMEOUT = 10.0  # a new volume may take a moment to show up in the client mount
@@ -67,23 +79,36 @@ HEALTH_PROBE_NAME = ".fixeduser-health-probe"  # not a valid volume name: never 
 
 
 class QuobyteError(BackendError):
-    """A Quobyte API failure; `code` is the JSON-RPC error code (None for HTTP/transport errors)."""
+    """A Quobyte API failure; `code` is the JSON-RPC error code (None for HTTP/transport errors).
 
-    def __init__(self, message: str, *, code: int | None = None) -> None:
+    `after_retry` is set when an earlier attempt of the same call failed in transit: that attempt
+    may have been carried out although its answer was lost."""
+
+    def __init__(self, message: str, *, code: int | None = None, symbol_text: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.symbol_text = symbol_text
+        self.after_retry = False
 
 
-def _is(error: QuobyteError, code: int, symbol: str) -> bool:
-    return error.code == code or symbol in str(error)
+def _is(error: QuobyteError, symbol: str) -> bool:
+    """Whether the API's own error message carries `symbol` (ENTITY_NOT_FOUND, ...)."""
+    return symbol in error.symbol_text
+
+
+def is_uuid(value: str) -> bool:
+    return bool(UUID_RE.fullmatch(value))
 
 
 class QuobyteClient:
     """Blocking JSON-RPC client for the Quobyte API (call it from a worker thread).
 
-    One `requests.Session` (one connection pool, basic auth) is reused under a lock. Transient
-    failures (connection errors, timeouts, HTTP 5xx) are retried `retries` times with exponential
-    backoff; everything else fails at once with a message naming the cause.
+    One `requests.Session` (one connection pool) is reused under a lock. Like Quobyte's Go client,
+    it sends basic auth until the API hands out a session cookie, then the cookie alone; a 401 on
+    the cookie drops it and the call is sent once more with basic auth. Transient failures
+    (connection errors, timeouts, HTTP 5xx) are retried `retries` times with exponential backoff;
+    everything else fails at once with a message naming the cause. Its blocking calls belong on the
+    backend's own executor, never the event loop's shared default one.
     """
 
     def __init__(
@@ -102,7 +127,7 @@ class QuobyteClient:
         self.retries = retries
         self.backoff = backoff
         self._session = requests.Session()
-        self._session.auth = (user, password)
+        self._auth = HTTPBasicAuth(user, password)
         self._session.headers["Content-Type"] = "application/json"
         self._lock = threading.Lock()
         self._ids = 0
@@ -115,6 +140,9 @@ class QuobyteClient:
             for attempt in range(self.retries + 1):
                 try:
                     return self._post(method, body)
+                except QuobyteError as exc:
+                    exc.after_retry = attempt > 0
+                    raise
                 except _Transient as exc:
                     if attempt == self.retries:
                         raise QuobyteError(
@@ -125,11 +153,22 @@ class QuobyteClient:
                     time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _post(self, method: str, body: dict[str, Any]) -> Any:
+    def _send(self, body: dict[str, Any]) -> requests.Response:
+        with_cookie = bool(self._session.cookies)
         try:
-            response = self._session.post(self.url, json=body, timeout=self.timeout)
+            response = self._session.post(
+                self.url, json=body, timeout=self.timeout, auth=None if with_cookie else self._auth
+            )
+            if response.status_code == 401 and with_cookie:
+                log.info("Quobyte API session cookie refused: dropping it, sending basic auth again")
+                self._session.cookies.clear()
+                response = self._session.post(self.url, json=body, timeout=self.timeout, auth=self._auth)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
+        return response
+
+    def _post(self, method: str, body: dict[str, Any]) -> Any:
+        response = self._send(body)
         if response.status_code >= 500:
             raise _Transient(f"HTTP {response.status_code}")
         if response.status_code in (401, 403):
@@ -153,37 +192,70 @@ class QuobyteClient:
             raise QuobyteError(
                 f"Quobyte API {method} failed (code {code}): {message}" + (f" - {hint}" if hint else ""),
                 code=code if isinstance(code, int) else None,
+                symbol_text=str(message),
             )
         return answer.get("result")
 
     def create_volume(
-        self, name: str, *, root_user_id: str, root_group_id: str, configuration: str, tenant: str
+        self, name: str, *, root_user_id: str, root_group_id: str, configuration: str | None, tenant_uuid: str
     ) -> str:
-        result = self.call(
-            "createVolume",
-            {
-                "name": name,
-                "root_user_id": root_user_id,
-                "root_group_id": root_group_id,
-                "configuration_name": configuration,
-                "tenant_id": tenant,
-            },
-        )
+        """createVolume; its UUID.
+
+        ENTITY_EXISTS_ALREADY after a retried attempt means the lost first attempt made it: that is
+        this call's volume. Any other ENTITY_EXISTS_ALREADY raises."""
+        params: dict[str, Any] = {
+            "name": name,
+            "root_user_id": root_user_id,
+            "root_group_id": root_group_id,
+            "tenant_id": tenant_uuid,
+            "retry": RETRY_POLICY,
+        }
+        if configuration:
+            params["configuration_name"] = configuration
+        try:
+            result = self.call("createVolume", params)
+        except QuobyteError as exc:
+            if not (exc.after_retry and _is(exc, ENTITY_EXISTS)):
+                raise
+            uuid = self.resolve_volume(name, tenant_uuid=tenant_uuid)
+            if uuid is None:
+                raise
+            log.info("Quobyte volume %s was made by an attempt whose answer was lost", name)
+            return uuid
         return str((result or {}).get("volume_uuid", ""))
 
-    def resolve_volume(self, name: str, *, tenant: str) -> str | None:
-        """The UUID of volume `name` in `tenant`, or None if there is none."""
+    def resolve_tenant(self, tenant: str) -> str:
+        """The UUID of `tenant` (a UUID is returned as it is); a tenant that does not exist raises,
+        naming it."""
+        if is_uuid(tenant):
+            return tenant
         try:
-            result = self.call("resolveVolumeName", {"volume_name": name, "tenant_domain": tenant})
+            result = self.call("resolveTenantName", {"tenant_name": tenant})
         except QuobyteError as exc:
-            if _is(exc, ENTITY_NOT_FOUND, "ENTITY_NOT_FOUND"):
+            if _is(exc, ENTITY_NOT_FOUND):
+                raise QuobyteError(
+                    f"Quobyte tenant {tenant!r} does not exist (check --quobyte-tenant or -o tenant=): {exc}"
+                ) from None
+            raise
+        uuid = (result or {}).get("tenant_id")
+        if not uuid:
+            raise QuobyteError(f"Quobyte API resolveTenantName gave no tenant_id for tenant {tenant!r}")
+        return str(uuid)
+
+    def resolve_volume(self, name: str, *, tenant_uuid: str) -> str | None:
+        """The UUID of volume `name` in the tenant `tenant_uuid`, or None if there is none."""
+        try:
+            result = self.call("resolveVolumeName", {"volume_name": name, "tenant_domain": tenant_uuid})
+        except QuobyteError as exc:
+            if _is(exc, ENTITY_NOT_FOUND):
                 return None
             raise
         uuid = (result or {}).get("volume_uuid")
         return str(uuid) if uuid else None
 
-    def delete_volume(self, uuid: str) -> None:
-        self.call("deleteVolume", {"volume_uuid": uuid})
+    def erase_volume(self, uuid: str) -> None:
+        """eraseVolume: the volume and its file data (deleteVolume is deprecated and may leave data)."""
+        self.call("eraseVolume", {"volume_uuid": uuid})
 
     def volume_list(self) -> list[dict[str, Any]]:
         result = self.call("getVolumeList", {})
@@ -192,6 +264,9 @@ class QuobyteClient:
 
     def close(self) -> None:
         self._session.close()
+
+
+_T = TypeVar("_T")
 
 
 class _Transient(Exception):
@@ -216,7 +291,7 @@ class QuobyteBackend:
         client: QuobyteClient,
         mountpoint: Path,
         tenant: str,
-        configuration: str,
+        configuration: str | None = None,
         client_mode: ClientMode = "start",
         registry: str | None = None,
         mount_command: str = "mount.quobyte",
@@ -233,6 +308,18 @@ class QuobyteBackend:
         self.registry = registry
         self.mount_command = mount_command
         self._client_lock = asyncio.Lock()
+        # Its own small executor: the API client holds a lock and sleeps between retries, and the
+        # client mount can hang; neither may starve the loop's shared default executor.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quobyte")
+        self._adopted: set[str] = set()  # volumes that existed before our create: never chowned
+
+    async def _io(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def _tenant_uuid(self, options: Mapping[str, str] | None) -> str:
+        """The UUID of the volume's tenant (its `tenant` option, else --quobyte-tenant)."""
+        return await self._io(self.client.resolve_tenant, (options or {}).get("tenant") or self.tenant)
 
     # ------------------------------------------------------------------ the client mount
 
@@ -244,18 +331,26 @@ class QuobyteBackend:
     async def check_service(self) -> None:
         """One cheap API call (resolve a name no volume can have): reachable, and our credentials accepted."""
         try:
-            await asyncio.to_thread(self.client.resolve_volume, HEALTH_PROBE_NAME, tenant=self.tenant)
+            tenant_uuid = await self._tenant_uuid(None)
+            await self._io(self.client.resolve_volume, HEALTH_PROBE_NAME, tenant_uuid=tenant_uuid)
         except BackendError as exc:
             raise BackendError(f"the Quobyte API is unusable: {exc}") from None
 
     async def _ensure_client(self) -> None:
         mp = self.mountpoint
         if self.client_mode == "directory":
-            if not await asyncio.to_thread(mp.is_dir):
+            if not await self._io(mp.is_dir):
                 raise BackendError(f"{mp} (the stand-in for the Quobyte client mount) is not a directory")
             return
-        mounted = await asyncio.to_thread(mounts_at, mp)
-        stale = bool(mounted) and await asyncio.to_thread(is_stale, mp)
+        mounted = await self._io(mounts_at, mp)
+        if mounted:
+            top = mounted[-1]  # the last mount on a path is the one seen there
+            if top.fstype not in QUOBYTE_FSTYPES:
+                raise BackendError(
+                    f"{mp} has a {top.fstype} mount of {top.source!r}, not a Quobyte client mount "
+                    f"(fuse.quobyte): unmount it, or choose another --quobyte-mountpoint"
+                )
+        stale = bool(mounted) and await self._io(is_stale, mp)
         if mounted and not stale:
             return
         if self.client_mode == "existing":
@@ -267,11 +362,14 @@ class QuobyteBackend:
         if stale:
             log.warning("Quobyte client mount %s is stale: unmounting it lazily and mounting again", mp)
             await _run(["umount", "-l", str(mp)], limit=MOUNT_TIMEOUT)
-        await asyncio.to_thread(mp.mkdir, parents=True, exist_ok=True)
+        await self._io(mp.mkdir, parents=True, exist_ok=True)
         argv = [self.mount_command, "--allow-usermapping-in-volumename", f"{self.registry}/", str(mp)]
         rc, err = await _run(argv, limit=MOUNT_TIMEOUT)
-        if rc != 0 or not await asyncio.to_thread(mounts_at, mp):
+        now = await self._io(mounts_at, mp) if rc == 0 else []
+        if rc != 0 or not now:
             raise BackendError(f"mounting the Quobyte client on {mp} failed (exit status {rc}): {err or 'no output'}")
+        if now[-1].fstype not in QUOBYTE_FSTYPES:
+            raise BackendError(f"{self.mount_command} put a {now[-1].fstype} mount on {mp}, not a Quobyte client mount")
         log.info("mounted the Quobyte client on %s", mp)
 
     async def mount_identity(self, identity: Identity) -> Path:
@@ -301,34 +399,60 @@ class QuobyteBackend:
     async def create_volume(
         self, volume: str, *, owner: Identity, mode: int, options: Mapping[str, str] | None = None
     ) -> None:
-        """createVolume in the volume's tenant; an existing volume of that name is kept as it is."""
+        """createVolume in the volume's tenant; an existing volume of that name is adopted as it is.
+
+        The tenant's UUID is written into `options` (when the driver hands a mutable mapping, which
+        it then stores) so later calls use this tenant whatever --quobyte-tenant becomes; an adopted
+        volume is marked there with ``adopted=true``."""
         validate_volume_name(volume)
-        tenant = (options or {}).get("tenant", self.tenant)
-        configuration = (options or {}).get("configuration", self.configuration)
+        tenant = (options or {}).get("tenant") or self.tenant
+        configuration = (options or {}).get("configuration") or self.configuration
+        tenant_uuid = await self._io(self.client.resolve_tenant, tenant)
+        if isinstance(options, MutableMapping):
+            options["tenant"] = tenant_uuid
+        await self._refuse_ambiguous_name(volume, tenant_uuid)
         try:
-            uuid = await asyncio.to_thread(
+            uuid = await self._io(
                 self.client.create_volume,
                 volume,
                 root_user_id=owner.user,
                 root_group_id=owner.group,
                 configuration=configuration,
-                tenant=tenant,
+                tenant_uuid=tenant_uuid,
             )
         except QuobyteError as exc:
-            if not _is(exc, ENTITY_EXISTS, "ENTITY_EXISTS_ALREADY"):
+            if not _is(exc, ENTITY_EXISTS):
                 raise
-            existing = await asyncio.to_thread(self.client.resolve_volume, volume, tenant=tenant)
-            log.info("Quobyte volume %s already exists in tenant %s (%s): kept as it is", volume, tenant, existing)
+            existing = await self._io(self.client.resolve_volume, volume, tenant_uuid=tenant_uuid)
+            log.info("Quobyte volume %s already exists in tenant %s (%s): adopted as it is", volume, tenant, existing)
+            self._adopted.add(volume)
+            if isinstance(options, MutableMapping):
+                options[ADOPTED_OPTION] = "true"
             return
+        self._adopted.discard(volume)
         log.info("created Quobyte volume %s in tenant %s (%s)", volume, tenant, uuid)
         await self._apply_mode(volume, mode)
+
+    async def _refuse_ambiguous_name(self, volume: str, tenant_uuid: str) -> None:
+        """The client path `<user>#<group>@<volume>` names a volume by name alone: refuse a name that a
+        volume of another tenant has, so that path can never mean another tenant's volume."""
+        others = sorted(
+            str(v.get("tenant_domain"))
+            for v in await self._io(self.client.volume_list)
+            if v.get("name") == volume and v.get("tenant_domain") != tenant_uuid
+        )
+        if others:
+            raise BackendError(
+                f"a Quobyte volume named {volume} exists in tenant {', '.join(others)} already: the client "
+                f"path {volume} would be ambiguous between tenants; choose another volume name"
+            )
 
     async def _apply_mode(self, volume: str, mode: int) -> None:
         """Give the new volume's top folder `mode` through the client (root access, `<mp>/<volume>`)."""
         deadline = time.monotonic() + APPEAR_TIMEOUT
         while True:
             try:
-                await asyncio.to_thread(self._chmod_top, volume, mode)
+                await self._io(self._chmod_top, volume, mode)
                 return
             except FileNotFoundError:
                 if time.monotonic() > deadline:
@@ -347,32 +471,40 @@ class QuobyteBackend:
             os.close(fd)
 
     async def remove_volume(self, volume: str, *, purge: bool, options: Mapping[str, str] | None = None) -> None:
-        """Without `purge` the Quobyte volume stays; with it, deleteVolume by its own UUID."""
+        """Without `purge` the Quobyte volume stays; with it, eraseVolume by its own UUID."""
         validate_volume_name(volume)
-        tenant = (options or {}).get("tenant", self.tenant)
+        self._adopted.discard(volume)
+        tenant = (options or {}).get("tenant") or self.tenant
         if not purge:
             log.info("volume %s removed without purge: the Quobyte volume stays in tenant %s", volume, tenant)
             return
-        uuid = await asyncio.to_thread(self.client.resolve_volume, volume, tenant=tenant)
+        tenant_uuid = await self._io(self.client.resolve_tenant, tenant)  # a wrong tenant raises, naming it
+        uuid = await self._io(self.client.resolve_volume, volume, tenant_uuid=tenant_uuid)
         if uuid is None:
-            log.info("Quobyte volume %s is not in tenant %s: nothing to delete", volume, tenant)
+            log.info("Quobyte volume %s is not in tenant %s: nothing to erase", volume, tenant)
             return
         try:
-            await asyncio.to_thread(self.client.delete_volume, uuid)
+            await self._io(self.client.erase_volume, uuid)
         except QuobyteError as exc:
-            if not _is(exc, ENTITY_NOT_FOUND, "ENTITY_NOT_FOUND"):
+            if not _is(exc, ENTITY_NOT_FOUND):
                 raise
-        log.info("deleted Quobyte volume %s (%s) from tenant %s", volume, uuid, tenant)
+        log.info("erased Quobyte volume %s (%s) from tenant %s", volume, uuid, tenant)
 
     async def volume_exists(self, volume: str) -> bool:
         validate_volume_name(volume)
-        uuid = await asyncio.to_thread(self.client.resolve_volume, volume, tenant=self.tenant)
+        tenant_uuid = await self._tenant_uuid(None)
+        uuid = await self._io(self.client.resolve_volume, volume, tenant_uuid=tenant_uuid)
         return uuid is not None
 
     async def set_top_folder(self, volume: str, *, owner: Identity, mode: int, only_if_empty: bool = False) -> bool:
-        """Set owner and mode of `<mountpoint>/<volume>` through the client, as root."""
+        """Set owner and mode of `<mountpoint>/<volume>` through the client, as root.
+
+        Never for an adopted volume (one fixeduser did not create): returns False, untouched."""
         validate_volume_name(volume)
-        return await asyncio.to_thread(self._set_top_sync, volume, owner, mode, only_if_empty)
+        if volume in self._adopted:
+            log.info("Quobyte volume %s was adopted, not created by fixeduser: its top folder is left alone", volume)
+            return False
+        return await self._io(self._set_top_sync, volume, owner, mode, only_if_empty)
 
     def _set_top_sync(self, volume: str, owner: Identity, mode: int, only_if_empty: bool) -> bool:
         try:
@@ -395,7 +527,8 @@ class QuobyteBackend:
 
     async def close(self) -> None:
         """Close the API session; the client mount stays for the containers that use it."""
-        await asyncio.to_thread(self.client.close)
+        await self._io(self.client.close)
+        self._executor.shutdown(wait=False)
 
 
 async def _run(argv: list[str], *, limit: float) -> tuple[int, str]:

@@ -40,7 +40,9 @@ class MemoryBackend:
         self, volume: str, *, owner: Identity, mode: int, options: Mapping[str, str] | None = None
     ) -> None:
         self._step("create_volume")
-        self.volumes.setdefault(validate_volume_name(volume), StoredVolume(owner=owner, mode=mode))
+        if validate_volume_name(volume) in self.volumes and isinstance(options, dict):
+            options["adopted"] = "true"  # found, not made: like the Quobyte backend, say so in the stored options
+        self.volumes.setdefault(volume, StoredVolume(owner=owner, mode=mode))
 
     async def remove_volume(self, volume: str, *, purge: bool, options: Mapping[str, str] | None = None) -> None:
         self._step("remove_volume")

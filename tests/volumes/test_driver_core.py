@@ -18,7 +18,7 @@ from fixeduser.state.store import StateStore
 from fixeduser.volumes.driver import DriverError, VolumeDriver
 from fixeduser.volumes.resolve import MountIdentityResolver
 
-from .memory import MemoryBackend, Restarting
+from .memory import MemoryBackend, Restarting, StoredVolume
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "policies")
 ALICE = Identity(uid=10001, gid=10000, user="10001", group="10000")
@@ -141,3 +141,17 @@ async def test_concurrent_mounts_of_two_identities_keep_exact_counts(core: Core)
     assert core.counts("eng-a") == {"10001:10000": 20} and core.counts("eng-b") == {"10002:10000": 20}
     await asyncio.gather(*(core.driver.unmount(v, m) for v, m, _, _ in jobs))
     assert core.counts("eng-a") == {} and core.counts("eng-b") == {} and core.backend.views == set()
+
+
+async def test_an_adopted_volume_keeps_its_top_folder(core: Core) -> None:
+    """Storage the backend found rather than made (marked `adopted` in the stored options) is never chowned or
+    chmodded: not lent for an image copy, not restored at unmount, also after a plugin restart."""
+    core.backend.volumes["eng-old"] = StoredVolume(owner=BOB, mode=0o700)  # there before fixeduser
+    await core.volume("eng-old")
+    assert core.driver.registry.get("eng-old").adopted  # type: ignore[union-attr]
+    core.gate.grant("again", kind="create", volume="eng-new", subject="alice", options={})
+    with pytest.raises(DriverError, match="unknown fixeduser volume option"):
+        await core.driver.create("eng-new", {"adopted": "true"})  # a user cannot claim a volume was found
+    await core.mount("eng-old", "copy", owner="alice", identity=ALICE, for_create=True)
+    await core.driver.unmount("eng-old", "copy")
+    assert (core.backend.volumes["eng-old"].owner, core.backend.volumes["eng-old"].mode) == (BOB, 0o700)

@@ -31,6 +31,11 @@ class VolumeRecord(BaseModel):
     created_at: str
     options: dict[str, str]
 
+    @property
+    def adopted(self) -> bool:
+        """Storage fixeduser found rather than made (a backend marks it): its top folder is never changed."""
+        return self.options.get("adopted") == "true"
+
 
 class MountRecord(BaseModel):
     """One container mount point's use of a volume, keyed by the daemon's mount ID."""

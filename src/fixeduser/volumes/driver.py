@@ -196,8 +196,11 @@ class VolumeDriver:
 
         The daemon then gives the top folder the image folder's owner, mode and times, which only
         the folder's owner may do; `unmount` hands the folder back to its configured owner and mode.
-        The gate keeps every other identity's requests on this volume waiting meanwhile.
+        The gate keeps every other identity's requests on this volume waiting meanwhile. An adopted
+        volume's folder is never changed: the copy then runs with the folder as it is.
         """
+        if record.adopted:
+            return
         lent = await self._backend_call(
             self.backend.set_top_folder(record.name, owner=identity, mode=record.mode, only_if_empty=True)
         )
@@ -223,7 +226,11 @@ class VolumeDriver:
                 return False
             await self.registry.remove_mount(mount.mount_id, mount.volume)
             volume = self.registry.get(mount.volume)
-            if volume is not None and not any(m.copy_up for m in self.registry.mounts_of(mount.volume)):
+            if (
+                volume is not None
+                and not volume.adopted
+                and not any(m.copy_up for m in self.registry.mounts_of(mount.volume))
+            ):
                 # The daemon gives an empty volume the owner and mode of the image folder it copies
                 # in; the top folder's mode is a volume property here, so it is put back.
                 try:
@@ -308,7 +315,7 @@ class VolumeDriver:
                 await self.registry.add_mount(mount.model_copy(update={"copy_up": False}))
         for name in sorted({m.volume for m in lent}):
             volume = self.registry.get(name)
-            if volume is None:
+            if volume is None or volume.adopted:
                 continue
             try:
                 await self.backend.set_top_folder(name, owner=volume.owner, mode=volume.mode)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fixeduser.admin.dockercli import ApiCall
+from fixeduser.app.serve import build_authorizer
 from fixeduser.app.settings import ServeSettings
 from fixeduser.authz.audit import AuditRecord
-from fixeduser.authz.authorizer import Authorizer
 from fixeduser.authz.wire import AuthZRequest
 from fixeduser.docker_api import parse_container_create
 from fixeduser.docker_api.daemon import DaemonError, InspectedNetwork, InspectedTask
@@ -139,14 +139,13 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                 )  # fmt: skip
             audit = _Records()
             daemon = _ScenarioDaemon(known, scenario.driver_name)
-            authorizer = Authorizer(
+            authorizer = build_authorizer(
+                scenario.settings.model_copy(update={"volume_name": scenario.driver_name}),
                 policy=lambda: policy,
                 ledger=ledger,
                 registry=registry,
                 gate=MountGate(),
                 auditor=audit,
-                driver_name=scenario.driver_name,
-                protected_paths=scenario.settings.protected_paths,
                 daemon=daemon,
             )
             steps = []

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +15,11 @@ from fixeduser.app.metrics import CountingAuditor, CountingBackend, Metrics, Plu
 from fixeduser.app.settings import ServeSettings
 from fixeduser.app.supervise import Supervisor
 from fixeduser.authz.api import authz_handlers
-from fixeduser.authz.audit import JsonLineAuditor
+from fixeduser.authz.audit import Auditor, JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
-from fixeduser.docker_api.daemon import DaemonClient, DaemonError, DaemonWatch
+from fixeduser.docker_api.daemon import DaemonClient, DaemonError, DaemonLookups, DaemonWatch
 from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
+from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.store import PolicyLoader, PolicyStore
 from fixeduser.state.handoff import ClaimJournal, MountGate
 from fixeduser.state.ledger import ContainerLedger
@@ -152,17 +153,14 @@ async def build(settings: ServeSettings) -> Plugin:
         daemon=daemon,
         view_idle_seconds=settings.view_idle_seconds,
     )
-    authorizer = Authorizer(
+    authorizer = build_authorizer(
+        settings,
         policy=lambda: policy.current,
         ledger=ledger,
         registry=registry,
         gate=gate,
         auditor=CountingAuditor(auditor, metrics),
-        driver_name=settings.volume_name,
-        protected_paths=settings.protected_paths,
         daemon=daemon,
-        local_subject=settings.local_subject,
-        allow_unknown_routes=settings.allow_unknown_routes,
         is_recovering=recovery.is_starting,
         on_container_removal=ledger_pruner.soon,
     )
@@ -196,6 +194,36 @@ async def build(settings: ServeSettings) -> Plugin:
     control = control_app(status=plugin.status, health=plugin.health, metrics=metrics.render)
     servers.append(SocketServer(control, settings.control_socket, mode=0o600))
     return plugin
+
+
+def build_authorizer(
+    settings: ServeSettings,
+    *,
+    policy: Callable[[], CompiledPolicy],
+    ledger: ContainerLedger,
+    registry: VolumeRegistry,
+    gate: MountGate,
+    auditor: Auditor,
+    daemon: DaemonLookups | None,
+    is_recovering: Callable[[str], bool] = lambda _: False,
+    on_container_removal: Callable[[], None] = lambda: None,
+) -> Authorizer:
+    """The Authorizer as the settings describe it: one builder for `serve` and `explain`, so both protect the
+    same folders, name the same driver and treat the same subjects and routes alike."""
+    return Authorizer(
+        policy=policy,
+        ledger=ledger,
+        registry=registry,
+        gate=gate,
+        auditor=auditor,
+        driver_name=settings.volume_name,
+        protected_paths=settings.protected_paths,
+        daemon=daemon,
+        local_subject=settings.local_subject,
+        allow_unknown_routes=settings.allow_unknown_routes,
+        is_recovering=is_recovering,
+        on_container_removal=on_container_removal,
+    )
 
 
 def _server(settings: ServeSettings, name: str, implements: list[str], handlers: Mapping[str, Handler]) -> SocketServer:

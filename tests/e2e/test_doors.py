@@ -92,9 +92,15 @@ def test_start_bodies_at_a_current_version(stack: E2E, alices: str) -> None:
     """A HostConfig body is refused by fixeduser at any version; `{}` starts the container."""
     path = f"/v1.41/containers/{alices}/start"
     status, text = request(stack, "alice", "POST", path, json.dumps({"HostConfig": {"Binds": ["/:/h"]}}).encode())
-    assert status == 403 and "alice may not container.start: fixeduser cannot read the container start body" in text
+    refused_by_daemon = status == 400 and "non-empty request body" in text  # 26.1 and newer refuse it themselves
+    assert refused_by_daemon or (
+        status == 403 and "alice may not container.start: fixeduser cannot read the container start body" in text
+    ), text
     status, text = request(stack, "alice", "POST", path, b"{" + b" " * BIG + b"}", chunked=True)
-    assert status == 403 and "no Content-Length" in text, text
+    if stack.engine.release < (26, 1):  # 20.10 does not show the plugin a body it cannot size
+        assert status == 403 and "no Content-Length" in text, text
+    else:  # newer engines show it: empty JSON, which the plugin allows and the daemon refuses as a body
+        assert status == 400 and "non-empty request body" in text, text
     assert state(stack, alices) == "created" and host_config(stack, alices)["Binds"] is None
     status, text = request(stack, "alice", "POST", path, b"{}")
     assert status == 204, text
@@ -125,13 +131,20 @@ def test_cli_pinned_to_an_old_version_is_denied(stack: E2E) -> None:
 
 
 def test_update_with_a_body_the_plugin_is_not_shown_is_denied(stack: E2E, alices: str) -> None:
-    """An update body over 1 MiB (with a Content-Length, or chunked) is not shown to the plugin; the daemon would
-    still apply its restart policy, which fixeduser must record: denied, and the policy is unchanged."""
+    """An update body 20.10 does not show the plugin (over 1 MiB, with a Content-Length or chunked) is denied: the
+    plugin denies what it cannot check, and the policy is unchanged. Newer engines show such bodies, and the update
+    is decided on what it holds (a restart policy needs no grant)."""
     body = json.dumps({"RestartPolicy": {"Name": "always"}, "Pad": "x" * BIG}).encode()
     path = f"/v1.41/containers/{alices}/update"
+    hidden = stack.engine.release < (26, 1)
     for chunked, reason in ((False, f"{len(body)}-byte body"), (True, "no Content-Length")):
         status, text = request(stack, "alice", "POST", path, body, chunked=chunked)
-        assert status == 403 and reason in text, (chunked, text)
+        if hidden:
+            assert status == 403 and reason in text, (chunked, text)
+        else:
+            assert status == 200, (chunked, text)
+    if not hidden:
+        stack.ok("update", "--restart", "no", alices, user="alice")
     text_plain = json.dumps({"RestartPolicy": {"Name": "always"}}).encode()
     status, text = request(stack, "alice", "POST", path, text_plain, content_type="text/plain")
     assert status == 403 and "byte body, and the daemon forwards only application/json" in text, text

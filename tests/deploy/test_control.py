@@ -235,6 +235,7 @@ def quobyte_settings(tmp_path: Path, api: QuobyteApiDouble, **more: Any) -> Serv
         quobyte_client="directory",
         quobyte_mountpoint=tmp_path / "client",
         quobyte_retries=0,
+        quobyte_tenant="t1",  # a tenant the API double has
         docker_host=f"unix://{tmp_path}/no-docker.sock",
         **more,
     )

@@ -14,8 +14,7 @@ import pytest
 from aiohttp import web
 
 from fixeduser.docker_api.daemon import DaemonClient, DaemonUnavailable, DaemonWatch
-
-from .waiting import until
+from tests.waiting import until
 
 
 async def _events(request: web.Request) -> web.StreamResponse:

@@ -10,8 +10,7 @@ import pytest
 
 from fixeduser.admin.dockercli import CliError, translate
 from fixeduser.cli import main
-
-from .policy.conftest import REPO
+from tests.policy.conftest import REPO
 
 POLICY = str(REPO / "policies")
 

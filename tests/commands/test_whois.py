@@ -7,8 +7,7 @@ import json
 import pytest
 
 from fixeduser.cli import main
-
-from .policy.conftest import REPO
+from tests.policy.conftest import REPO
 
 POLICY = str(REPO / "policies")
 

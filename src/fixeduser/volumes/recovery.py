@@ -78,7 +78,8 @@ class Recovery:
             self._schedule(self._delay)  # else: when the daemon answers again (`run_pass` is its listener)
 
     def _schedule(self, delay: float) -> None:
-        if self._later is None or self._later.done():
+        """One later pass at a time; a pass that asks for a retry schedules the next one (it is itself `_later`)."""
+        if self._later is None or self._later.done() or self._later is asyncio.current_task():
             self._later = asyncio.create_task(self._pass_after(delay))
 
     async def _pass_after(self, delay: float) -> None:

@@ -41,7 +41,7 @@ from fixeduser.volumes.backends import LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.base import BackendError
 from fixeduser.volumes.driver import ContainerLookup, DriverError, VolumeDriver
 from fixeduser.volumes.resolve import MountIdentityResolver
-from tests.waiting import until
+from tests.waiting import until, wait_until
 
 from .memory import Restarting
 from .processes import bindfs_pids
@@ -281,6 +281,13 @@ class Containers:
 
     def state(self, cid: str) -> str:
         return self.ok("inspect", "-f", "{{.State.Status}}", cid)
+
+    def stop(self, cid: str) -> None:
+        """Stop a container, and wait until the daemon's container list (what the pruner reads) says so: 26.1's
+        list can still show it running for a moment after `docker stop` returned."""
+        self.ok("stop", "-t", "0", cid)
+        listed = ("ps", "-a", "--filter", f"id={cid}", "--format", "{{.State}}")
+        wait_until(lambda: self.ok(*listed) == "exited", f"container {cid[:12]} to be listed as exited")
 
     def cleanup(self) -> None:
         if self.made:
@@ -576,7 +583,7 @@ async def test_pruning_drops_only_what_the_daemon_shows_to_be_over(pruning_rig: 
     rig, name = pruning_rig, "eng-p1"
     await rig.volume(name)
     running = containers.run(name)  # restarted *before* the mount: it holds it
-    containers.ok("stop", "-t", "0", running)
+    containers.stop(running)
     containers.ok("start", running)
     fresh, restarted, exited, gone = (containers.run(name) for _ in range(4))
     for mount_id, container in [
@@ -587,9 +594,9 @@ async def test_pruning_drops_only_what_the_daemon_shows_to_be_over(pruning_rig: 
         ("gone", gone),
     ]:
         await rig.mount(name, mount_id, container=container)
-    containers.ok("stop", "-t", "0", restarted)  # stopped and started again after its mount
+    containers.stop(restarted)  # stopped and started again after its mount
     containers.ok("start", restarted)
-    containers.ok("stop", "-t", "0", exited)
+    containers.stop(exited)
     containers.ok("rm", "-f", gone)
     assert [containers.state(c) for c in (running, fresh, restarted, exited)] == ["running"] * 3 + ["exited"]
     young = containers.create(name)  # a start whose Mount comes before the container runs
@@ -634,7 +641,7 @@ async def test_pruning_keeps_a_start_mount_made_while_another_create_was_in_flig
     assert mount.copy_up and mount.containers == tuple(sorted(("other-being-created", running)))
     await asyncio.sleep(0.2)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 0
-    containers.ok("stop", "-t", "0", running)
+    containers.stop(running)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
     assert rig.counts(name) == {} and await rig.views() == []
 
@@ -664,7 +671,7 @@ async def test_a_start_allowed_before_a_restart_mounts_for_its_own_container(
     await asyncio.sleep(0.2)
     assert await rig.restart().prune_stale_mounts(grace=0.1) == 0
     assert rig.counts(name) == {"10001:10000": 1}
-    containers.ok("stop", "-t", "0", started)
+    containers.stop(started)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
 
 
@@ -677,7 +684,7 @@ async def test_pruning_records_without_containers_needs_no_live_user(pruning_rig
     someone = containers.run(name)
     await asyncio.sleep(0.2)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 0
-    containers.ok("stop", "-t", "0", someone)
+    containers.stop(someone)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
     assert await rig.views() == []  # its view went with its last user
 
@@ -706,7 +713,7 @@ async def test_pruning_drops_records_beyond_the_live_mount_points(pruning_rig: R
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 2
     assert rig.counts(name) == {"10001:10000": 2}
     assert "second" in {m.mount_id for m in rig.driver.registry.all_mounts()}  # the one naming only itself
-    containers.ok("stop", "-t", "0", first)
+    containers.stop(first)
     assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
     assert rig.counts(name) == {"10001:10000": 1} and await rig.views() == ["10001:10000"]
 

@@ -111,9 +111,6 @@ class ModelDaemon:
             if volume == VOLUME and (not states or c.state in states)
         ]
 
-    async def container_states(self, volume: str) -> dict[str, str]:
-        return {c.id: c.state for c in await self.containers_using(volume)}
-
     async def container_ids(self) -> set[str]:
         self._answering()
         return set(self.containers)

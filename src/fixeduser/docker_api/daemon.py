@@ -185,10 +185,6 @@ class DaemonClient:
             if status not in (204, 304):
                 raise DaemonError(f"daemon answered {status} to the start of {container_id[:12]}: {body[:300]!r}")
 
-    async def container_states(self, volume: str) -> dict[str, str]:
-        """ID -> state of every container that uses `volume`."""
-        return {user.id: user.state for user in await self.containers_using(volume)}
-
     async def containers_using(self, volume: str, *, states: tuple[str, ...] = ()) -> list[ListedContainer]:
         """Every container with a mount point of `volume` (only those in `states`, if given)."""
         wanted: dict[str, list[str]] = {"volume": [volume]}
@@ -307,8 +303,9 @@ class DaemonWatch:
     def _serving(self) -> None:
         if self._open.is_set():
             return
+        down_for = self.down_for()  # before the event is set, after which it reads 0
         self._open.set()
-        log.info("the Docker daemon's API answers", extra={"after_seconds": round(self.down_for(), 3)})
+        log.info("the Docker daemon's API answers", extra={"after_seconds": round(down_for, 3)})
         for listener in self._listeners:
             task = asyncio.create_task(listener())
             self._tasks.add(task)

@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from fixeduser.docker_api.daemon import DaemonError, ListedContainer
+from fixeduser.docker_api.daemon import DaemonError, ListedContainer, is_full_id
 from fixeduser.policy.access import AccessDenied, mount_identity
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.identity import Identity
-from fixeduser.state.handoff import MountGate
+from fixeduser.state.handoff import Claim, MountGate
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRecord
 
@@ -81,24 +81,24 @@ class MountIdentityResolver:
     async def plan_for(self, volume: VolumeRecord) -> MountPlan:
         claims = self._gate.claims_on(volume.name)
         try:
-            restarting = await self._restarting(volume.name)
-            evidence = {claim.container or f"a container {claim.owner} creates": identity for claim, identity in claims}
-            for container in restarting:
-                evidence[container.id] = self._identity_of_restarting(container, volume)
+            return await self._plan(volume, claims)
         except MountRefused:
-            if not claims:
-                self._unattributed(volume.name)
+            if not claims and self._on_unattributed is not None:  # no request announced it: the recovery looks
+                self._on_unattributed(volume.name)
             raise
+
+    async def _plan(self, volume: VolumeRecord, claims: list[tuple[Claim, Identity]]) -> MountPlan:
+        restarting = await self._restarting(volume.name)
+        evidence = {claim.container or f"a container {claim.owner} creates": identity for claim, identity in claims}
+        for container in restarting:
+            evidence[container.id] = self._identity_of_restarting(container, volume)
         identities = set(evidence.values())
         if not identities:
-            self._unattributed(volume.name)
             raise MountRefused(
                 f"no authorized start of a container using volume {volume.name} is in progress and the daemon "
-                f"shows none restarting, so fixeduser does not know whose identity to mount it as{_promise([])}"
+                f"shows none restarting, so fixeduser does not know whose identity to mount it as{_promise(claims)}"
             )
         if len(identities) > 1:
-            if not claims:
-                self._unattributed(volume.name)
             mounting = ", ".join(f"{_short(c)} as {i}" for c, i in sorted(evidence.items()))
             raise MountRefused(
                 f"volume {volume.name} is being mounted for containers of different identities at once "
@@ -139,10 +139,6 @@ class MountIdentityResolver:
         except AccessDenied as exc:
             raise MountRefused(f"container {_short(container.id)} of {record.owner} restarts: {exc}") from None
 
-    def _unattributed(self, volume: str) -> None:
-        if self._on_unattributed is not None:
-            self._on_unattributed(volume)
-
     def expected_identity(self, container_id: str, volume: VolumeRecord) -> Identity | None:
         """The identity the container mounts `volume` as under today's policy (None: not known here)."""
         record = self._ledger.get(container_id)
@@ -155,7 +151,7 @@ class MountIdentityResolver:
 
 
 def _short(container: str) -> str:
-    return container[:12] if len(container) == 64 else container
+    return container[:12] if is_full_id(container) else container
 
 
 def _names(container: ListedContainer) -> str:

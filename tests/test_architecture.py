@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fixeduser"
 # Lowest first. A module may import its own layer's siblings only where the layer says so (its own
 # package, or the leaves), and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("clipping", "linux"),
+    ("clipping", "linux", "postgres"),
     ("docker_api",),
     ("policy",),
     ("state",),

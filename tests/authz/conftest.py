@@ -32,7 +32,8 @@ from fixeduser.policy.store import load_policy
 from fixeduser.sandbox import BUSYBOX_IMAGE, Dockerd, Engine, dockerd_available, make_private_dir, mounts_under
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.ledger import ContainerLedger
-from fixeduser.state.registry import VolumeRecord, VolumeRegistry
+from fixeduser.state.records import VolumeRecord
+from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore
 
 REPO = Path(__file__).resolve().parents[2]

@@ -62,11 +62,34 @@ class Postgres:
         os.chown(self.base, user.pw_uid, user.pw_gid)
         self._run(str(binaries / "initdb"), "-D", str(self.base / "data"), "-A", "trust", "-U", "postgres",
                   "--no-sync", "-E", "UTF8")  # fmt: skip
-        options = f"-k {self.base / 'sock'} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(str(binaries / "pg_ctl"), "-D", str(self.base / "data"), "-l", str(self.base / "log"),
-                  "-o", options, "-w", "start")  # fmt: skip
+                  "-o", self._options, "-w", "start")  # fmt: skip
         self._run(str(binaries / "createdb"), "-h", str(self.base / "sock"), "-p", str(self.port), "fixeduser")
         return self
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (a database outage)."""
+        binaries = postgres_binaries()
+        assert binaries is not None
+        self._run(str(binaries / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the halted server again on the same socket and port."""
+        binaries = postgres_binaries()
+        assert binaries is not None
+        self._run(str(binaries / "pg_ctl"), "-D", str(self.base / "data"), "-l", str(self.base / "log"),
+                  "-o", self._options, "-w", "start")  # fmt: skip
+
+    @property
+    def _options(self) -> str:
+        return f"-k {self.base / 'sock'} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database on this server; returns its URL."""
+        binaries = postgres_binaries()
+        assert binaries is not None
+        self._run(str(binaries / "createdb"), "-h", str(self.base / "sock"), "-p", str(self.port), name)
+        return self.url.replace("/fixeduser?", f"/{name}?")
 
     def stop(self) -> None:
         binaries = postgres_binaries()

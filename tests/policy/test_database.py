@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy
 
 from fixeduser.cli import main
-from fixeduser.policy.database import DatabaseLoader, PolicyDatabase, listen
+from fixeduser.policy.database import CHANNEL, DatabaseLoader, PolicyDatabase
 from fixeduser.policy.store import PolicyStore
+from fixeduser.postgres import listen
 
 from .conftest import REPO
 from .postgres import Postgres
@@ -57,7 +58,7 @@ async def test_notify_reloads_and_bad_rows_keep_last_good(postgres: Postgres) ->
     store = PolicyStore(EXAMPLE, loader=DatabaseLoader(postgres.url, EXAMPLE))
     assert not store.current.decide("dave", "api", "container.list").allowed
     ready = asyncio.Event()
-    task = asyncio.create_task(listen(postgres.url, store.reload, ready=ready))
+    task = asyncio.create_task(listen(postgres.url, CHANNEL, store.reload, ready=ready))
     try:
         await asyncio.wait_for(ready.wait(), 10)
         await asyncio.to_thread(

@@ -113,7 +113,7 @@ async def test_a_restored_claim_keeps_only_what_was_left_of_its_lease(tmp_path: 
     await before.claim("k", container="c1", owner="alice", volumes={"v": ALICE})
     await asyncio.sleep(0.1)
     after = restarted_gate(journal, wait_seconds=2)
-    (claim, _), = after.claims_on("v")
+    ((claim, _),) = after.claims_on("v")
     assert claim.expires - time.monotonic() < 0.11
     started = time.monotonic()
     await after.claim("b", container="c2", owner="bob", volumes={"v": BOB})  # waits out the rest of the lease
@@ -180,5 +180,5 @@ def test_a_restored_claim_never_outlasts_a_lease(tmp_path: Path) -> None:
     line = {"id": "x.1", "key": "k", "container": "c1", "owner": "alice", "for_create": False,
             "volumes": {"v": ALICE.model_dump()}, "expires_at": time.time() + 3600}  # fmt: skip
     journal.write_text(json.dumps(line) + "\n")
-    (claim, _), = restarted_gate(journal, lease_seconds=30).claims_on("v")
+    ((claim, _),) = restarted_gate(journal, lease_seconds=30).claims_on("v")
     assert claim.expires - time.monotonic() <= 30

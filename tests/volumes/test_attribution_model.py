@@ -31,7 +31,8 @@ from fixeduser.policy.access import AccessDenied, subject_identity
 from fixeduser.policy.identity import Identity
 from fixeduser.state.handoff import ClaimJournal, MountGate
 from fixeduser.state.ledger import ContainerLedger
-from fixeduser.state.registry import VolumeRecord, VolumeRegistry
+from fixeduser.state.records import VolumeRecord
+from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore
 from fixeduser.volumes.recovery import Recovery
 from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused

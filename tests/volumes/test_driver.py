@@ -35,7 +35,8 @@ from fixeduser.policy.store import load_policy
 from fixeduser.sandbox import Dockerd, Engine, dockerd_available, unmount_all_under
 from fixeduser.state.handoff import ClaimJournal, MountGate
 from fixeduser.state.ledger import ContainerLedger, ContainerRecord
-from fixeduser.state.registry import MountRecord, VolumeRegistry, current_boot_id
+from fixeduser.state.records import MountRecord, current_boot_id
+from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore
 from fixeduser.volumes.backends import LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.base import BackendError

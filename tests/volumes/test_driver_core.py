@@ -11,6 +11,7 @@ import pytest
 
 from fixeduser.policy.identity import Identity
 from fixeduser.policy.store import load_policy
+from fixeduser.state.cluster import Cluster
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.ledger import ContainerLedger, ContainerRecord
 from fixeduser.state.registry import VolumeRegistry
@@ -28,15 +29,16 @@ BOB = Identity(uid=10002, gid=10000, user="10002", group="10000")
 class Core:
     """Gate, ledger, registry, resolver and driver on one state file, storage in memory."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, cluster: Cluster | None = None, backend: MemoryBackend | None = None) -> None:
         self.store = StateStore(base / "state.db")
         self.gate = MountGate(wait_seconds=0.2)
         self.ledger = ContainerLedger(self.store)
-        self.backend = MemoryBackend()
+        self.backend = backend or MemoryBackend()
         self.restarting = Restarting()
         resolver = MountIdentityResolver(gate=self.gate, ledger=self.ledger, policy=lambda: POLICY,
                                          daemon=self.restarting)  # fmt: skip
-        self.driver = VolumeDriver(backend=self.backend, registry=VolumeRegistry(self.store), gate=self.gate,
+        self.driver = VolumeDriver(backend=self.backend, registry=VolumeRegistry(self.store, cluster),
+                                   gate=self.gate,
                                    resolver=resolver, policy=lambda: POLICY, view_idle_seconds=0)  # fmt: skip
 
     async def volume(self, name: str, creator: str = "alice", **options: str) -> None:

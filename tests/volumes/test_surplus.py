@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fixeduser.policy.identity import Identity
-from fixeduser.state.registry import MountRecord
+from fixeduser.state.records import MountRecord
 from fixeduser.volumes.surplus import VolumeUse, surplus_records
 
 ALICE = Identity(uid=10001, gid=10000, user="alice", group="eng")

@@ -26,7 +26,8 @@ from fixeduser.policy.compiled import LOCAL_SUBJECT, CompiledPolicy
 from fixeduser.policy.identity import Identity
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.ledger import ContainerLedger, ContainerRecord
-from fixeduser.state.registry import VolumeRecord, VolumeRegistry, now_rfc3339
+from fixeduser.state.records import VolumeRecord, now_rfc3339
+from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore
 
 _NOBODY = Identity(uid=65534, gid=65534, user="65534", group="65534")

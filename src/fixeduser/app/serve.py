@@ -21,6 +21,8 @@ from fixeduser.docker_api.daemon import DaemonClient, DaemonError, DaemonLookups
 from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.store import PolicyLoader, PolicyStore
+from fixeduser.state.cluster import CHANNEL as VOLUMES_CHANNEL
+from fixeduser.state.cluster import Cluster, ClusterError
 from fixeduser.state.handoff import ClaimJournal, MountGate
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRegistry
@@ -80,6 +82,7 @@ class Plugin:
             "mounts_per_identity": dict(self.driver.registry.mounts_per_identity()),
             "volumes": len(self.driver.registry.names()),
             "containers_known": len(self.ledger),
+            "cluster": None if (cluster := self.driver.registry.cluster) is None else cluster.status(),
             "backend": self.backend.name,
         }
 
@@ -96,6 +99,12 @@ class Plugin:
         if self.policy.last_error is not None:
             notes.append(f"the last policy reload failed; version {self.policy.current.version} stays in force")
             notes.append(self.policy.last_error)
+        cluster = self.driver.registry.cluster
+        if cluster is not None and not cluster.available:
+            problems.append(
+                f"shared volume database {cluster.label} unreachable ({cluster.last_error}): volume creates and "
+                "removes fail; mounts of known volumes go on from this host's records"
+            )
         checks = [self.backend.check]
         inner = getattr(self.backend, "inner", self.backend)  # CountingBackend wraps the real one
         if isinstance(inner, ServiceCheck):
@@ -106,6 +115,43 @@ class Plugin:
             except Exception as exc:  # any failure of a check is a health problem, reported as text
                 problems.append(f"backend {self.backend.name}: {exc}")
         return HealthReport(problems=problems, notes=notes)
+
+
+async def _cluster(settings: ServeSettings) -> Cluster | None:
+    """The shared volume database, opened (a database that is away now is retried in the background)."""
+    if settings.state_database is None:
+        return None
+    cluster = Cluster(
+        settings.state_database,
+        settings.host_id,
+        lease=settings.lease_seconds,
+        lock_timeout=settings.cluster_lock_timeout,
+    )
+    await cluster.open()
+    return cluster
+
+
+async def _join_cluster(registry: VolumeRegistry) -> None:
+    """Before serving: bring this host's volumes on its first start in the cluster, then take the shared records
+    (or, with the database away, go on from the cached ones)."""
+    cluster = registry.cluster
+    if cluster is None:
+        return
+    try:
+        cached = [record for name in registry.names() if (record := registry.get(name)) is not None]
+        if brought := await cluster.join(cached):
+            log.info("this host's volumes brought into the cluster", extra={"volumes": brought})
+        await registry.refresh()
+    except ClusterError as exc:
+        log.warning("starting from the cached volume records", extra={"error": str(exc)})
+
+
+async def _catch_up(registry: VolumeRegistry) -> None:
+    """Take the shared volume records after a NOTIFY; a database that went away meanwhile is retried by the lease."""
+    try:
+        await registry.refresh()
+    except ClusterError as exc:
+        log.info("cannot catch up on volume records now", extra={"error": str(exc)})
 
 
 def _policy_loader(settings: ServeSettings) -> PolicyLoader | None:
@@ -120,7 +166,7 @@ async def build(settings: ServeSettings) -> Plugin:
     policy = PolicyStore(settings.policy_dir, loader=_policy_loader(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(settings.database)
-    ledger, registry = ContainerLedger(store), VolumeRegistry(store)
+    ledger, registry = ContainerLedger(store), VolumeRegistry(store, await _cluster(settings))
     claims = ClaimJournal(settings.claim_journal)
     gate = MountGate(journal=claims)
     if restored := gate.restore():
@@ -276,15 +322,24 @@ async def serve(settings: ServeSettings) -> None:
     supervisor.start("audit writer", plugin.auditor.run)
     supervisor.start("policy watcher", plugin.policy.watch)
     if settings.policy_database is not None:
-        from fixeduser.policy.database import listen  # noqa: PLC0415 - psycopg only when configured
+        from fixeduser.policy.database import CHANNEL  # noqa: PLC0415 - SQLAlchemy only when configured
+        from fixeduser.postgres import listen  # noqa: PLC0415
 
         database = settings.policy_database
-        supervisor.start("policy listener", lambda: listen(database, plugin.policy.reload))
+        supervisor.start("policy listener", lambda: listen(database, CHANNEL, plugin.policy.reload))
     supervisor.start("state writer", plugin.store.watch_writer)
+    registry = plugin.driver.registry
+    await _join_cluster(registry)
     try:  # before serving: mounts as recorded (a failure here must not keep the daemon from starting)
         await plugin.driver.reconcile()
     except Exception:
         log.exception("reconciling mounts at start failed; mounts are repaired at their next use")
+    if (cluster := registry.cluster) is not None:  # after the reconcile: the rows written are this host's truth
+        from fixeduser.postgres import listen  # noqa: PLC0415
+
+        url = cluster.url
+        supervisor.start("cluster lease", lambda: cluster.keep_leased(registry.all_mounts, registry.refresh))
+        supervisor.start("volume listener", lambda: listen(url, VOLUMES_CHANNEL, lambda _: _catch_up(registry)))
     for server in plugin.servers:
         await server.start()
     supervisor.start(  # asks the daemon, whose requests pass our authz socket: only once serving
@@ -358,4 +413,6 @@ async def shutdown(plugin: Plugin, tasks: list[asyncio.Task[None]] | None = None
     await plugin.backend.close()
     plugin.store.close()
     plugin.claims.close()
+    if plugin.driver.registry.cluster is not None:
+        await plugin.driver.registry.cluster.close()
     log.info("fixeduser stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +60,22 @@ class ServeSettings(BaseModel):
         None,
         description="read the policy lines from this PostgreSQL database (URL, e.g. postgresql://user@host/db) "
         "instead of the *.csv files, and reload on every change (LISTEN/NOTIFY); the model stays in --policy-dir",
+    )
+    state_database: str | None = Field(
+        None,
+        description="share volume records and 'in use' with every host using this PostgreSQL database (URL); "
+        "without it, this host keeps them alone in --state-dir",
+    )
+    host_id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}$",
+        description="this host's name in the shared database (unique per host; default: the hostname)",
+    )
+    lease_seconds: float = Field(
+        15.0, ge=1, description="a host's mounts count this long after it last renewed its lease (every third of it)"
+    )
+    cluster_lock_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for a volume's cluster-wide lock before the request fails"
     )
     bindfs_options: tuple[str, ...] = ()
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -9,21 +9,17 @@ validation as files: a bad edit keeps the last good policy on every host.
 Why not the `casbin-postgresql-watcher` package itself: it forks a child process of the running
 (multi-threaded, asyncio) plugin for its LISTEN loop, must be polled for news through a pipe,
 sleeps a fixed 2 s before it listens, and takes host/user/password instead of a URL. A LISTEN on an
-async psycopg connection is a few lines, stays in the event loop and reconnects on its own.
+async psycopg connection (`fixeduser.postgres.listen`) is a few lines, stays in the event loop and
+reconnects on its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import sqlalchemy
 from sqlalchemy import text
-from sqlalchemy.engine import URL, make_url
 from sqlalchemy_adapter.adapter import Base, create_casbin_rule_class  # type: ignore[import-untyped]
 
 from fixeduser.policy.compiled import CompiledPolicy, compile_policy
@@ -35,6 +31,7 @@ from fixeduser.policy.files import (
     make_line,
     model_field_counts,
 )
+from fixeduser.postgres import database_label, database_url
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +47,6 @@ _TRIGGER_SQL = (
 )
 
 
-def database_url(url: str) -> URL:
-    """A SQLAlchemy URL using psycopg 3 for PostgreSQL (the plain `postgresql://` would want psycopg2)."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def _libpq_conninfo(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class PolicyDatabase:
     """The `casbin_rule` table: read it as a policy source, replace it in one transaction."""
 
@@ -73,8 +58,7 @@ class PolicyDatabase:
     @property
     def label(self) -> str:
         """Names the table in problems and logs, never the password."""
-        host = self.url.host or self.url.query.get("host") or "local"
-        return f"{TABLE}@{host}/{self.url.database}"
+        return f"{TABLE}@{database_label(self.url)}"
 
     def ensure_schema(self) -> None:
         """Create the table (pycasbin's schema) and the NOTIFY trigger if they are missing."""
@@ -157,53 +141,3 @@ class DatabaseLoader:
         problems: list[PolicyProblem] = []
         field_counts = model_field_counts(self.model_path, problems)
         return compile_policy(self.database.source(field_counts, str(self.model_path), problems), previous=previous)
-
-
-async def listen(
-    url: str,
-    on_change: Callable[[str], Any],
-    *,
-    settle: float = 0.2,
-    retry: float = 2.0,
-    ready: asyncio.Event | None = None,
-) -> None:
-    """LISTEN for policy changes forever; call `on_change(reason)` after each burst of NOTIFYs.
-
-    After a lost connection it reconnects and reloads once, since notifications sent meanwhile
-    are gone.
-    """
-    conninfo = _libpq_conninfo(database_url(url))
-    first = True
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
-                if ready is not None:
-                    ready.set()
-                if not first:
-                    log.info("policy database listener reconnected")
-                    await _call(on_change, "policy database reconnected")
-                first = False
-                await _pump(conn, on_change, settle)
-        except asyncio.CancelledError:
-            raise
-        except (psycopg.Error, OSError) as exc:
-            log.warning("policy database listener: %s; retrying in %.0f s", exc, retry)
-            first = False
-        await asyncio.sleep(retry)
-
-
-async def _pump(conn: psycopg.AsyncConnection[Any], on_change: Callable[[str], Any], settle: float) -> None:
-    while True:
-        async for _ in conn.notifies(stop_after=1):
-            pass
-        # Several statements (or hosts) may change the table in a row: take them all, reload once.
-        async for _ in conn.notifies(timeout=settle):
-            pass
-        await _call(on_change, "policy database changed")
-
-
-async def _call(on_change: Callable[[str], Any], reason: str) -> None:
-    result = on_change(reason)
-    if asyncio.iscoroutine(result):
-        await result

@@ -50,7 +50,9 @@ def volume_handlers(driver: VolumeDriver) -> dict[str, Handler]:
         return {"Mountpoint": driver.path(NameRequest.model_validate(p).name)}
 
     async def get(p: dict[str, Any]) -> dict[str, Any]:
-        return {"Volume": driver.get(NameRequest.model_validate(p).name)}
+        name = NameRequest.model_validate(p).name
+        await driver.known(name)
+        return {"Volume": driver.get(name)}
 
     async def listing(_: dict[str, Any]) -> dict[str, Any]:
         return {"Volumes": driver.list()}

@@ -7,7 +7,8 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -15,16 +16,11 @@ from fixeduser.docker_api.daemon import DaemonError, ListedContainer
 from fixeduser.policy.access import AccessDenied, subject_identity
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.identity import Identity
+from fixeduser.state.cluster import ClusterError, RemoteMount
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.options import OptionError, parse_options
-from fixeduser.state.registry import (
-    MountRecord,
-    VolumeRecord,
-    VolumeRegistry,
-    current_boot_id,
-    new_mount_record,
-    now_rfc3339,
-)
+from fixeduser.state.records import MountRecord, VolumeRecord, current_boot_id, new_mount_record, now_rfc3339
+from fixeduser.state.registry import VolumeRegistry
 from fixeduser.volumes.backends.base import Backend, BackendError, validate_volume_name
 from fixeduser.volumes.resolve import MountIdentityResolver, MountRefused
 from fixeduser.volumes.surplus import VolumeUse, surplus_records
@@ -78,8 +74,8 @@ class VolumeDriver:
 
     async def create(self, name: str, options: Mapping[str, str]) -> None:
         _check_name(name)
-        async with self._volume_locks[name]:
-            if name in self.registry:
+        async with self._volume_locks[name], _shown(), self.registry.changing(name, doing=f"creating volume {name}"):
+            if name in self.registry:  # here or, in a cluster, on any host
                 return
             permit = self._gate.take("create", name)
             if permit is None:
@@ -123,21 +119,29 @@ class VolumeDriver:
             return ROOT, mode if "mode" in options else SHARED_MODE
 
     async def remove(self, name: str) -> None:
-        async with self._volume_locks[name]:
+        async with self._volume_locks[name], _shown(), self.registry.changing(name, doing=f"removing volume {name}"):
             record = self.registry.get(name)
             if record is None:
                 # Nothing to delete: answering success lets the daemon drop its own entry (a retried
                 # Remove, or a volume the daemon knew from before a lost state directory).
                 log.warning("remove of unknown volume: nothing to do", extra={"volume": name})
                 return
-            users = self.registry.mounts_of(name)
-            if users:
-                raise DriverError(f"volume {name} is in use by {len(users)} container mount(s); stop them first")
+            self._refuse_if_in_use(name, await self.registry.mounts_elsewhere(name))
             if self._gate.take("remove", name) is None:
                 raise DriverError(f"removal of fixeduser volume {name} was not authorized by a docker request")
             await self._backend_call(self.backend.remove_volume(name, purge=record.purge, options=record.options))
             await self.registry.remove(name)
             log.info("volume removed", extra={"volume": name, "purged": record.purge})
+
+    def _refuse_if_in_use(self, name: str, elsewhere: list[RemoteMount]) -> None:
+        here = self.registry.mounts_of(name)
+        if not here and not elsewhere:
+            return
+        hosts = sorted({m.host for m in elsewhere})
+        where = " and ".join([*(["this host"] if here else []), *([f"host(s) {', '.join(hosts)}"] if hosts else [])])
+        raise DriverError(
+            f"volume {name} is in use by {len(here) + len(elsewhere)} container mount(s) on {where}; stop them first"
+        )
 
     async def mount(self, name: str, mount_id: str) -> str:
         """Mount `name` for one container mount point; the same `mount_id` again is the same mount.
@@ -145,8 +149,8 @@ class VolumeDriver:
         The mount is recorded *before* the view is mounted (write-ahead): a crash in between leaves
         a record the pruner can judge, never a view nobody accounts for. A failure rolls back both.
         """
+        record = await self.known(name)
         async with self._volume_locks[name]:
-            record = self._record(name)
             existing = self.registry.mount(mount_id, name)
         if existing is not None:  # a retried Mount: make sure its view is (still) up
             await self._ensure_view(existing.identity)
@@ -158,9 +162,11 @@ class VolumeDriver:
             raise DriverError(str(exc)) from None
         identity = plan.identity
         mount = new_mount_record(mount_id, name, identity, copy_up=plan.copy_up, containers=plan.containers)
-        async with self._volume_locks[name]:
+        async with self._volume_locks[name], _shown(), self.registry.using(name, doing=f"mounting volume {name}"):
             if name not in self.registry:
                 raise DriverError(f"fixeduser volume {name} was removed while it was being mounted")
+            if self.registry.get(name) != record:
+                raise DriverError(f"fixeduser volume {name} was changed on another host while it was being mounted")
             if (raced := self.registry.mount(mount_id, name)) is not None:
                 mount = raced  # a concurrent call with the same ID recorded it first
             else:
@@ -221,16 +227,20 @@ class VolumeDriver:
         Once the record is gone the count is right; a failure to tidy up (restore the top folder,
         unmount an idle view) is logged, and the reconciler retries the view later.
         """
-        async with self._volume_locks[mount.volume]:
+        doing = f"unmounting volume {mount.volume}"
+        async with (
+            self._volume_locks[mount.volume],
+            _shown(),
+            self.registry.using(mount.volume, exclusive=True, doing=doing),
+        ):
             if self.registry.mount(mount.mount_id, mount.volume) != mount:
                 return False
             await self.registry.remove_mount(mount.mount_id, mount.volume)
             volume = self.registry.get(mount.volume)
-            if (
-                volume is not None
-                and not volume.adopted
-                and not any(m.copy_up for m in self.registry.mounts_of(mount.volume))
-            ):
+            lent = any(m.copy_up for m in self.registry.mounts_of(mount.volume)) or any(
+                m.copy_up for m in await self.registry.mounts_elsewhere(mount.volume)
+            )
+            if volume is not None and not volume.adopted and not lent:
                 # The daemon gives an empty volume the owner and mode of the image folder it copies
                 # in; the top folder's mode is a volume property here, so it is put back.
                 try:
@@ -435,6 +445,19 @@ class VolumeDriver:
             },
         }
 
+    async def known(self, name: str) -> VolumeRecord:
+        """`name`'s record; in a cluster, a name this host has not heard of yet is read from the database
+        (created on another host a moment ago)."""
+        record = self.registry.get(name)
+        if record is None and self.registry.cluster is not None and self.registry.cluster.available:
+            try:
+                record = await self.registry.refresh_one(name)
+            except ClusterError as exc:
+                log.info("cannot read a volume record now", extra={"volume": name, "error": str(exc)})
+        if record is None:
+            raise DriverError(f"no such fixeduser volume: {name}")
+        return record
+
     def _record(self, name: str) -> VolumeRecord:
         record = self.registry.get(name)
         if record is None:
@@ -447,6 +470,15 @@ class VolumeDriver:
             return await call
         except BackendError as exc:
             raise DriverError(str(exc)) from None
+
+
+@asynccontextmanager
+async def _shown() -> AsyncIterator[None]:
+    """A shared-state error (database away, a volume locked by another host) as the docker user sees it."""
+    try:
+        yield
+    except ClusterError as exc:
+        raise DriverError(str(exc)) from None
 
 
 def _mount_log(mount: MountRecord) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.identity import Identity
 from fixeduser.state.handoff import Claim, MountGate
 from fixeduser.state.ledger import ContainerLedger
-from fixeduser.state.registry import VolumeRecord
+from fixeduser.state.records import VolumeRecord
 
 RESTARTING = ("restarting",)
 # Ends every refusal of a mount that no API request announced: the recovery looks for it.

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from fixeduser.policy.identity import Identity
-from fixeduser.state.registry import MountRecord
+from fixeduser.state.records import MountRecord
 
 BY_ID, BY_NAME, UNNAMED = 0, 1, 2
 

@@ -53,6 +53,9 @@ class Core:
         finally:
             await self.gate.release(key)
 
+    def counts_of_all(self) -> int:
+        return len(self.driver.registry.all_mounts())
+
     def counts(self, name: str) -> dict[str, int]:
         return dict(self.driver.get(name)["Status"]["mounts"])
 

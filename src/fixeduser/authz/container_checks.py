@@ -22,7 +22,7 @@ from fixeduser.authz.decision import (
 )
 from fixeduser.authz.facts import Facts
 from fixeduser.authz.networks import network_mode_reference, parse_network_attach
-from fixeduser.authz.volume_checks import VolumeChecks
+from fixeduser.authz.volume_checks import VolumeChecks, named_volumes
 from fixeduser.docker_api import ContainerCreate, MountSpec, check_start_body, parse_container_create, parse_exec_create
 from fixeduser.docker_api.daemon import is_full_id
 from fixeduser.policy.escalations import (
@@ -62,6 +62,7 @@ class ContainerChecks:
             protected=self.protected,
             is_foreign_container=lambda ref: (facts := referenced.get(ref)) is None or facts.owner != ctx.subject,
         )
+        await self.volumes.learn(named_volumes(create))
         found += await self.volumes.disguised_binds(ctx, create)
         network = network_mode_reference(create.host_config.network_mode)
         if network is not None and await self.facts.is_host_network(ctx, network, missing_ok=True):
@@ -133,6 +134,7 @@ class ContainerChecks:
                 f"{ctx.subject} may not {ctx.api.action} {container.label}: it mounts fixeduser volumes but was not "
                 "created through fixeduser, so it has no owner whose identity could be used; recreate it"
             )
+        await self.volumes.learn(volumes)
         identities = self.volumes.identities_for(ctx, container.owner, dict.fromkeys(volumes))
         await self.volumes.claim(ctx, container=container.id, owner=container.owner, volumes=identities)
 

@@ -3,6 +3,7 @@ volumes of other drivers that are bind mounts in disguise."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fixeduser.authz.decision import Context, Denied, parsed, require_escalations
@@ -11,6 +12,7 @@ from fixeduser.docker_api import ContainerCreate, parse_volume_create
 from fixeduser.policy.access import AccessDenied, mount_identity, require_may_assume, require_volume_permission
 from fixeduser.policy.escalations import Escalation, local_volume_escalation, volume_create_escalations
 from fixeduser.policy.identity import Identity
+from fixeduser.state.cluster import ClusterError
 from fixeduser.state.handoff import GateBusy, MountGate
 from fixeduser.state.options import OptionError, parse_options
 from fixeduser.state.registry import VolumeRegistry
@@ -93,13 +95,26 @@ class VolumeChecks:
             )
         self.gate.grant(ctx.key, kind="remove", volume="*", subject=ctx.subject, options={})
 
+    async def learn(self, names: Iterable[str]) -> None:
+        """In a cluster, read the records of names this host has not heard of yet (made on another host a moment
+        ago), so they are judged as the fixeduser volumes they are; a database that cannot be asked changes
+        nothing (the driver still refuses a mount its record does not allow)."""
+        cluster = self.registry.cluster
+        if cluster is None:
+            return
+        for name in sorted(set(names)):
+            if name in self.registry or not cluster.available:
+                continue
+            try:
+                await self.registry.refresh_one(name)
+            except ClusterError:
+                return
+
     async def disguised_binds(self, ctx: Context, create: ContainerCreate) -> list[Escalation]:
         """Existing `local` volumes with driver options (bind mounts in disguise) this container would use."""
-        host = create.host_config
-        names = {b.source for b in host.binds if b.kind == "volume"}
         # A --mount with its own driver options creates the volume only if it is new; if it exists the
         # daemon uses it as it is, so every named --mount volume is checked.
-        names |= {m.source for m in host.mounts if m.type == "volume" and m.source}
+        names = named_volumes(create)
         found = []
         for name in sorted(names - set(self.registry.names())):
             inspected = await self.facts.volume(ctx, name)
@@ -113,3 +128,11 @@ class VolumeChecks:
             if escalation is not None:
                 found.append(escalation)
         return found
+
+
+def named_volumes(create: ContainerCreate) -> set[str]:
+    """The volumes a container create names (-v NAME:... and --mount source=NAME)."""
+    host = create.host_config
+    return {b.source for b in host.binds if b.kind == "volume"} | {
+        m.source for m in host.mounts if m.type == "volume" and m.source
+    }

@@ -161,6 +161,12 @@ class VolumeDriver:
             log.warning("mount refused", extra={"volume": name, "mount_id": mount_id, "reason": str(exc)})
             raise DriverError(str(exc)) from None
         identity = plan.identity
+        if record.pinned is not None and identity.key != record.pinned.key:
+            # The authz side decided without this record (in a cluster: a volume another host created a moment ago).
+            raise DriverError(
+                f"fixeduser volume {name} is pinned to {record.pinned}, but this mount was authorized as {identity} "
+                "before the volume's record reached this host; try again"
+            )
         mount = new_mount_record(mount_id, name, identity, copy_up=plan.copy_up, containers=plan.containers)
         async with self._volume_locks[name], _shown(), self.registry.using(name, doing=f"mounting volume {name}"):
             if name not in self.registry:

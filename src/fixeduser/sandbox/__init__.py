@@ -452,8 +452,10 @@ class Dockerd:
         shutdown_timeout: int = 3,
         api_version: str | None = None,
         engine: Engine | None = None,
+        plugin_specs: Path | None = None,
     ) -> None:
         self.workdir = workdir.resolve()
+        self.plugin_specs = plugin_specs
         self._engine = engine
         self.authz_plugin = authz_plugin
         self.tls = tls
@@ -563,7 +565,19 @@ class Dockerd:
         if self.authz_plugin is not None:
             cmd.append(f"--authorization-plugin={self.authz_plugin}")
         cmd += self.extra_args
+        if self.plugin_specs is not None:
+            cmd = self._with_own_plugin_specs(cmd)
         return cmd
+
+    def _with_own_plugin_specs(self, cmd: list[str]) -> list[str]:
+        """Run dockerd in a mount namespace of its own in which `plugin_specs` is /etc/docker/plugins: it finds only
+        its own plugins, as on a host of its own (two "hosts" on one machine would otherwise each use the other's
+        volume driver too). Mounts made on the host later (the plugin's views) still reach it (slave propagation);
+        the shell `exec`s dockerd, so `pid` stays dockerd's."""
+        assert self.plugin_specs is not None
+        SPEC_DIR.mkdir(parents=True, exist_ok=True)
+        script = 'mount --bind "$0" /etc/docker/plugins && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script, str(self.plugin_specs), *cmd]
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -832,6 +846,7 @@ class PluginProcess:
     policy_dir: Path
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    spec_dir: Path = SPEC_DIR
 
     @property
     def local_root(self) -> Path:
@@ -865,7 +880,7 @@ class PluginProcess:
             "--policy-dir", str(self.policy_dir),
             "--state-dir", str(self.state_dir),
             "--plugin-dir", str(self.plugin_dir),
-            "--spec-dir", str(SPEC_DIR),
+            "--spec-dir", str(self.spec_dir),
             "--authz-name", self.authz_name,
             "--volume-name", self.volume_name,
             "--local-root", str(self.local_root),
@@ -878,7 +893,7 @@ class PluginProcess:
         deadline = time.monotonic() + timeout
         # Spec files can be left over from a killed run: wait until the sockets accept connections.
         sockets = [self.plugin_dir / f"{name}.sock" for name in (self.authz_name, self.volume_name)]
-        specs = [SPEC_DIR / f"{name}.spec" for name in (self.authz_name, self.volume_name)]
+        specs = [self.spec_dir / f"{name}.spec" for name in (self.authz_name, self.volume_name)]
         while not (all(spec.exists() for spec in specs) and all(_accepts(sock) for sock in sockets)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"fixeduser serve did not start:\n{self.log_tail()}")
@@ -913,7 +928,7 @@ class PluginProcess:
     def remove_specs(self) -> None:
         """Remove the spec files and the (then empty) socket folder."""
         for name in (self.authz_name, self.volume_name):
-            (SPEC_DIR / f"{name}.spec").unlink(missing_ok=True)
+            (self.spec_dir / f"{name}.spec").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.plugin_dir.rmdir()
 
@@ -942,6 +957,15 @@ class Stack:
         return unmount_all_under([self.plugin.base])
 
 
+def _share_mounts_below(folder: Path) -> None:
+    """Make `folder` a shared mount point (a bind mount onto itself), so mounts made below it later reach the mount
+    namespaces that copied it as slaves (see `Dockerd.plugin_specs`); `Stack.stop` unmounts it with the rest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o711)
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True, capture_output=True)
+    subprocess.run(["mount", "--make-shared", str(folder)], check=True, capture_output=True)
+
+
 def start_stack(
     base: Path,
     *,
@@ -950,15 +974,19 @@ def start_stack(
     prefix: str = "fu",
     extra_args: Sequence[str] = (),
     engine: Engine | None = None,
+    own_plugin_specs: bool = False,
 ) -> Stack:
     """Start `fixeduser serve` with unique plugin names, then a TLS dockerd of `engine` (default: the
-    system's) using it, then import busybox."""
+    system's) using it, then import busybox. `own_plugin_specs`: the daemon sees only this stack's plugins (see
+    `Dockerd.plugin_specs`), for several "hosts" on one machine."""
     from fixeduser.volumes.backends.local import prepare_host_for_fuse  # noqa: PLC0415 - root-only helper
 
     prepare_host_for_fuse()
     tag = secrets.token_hex(3)
     tls = TLSUsers(base / "tls", users=users)
-    dockerd = Dockerd(base / "dockerd", authz_plugin=f"{prefix}-{tag}-authz", tls=tls, engine=engine)
+    specs = make_private_dir(base, prefix="specs-") if own_plugin_specs else SPEC_DIR
+    dockerd = Dockerd(base / "dockerd", authz_plugin=f"{prefix}-{tag}-authz", tls=tls, engine=engine,
+                      plugin_specs=specs if own_plugin_specs else None)  # fmt: skip
     dockerd.prepare()  # settles the socket path the plugin queries
     plugin = PluginProcess(
         base=base,
@@ -967,9 +995,12 @@ def start_stack(
         docker_socket=dockerd.socket_path,
         policy_dir=policy_dir,
         extra_args=tuple(extra_args),
+        spec_dir=specs,
     )
     stack = Stack(plugin, dockerd)
     try:
+        if own_plugin_specs:
+            _share_mounts_below(plugin.state_dir / "mnt")  # the plugin's views, seen by the daemon's namespace
         plugin.start()
         dockerd.start()
         dockerd.import_busybox()

@@ -17,6 +17,7 @@ from fixeduser.commands.status import fetch_status
 from fixeduser.sandbox import Engine, make_private_dir, start_stack
 from tests.policy.postgres import Postgres, postgres_unavailable, start_postgres
 
+from ..quobyte_api import QuobyteApiDouble
 from .conftest import E2E, E2E_USERS, REPO
 
 RUN = ("run", "--rm", "--network", "none")
@@ -40,15 +41,17 @@ class TwoHosts:
         return status
 
 
-def _start_two_hosts(workdir: Path, engine: Engine, url: str) -> Iterator[TwoHosts]:
-    shared = workdir / "shared"
+def _start_two_hosts(
+    workdir: Path, engine: Engine, url: str, backend: tuple[str, ...] = (), shared: Path | None = None
+) -> Iterator[TwoHosts]:
+    shared = shared or workdir / "shared"
     stacks: list[E2E] = []
     try:
         for name in ("a", "b"):
             base = make_private_dir(workdir, prefix=f"host-{name}-")
             shutil.copytree(REPO / "policies", base / "policies")
             extra = ("--view-idle-seconds", "1", "--state-database", url, "--host-id", f"host-{name}",
-                     "--local-root", str(shared), "--lease-seconds", str(LEASE))  # fmt: skip
+                     "--local-root", str(shared), "--lease-seconds", str(LEASE), *backend)  # fmt: skip
             stacks.append(E2E(start_stack(base, policy_dir=base / "policies", users=E2E_USERS, extra_args=extra,
                                           engine=engine, own_plugin_specs=True)))  # fmt: skip
         yield TwoHosts(a=stacks[0], b=stacks[1], shared=shared)
@@ -163,3 +166,50 @@ def test_the_database_away_stops_creates_not_mounts(hosts_on_own_database: TwoHo
     a.ok("volume", "create", "-d", a.driver, "eng-new", user="alice")
     b.wait(lambda: "eng-new" in b.ok("volume", "ls", "--format", "{{.Name}}"), "B to list eng-new", within=5)
     assert len(list((hosts.shared / "eng-known").iterdir())) == 2
+
+
+@dataclass
+class QuobyteHosts:
+    hosts: TwoHosts
+    api: QuobyteApiDouble
+
+
+@pytest.fixture
+def quobyte_hosts(workdir: Path, engine: Engine, postgres: Postgres) -> Iterator[QuobyteHosts]:
+    """Both hosts on one Quobyte (the API test double; one folder stands in for the client mount of each host)."""
+    client_dir = workdir / "quobyte-client"
+    client_dir.mkdir()
+    api = QuobyteApiDouble(client_dir=client_dir, mapped=[("10001", "10000"), ("10002", "10000")]).start()
+    password = workdir / "quobyte-password"
+    password.write_text("secret\n")
+    password.chmod(0o600)
+    backend = ("--backend", "quobyte", "--quobyte-api-url", api.url, "--quobyte-password-file", str(password),
+               "--quobyte-mountpoint", str(client_dir), "--quobyte-client", "directory",
+               "--quobyte-tenant", "t1")  # fmt: skip
+    url = postgres.create_database(f"q{secrets.token_hex(4)}")
+    try:
+        for hosts in _start_two_hosts(workdir, engine, url, backend, shared=client_dir):
+            yield QuobyteHosts(hosts, api)
+    finally:
+        api.stop()
+
+
+def test_a_quobyte_volume_is_one_volume_on_both_hosts(quobyte_hosts: QuobyteHosts) -> None:
+    """Created on A in tenant t2 with a pin and purge: B mounts its fixed-user path with the pin, never creates it
+    again; a purge on A waits for B's container, then erases the volume once, in its tenant."""
+    a, b, api = quobyte_hosts.hosts.a, quobyte_hosts.hosts.b, quobyte_hosts.api
+    client = quobyte_hosts.hosts.shared
+    a.ok("volume", "create", "-d", a.driver, "-o", "tenant=t2", "-o", "user=10001", "-o", "group=10000",
+         "-o", "purge=true", "eng-q", user="alice")  # fmt: skip
+    holder = b.ok(*DETACHED, "-v", "eng-q:/data", "busybox:local", "sh", "-c", "echo hi > /data/hello; sleep 120",
+                  user="alice").strip()  # fmt: skip
+    info = json.loads(b.ok("volume", "inspect", "eng-q"))[0]
+    assert info["Mountpoint"] == str(client / "10001#10000@eng-q") and info["Driver"] == b.driver
+    b.wait((client / "eng-q" / "hello").exists, "alice's file through B's fixed-user path")
+    assert api.methods().count("createVolume") == 1  # B took A's record; it never created the volume again
+    assert "on host(s) host-b" in a.denied("volume", "rm", "eng-q")
+    assert "eraseVolume" not in api.methods() and api.has("t2", "eng-q")
+    b.ok("rm", "-f", holder, user="alice")
+    a.ok("volume", "rm", "eng-q")
+    assert api.methods().count("eraseVolume") == 1 and not api.has("t2", "eng-q")
+    b.wait(lambda: "eng-q" not in b.ok("volume", "ls", "--format", "{{.Name}}"), "B to drop eng-q")

@@ -15,7 +15,8 @@ import pytest
 
 from fixeduser.policy.identity import Identity
 from fixeduser.postgres import listen
-from fixeduser.state.cluster import CHANNEL, Cluster, ClusterBusy, ClusterUnavailable, RemoteMount
+from fixeduser.state.cluster import CHANNEL, ClusterBusy, ClusterUnavailable, RemoteMount
+from fixeduser.state.cluster_database import Cluster
 from fixeduser.state.records import VolumeRecord, new_mount_record, now_rfc3339
 from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore

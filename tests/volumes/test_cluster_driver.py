@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.state.cluster import Cluster
+from fixeduser.state.cluster_database import Cluster
 from fixeduser.volumes.driver import DriverError
 from tests.policy.postgres import Postgres
 

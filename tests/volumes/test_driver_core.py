@@ -11,7 +11,7 @@ import pytest
 
 from fixeduser.policy.identity import Identity
 from fixeduser.policy.store import load_policy
-from fixeduser.state.cluster import Cluster
+from fixeduser.state.cluster_database import Cluster
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.ledger import ContainerLedger, ContainerRecord
 from fixeduser.state.registry import VolumeRegistry

@@ -42,22 +42,25 @@ _LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
 
 
 def runtime_distributions(root: str = "fixeduser") -> list[md.Distribution]:
-    """`root`'s installed distribution and the closure of its (non-extra) requirements."""
+    """`root`'s installed distribution and the closure of its requirements, with the extras they ask for
+    (`psycopg[binary]`: psycopg-binary carries the libpq the shared database needs)."""
     from packaging.requirements import Requirement  # noqa: PLC0415 - build-time only (pip's own dependency)
 
     seen: dict[str, md.Distribution] = {}
-    pending = [root]
+    extras_done: set[tuple[str, str]] = set()
+    pending: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
     while pending:
-        name = pending.pop()
+        name, extras = pending.pop()
         key = re.sub(r"[-_.]+", "-", name).lower()
-        if key in seen:
+        wanted = {(key, extra) for extra in {"", *extras}} - extras_done
+        if not wanted:
             continue
-        dist = md.distribution(name)
-        seen[key] = dist
+        extras_done |= wanted
+        dist = seen.setdefault(key, md.distribution(name))
         for spec in dist.requires or []:
             requirement = Requirement(spec)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(requirement.name)
+            if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra}) for _, extra in wanted):
+                pending.append((requirement.name, frozenset(requirement.extras)))
     return list(seen.values())
 
 

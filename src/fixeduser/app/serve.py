@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fixeduser.app.control import HealthReport, control_app
 from fixeduser.app.metrics import CountingAuditor, CountingBackend, Metrics, PluginGauges
@@ -22,7 +22,7 @@ from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
 from fixeduser.policy.compiled import CompiledPolicy
 from fixeduser.policy.store import PolicyLoader, PolicyStore
 from fixeduser.state.cluster import CHANNEL as VOLUMES_CHANNEL
-from fixeduser.state.cluster import Cluster, ClusterError
+from fixeduser.state.cluster import ClusterError
 from fixeduser.state.handoff import ClaimJournal, MountGate
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRegistry
@@ -33,6 +33,9 @@ from fixeduser.volumes.backends.local import LocalBackend
 from fixeduser.volumes.driver import VolumeDriver
 from fixeduser.volumes.recovery import Recovery
 from fixeduser.volumes.resolve import MountIdentityResolver
+
+if TYPE_CHECKING:
+    from fixeduser.state.cluster_database import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,8 @@ async def _cluster(settings: ServeSettings) -> Cluster | None:
     """The shared volume database, opened (a database that is away now is retried in the background)."""
     if settings.state_database is None:
         return None
+    from fixeduser.state.cluster_database import Cluster  # noqa: PLC0415 - psycopg only when configured
+
     cluster = Cluster(
         settings.state_database,
         settings.host_id,
@@ -336,6 +341,11 @@ async def serve(settings: ServeSettings) -> None:
         log.exception("reconciling mounts at start failed; mounts are repaired at their next use")
     if (cluster := registry.cluster) is not None:  # after the reconcile: the rows written are this host's truth
         from fixeduser.postgres import listen  # noqa: PLC0415
+
+        try:
+            await cluster.renew(registry.all_mounts)  # the lease and this host's mount rows, before serving
+        except ClusterError as exc:
+            log.warning("serving without the shared volume database for now", extra={"error": str(exc)})
 
         url = cluster.url
         supervisor.start("cluster lease", lambda: cluster.keep_leased(registry.all_mounts, registry.refresh))

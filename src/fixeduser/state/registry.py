@@ -24,7 +24,8 @@ from fixeduser.state.records import MountRecord, VolumeRecord
 from fixeduser.state.store import StateStore
 
 if TYPE_CHECKING:
-    from fixeduser.state.cluster import Cluster, ClusterTx, RemoteMount
+    from fixeduser.state.cluster import RemoteMount
+    from fixeduser.state.cluster_database import Cluster, ClusterTx
 
 log = logging.getLogger(__name__)
 

@@ -91,8 +91,8 @@ def test_plugin_crash_in_a_burst_of_starts_keeps_every_count_and_file(stack: E2E
         user, index = job
         return stack.docker("run", "-d", "--name", f"burst-{user}-{index}", "--network", "none",
                             "-v", f"{volume}:/data", "busybox:local", "sh", "-c",
-                            f"echo {index} > /data/{user}-{index}; exec sleep 600", user=user,
-                            timeout=180).returncode  # fmt: skip
+                            f"echo {index} > /data/{user}-{index} || {{ id; ls -lnd /data; }}; exec sleep 600",
+                            user=user, timeout=180).returncode  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         futures = [pool.submit(run, job) for job in jobs]

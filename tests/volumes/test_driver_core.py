@@ -160,3 +160,22 @@ async def test_an_adopted_volume_keeps_its_top_folder(core: Core) -> None:
     await core.mount("eng-old", "copy", owner="alice", identity=ALICE, for_create=True)
     await core.driver.unmount("eng-old", "copy")
     assert (core.backend.volumes["eng-old"].owner, core.backend.volumes["eng-old"].mode) == (BOB, 0o700)
+
+
+async def test_a_start_while_no_create_is_in_flight_gets_the_top_folder_back(core: Core) -> None:
+    """alice's start mounted while her own create was in flight carries the copy mark as long as it runs; the
+    create's copy chmods the top folder (as the daemon does) and its Unmount cannot restore it. bob's start, once
+    no create is in flight, gets the folder back to its owner and mode before his view is used."""
+    await core.volume("eng-v", mode="0770")
+    key = "create-alice"
+    await core.gate.claim(key, container="web", owner="alice", volumes={"eng-v": ALICE}, for_create=True)
+    await core.driver.mount("eng-v", "copy")  # the create's copy mount: the folder is lent
+    await core.driver.mount("eng-v", "alice-start")  # another container of alice's starts meanwhile
+    assert {m.mount_id: m.copy_up for m in core.driver.registry.all_mounts()} == {"copy": True, "alice-start": True}
+    core.backend.volumes["eng-v"].mode = 0o755  # the daemon's copy gives the folder the image folder's mode
+    await core.driver.unmount("eng-v", "copy")
+    assert core.backend.volumes["eng-v"].mode == 0o755  # alice's start still carries the mark
+    await core.gate.release(key)
+    await core.mount("eng-v", "bob-start", owner="bob", identity=BOB)
+    assert (core.backend.volumes["eng-v"].owner, core.backend.volumes["eng-v"].mode) == (ALICE, 0o770)
+    assert not any(m.copy_up for m in core.driver.registry.all_mounts())

@@ -183,6 +183,8 @@ class VolumeDriver:
             steps = [self._ensure_view(mount.identity)]
             if mount.copy_up:
                 steps.append(self._lend_top_folder(record, mount.identity))
+            else:
+                steps.append(self._end_stale_lends(record))
             failures = [r for r in await asyncio.gather(*steps, return_exceptions=True) if isinstance(r, BaseException)]
             if failures:
                 raise failures[0]
@@ -218,6 +220,30 @@ class VolumeDriver:
         )
         if lent:
             log.info("top folder lent for the image copy", extra={"volume": record.name, "identity": identity.key})
+
+    async def _end_stale_lends(self, record: VolumeRecord) -> None:
+        """A start while no container create is in flight on the volume: no image copy can be running, so the
+        copy marks left on other mounts are stale (a start mounted while a create of the same identity was in
+        flight is marked like the create's own mount, and keeps the mark as long as it runs). The marks go, and
+        the top folder gets back its owner and mode before this start's view is used: else a copy's chmod would
+        stay, and the next identity could not write (found by the burst-and-crash test)."""
+        name = record.name
+        if not any(m.copy_up for m in self.registry.mounts_of(name)) or self._create_in_flight(name):
+            return
+        doing = f"mounting volume {name}"
+        async with self._volume_locks[name], _shown(), self.registry.using(name, exclusive=True, doing=doing):
+            stale = [m for m in self.registry.mounts_of(name) if m.copy_up]
+            if not stale or self._create_in_flight(name):
+                return
+            for mount in stale:
+                await self.registry.add_mount(mount.model_copy(update={"copy_up": False}))
+            if record.adopted or any(m.copy_up for m in await self.registry.mounts_elsewhere(name)):
+                return
+            await self._backend_call(self.backend.set_top_folder(name, owner=record.owner, mode=record.mode))
+            log.info("top folder returned after image copies", extra={"volume": name, "stale_marks": len(stale)})
+
+    def _create_in_flight(self, volume: str) -> bool:
+        return any(claim.for_create for claim, _ in self._gate.claims_on(volume))
 
     async def unmount(self, name: str, mount_id: str) -> None:
         record = self.registry.mount(mount_id, name)

@@ -21,6 +21,9 @@ _HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
 # Operations replayed from the capture, in the order of a realistic docker session.
 SESSION_OPS = ("run_volume", "run_plain", "run_mount", "ps", "run_detached", "inspect", "exec", "rm")
 READ_OPS = ("ps", "inspect")
+# `docker run --rm -v NAME:/data` where NAME is no fixeduser volume (a local one): the decision asks the daemon
+# what NAME is (a `local` volume with driver options would be a bind mount in disguise). Made from `run_plain`.
+OTHER_VOLUME_OPS = ("run_other_volume",)
 # Which captured ops exist only to set state up (volume creation) and are not replayed in a mix.
 SETUP_OPS = ("volume_create",)
 
@@ -53,7 +56,12 @@ def _label(op: str, call: str, body: dict[str, Any]) -> str:
     api = classify(body.get("RequestMethod", ""), body.get("RequestUri", ""))
     action = api.action if api else "unknown"
     if action == "container.create":
-        action += {"run_volume": " -v vol", "run_mount": " --mount vol", "run_detached": " -v vol"}.get(op, "")
+        action += {
+            "run_volume": " -v vol",
+            "run_mount": " --mount vol",
+            "run_detached": " -v vol",
+            "run_other_volume": " -v other",
+        }.get(op, "")
     return f"{action} {phase}"
 
 
@@ -111,10 +119,12 @@ class Renderer:
     def calls(self, ops: tuple[str, ...], client: Client) -> list[Call]:
         out = []
         for op in ops:
-            for c in self.capture["ops"][op]:
+            for c in self.capture["ops"]["run_plain" if op == "run_other_volume" else op]:
                 if not c["call"].startswith("AuthZPlugin."):
                     continue  # volume driver calls go to the other socket; the decisions are measured here
                 body = self.render_body(c["body"], client)
+                if op == "run_other_volume":
+                    body = _with_other_volume(body, f"{client.name}-other")
                 out.append(Call("/" + c["call"], json.dumps(body).encode(), _label(op, c["call"], c["body"])))
         return out
 
@@ -199,3 +209,13 @@ def write_policy_dir(directory: Path, lines: list[str]) -> Path:
     shutil.copy(POLICY_DIR / "model.conf", directory / "model.conf")
     (directory / "policy.csv").write_text("\n".join(lines) + "\n")
     return directory
+
+
+def _with_other_volume(body: dict[str, Any], volume: str) -> dict[str, Any]:
+    """A captured container create's call, made to bind `volume` (no fixeduser volume) at /data."""
+    uri = body.get("RequestUri", "")
+    if "/containers/create" not in uri or not body.get("RequestBody"):
+        return body
+    create = json.loads(base64.b64decode(body["RequestBody"]))
+    create.setdefault("HostConfig", {})["Binds"] = [f"{volume}:/data"]
+    return {**body, "RequestBody": base64.b64encode(json.dumps(create).encode()).decode()}

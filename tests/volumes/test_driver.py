@@ -690,6 +690,24 @@ async def test_pruning_records_without_containers_needs_no_live_user(pruning_rig
     assert await rig.views() == []  # its view went with its last user
 
 
+async def test_pruning_judges_a_record_by_the_container_it_names(pruning_rig: Rig, containers: Containers) -> None:
+    """Records that name a container only by the name its create gave it (mounts made while creates were in
+    flight, e.g. claims taken back after a crash) hold while that container runs: one per mount point stays,
+    and it goes once the container stops."""
+    rig, name = pruning_rig, "eng-p5"
+    await rig.volume(name)
+    running = containers.run(name)
+    named = containers.ok("inspect", "-f", "{{.Name}}", running).lstrip("/")
+    for mount_id in ("create-copy", "start"):
+        await rig.mount(name, mount_id, container=named, for_create=True)
+    await asyncio.sleep(0.2)
+    assert await rig.driver.prune_stale_mounts(grace=0.1) == 1  # a surplus record, not both as "over"
+    assert rig.counts(name) == {"10001:10000": 1}
+    containers.stop(running)
+    assert await rig.driver.prune_stale_mounts(grace=0.1) == 1
+    assert rig.counts(name) == {}
+
+
 async def test_pruning_drops_records_beyond_the_live_mount_points(pruning_rig: Rig, containers: Containers) -> None:
     """After a crash lost Unmounts, several records can name one running container (each made while its start's
     claim was live): only as many stay as it has mount points of the volume, and none while a mount is in flight."""

@@ -390,7 +390,10 @@ class VolumeDriver:
                 continue
             judged = [m for m in old if m.volume == volume]
             states = {container.id: container.state for container in listed}
-            over = [m for m in judged if await self._is_over(m, states)]
+            # A create's mount names its container by name (no ID yet); once created, that name is the container.
+            states |= {name.lstrip("/"): container.state for container in listed for name in container.names}
+            ids = {name.lstrip("/"): container.id for container in listed for name in container.names}
+            over = [m for m in judged if await self._is_over(m, states, ids)]
             rest = [m for m in judged if m not in over]
             surplus = surplus_records(rest, self._live_uses(volume, listed))
             for mount, reason in [*((m, "over") for m in over), *((m, "surplus") for m in surplus)]:
@@ -424,17 +427,19 @@ class VolumeDriver:
                 log.exception("pruning stale mount records failed")
             await asyncio.sleep(interval)
 
-    async def _is_over(self, mount: MountRecord, states: Mapping[str, str]) -> bool:
+    async def _is_over(self, mount: MountRecord, states: Mapping[str, str], ids: Mapping[str, str]) -> bool:
         assert self._daemon is not None
-        # `copy_up` is no evidence: it says a create was in flight, maybe another container's. A
-        # create's own mount names the container (not yet an ID) and is over once the create is.
+        # `copy_up` is no evidence: it says a create was in flight, maybe another container's. A record
+        # naming a container by name (a create's, or a start's made while creates were in flight) is
+        # judged by the container of that name: running and not stopped since, it may hold the mount
+        # (the surplus matching then keeps one record per live mount point).
         if not mount.containers:
             return not any(state in LIVE_STATES for state in states.values())
         for container in mount.containers:
             if states.get(container) not in LIVE_STATES:
                 continue  # gone, or not running: this container does not hold the mount
             try:
-                info = await self._daemon.inspect_container(container)
+                info = await self._daemon.inspect_container(ids.get(container, container))
             except DaemonError:
                 return False
             if info is None:

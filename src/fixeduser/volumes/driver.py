@@ -391,7 +391,6 @@ class VolumeDriver:
             judged = [m for m in old if m.volume == volume]
             states = {container.id: container.state for container in listed}
             # A create's mount names its container by name (no ID yet); once created, that name is the container.
-            states |= {name.lstrip("/"): container.state for container in listed for name in container.names}
             ids = {name.lstrip("/"): container.id for container in listed for name in container.names}
             over = [m for m in judged if await self._is_over(m, states, ids)]
             rest = [m for m in judged if m not in over]
@@ -435,11 +434,11 @@ class VolumeDriver:
         # (the surplus matching then keeps one record per live mount point).
         if not mount.containers:
             return not any(state in LIVE_STATES for state in states.values())
-        for container in mount.containers:
+        for container in (ids.get(c, c) for c in mount.containers):
             if states.get(container) not in LIVE_STATES:
                 continue  # gone, or not running: this container does not hold the mount
             try:
-                info = await self._daemon.inspect_container(ids.get(container, container))
+                info = await self._daemon.inspect_container(container)
             except DaemonError:
                 return False
             if info is None:

@@ -65,3 +65,16 @@ def postgres() -> Iterator[Postgres]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Postgres]:
+    """A PostgreSQL of one test's own, which the test may stop and start (`halt`, `resume`)."""
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()

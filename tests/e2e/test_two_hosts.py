@@ -15,7 +15,7 @@ import pytest
 
 from fixeduser.commands.status import fetch_status
 from fixeduser.sandbox import Engine, make_private_dir, start_stack
-from tests.policy.postgres import Postgres, postgres_unavailable, start_postgres
+from tests.policy.postgres import Postgres
 
 from ..quobyte_api import QuobyteApiDouble
 from .conftest import E2E, E2E_USERS, REPO
@@ -128,17 +128,6 @@ def test_a_dead_hosts_mounts_stop_counting_after_its_lease(two_hosts: TwoHosts) 
     b.plugin.start()
     b.wait(lambda: two_hosts.cluster(b)["available"] is True, "B back in the cluster")
     assert "eng-lease" not in b.ok("volume", "ls", "--format", "{{.Name}}")
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[Postgres]:
-    if (reason := postgres_unavailable()) is not None:
-        pytest.skip(reason)
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

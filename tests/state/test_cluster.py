@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from fixeduser.state.cluster_database import Cluster
 from fixeduser.state.records import VolumeRecord, new_mount_record, now_rfc3339
 from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore
-from tests.policy.postgres import Postgres, postgres_unavailable, start_postgres
+from tests.policy.postgres import Postgres
 from tests.waiting import until
 
 ALICE = Identity(uid=10001, gid=10000, user="alice", group="eng")
@@ -173,18 +173,6 @@ async def test_a_host_brings_its_volumes_when_it_first_joins(database: str, make
     async with a.registry.changing("eng-mine", doing="removing"):
         await a.registry.remove("eng-mine")
     assert await b.cluster.join(cached) == []  # known to the cluster now: its cache is not the truth
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[Postgres]:
-    """A PostgreSQL of this test's own, to stop and start."""
-    if (reason := postgres_unavailable()) is not None:
-        pytest.skip(reason)
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_database_outage_stops_changes_but_not_mounts(own_postgres: Postgres, make_host) -> None:  # type: ignore[no-untyped-def]

@@ -191,6 +191,8 @@ async def test_a_database_outage_stops_changes_but_not_mounts(own_postgres: Post
         async with a.registry.changing("eng-new", doing="creating volume eng-new"):
             pass
     assert not a.cluster.available
+    with pytest.raises(ClusterUnavailable, match="joining the cluster needs the shared volume database"):
+        await a.cluster.join([])  # a plugin starting now goes on from its cache, it does not fail
     started = time.monotonic()
     async with a.registry.using("eng-v", doing="mounting"):  # no waiting: the database is known to be away
         await a.registry.add_mount(new_mount_record("m-away", "eng-v", ALICE))

@@ -264,20 +264,27 @@ class Cluster:
 
     async def join(self, cached: Iterable[VolumeRecord]) -> list[str]:
         """On a host's first start in the cluster, bring the volumes it had on its own; a name the cluster
-        already has stays the cluster's. Returns the names brought in."""
+        already has stays the cluster's. Returns the names brought in. Raises `ClusterUnavailable` when the
+        database cannot be reached (the host then starts from its cache and joins at a later start)."""
+        if not self.available:
+            raise self.unavailable("joining the cluster")
         brought: list[str] = []
-        async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute("SELECT 1 FROM fixeduser_hosts WHERE host = %s", (self.host,))
-            if await cursor.fetchone() is not None:
-                return []
-            for record in cached:
-                cursor = await conn.execute(
-                    "INSERT INTO fixeduser_volumes (name, record) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-                    (record.name, Jsonb(record.model_dump(mode="json"))),
-                )
-                if cursor.rowcount:
-                    brought.append(record.name)
-            await self._write_lease(conn)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute("SELECT 1 FROM fixeduser_hosts WHERE host = %s", (self.host,))
+                if await cursor.fetchone() is not None:
+                    return []
+                for record in cached:
+                    cursor = await conn.execute(
+                        "INSERT INTO fixeduser_volumes (name, record) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                        (record.name, Jsonb(record.model_dump(mode="json"))),
+                    )
+                    if cursor.rowcount:
+                        brought.append(record.name)
+                await self._write_lease(conn)
+        except _DOWN as exc:
+            self._went_down(exc)
+            raise self.unavailable("joining the cluster") from None
         return brought
 
     async def renew(self, mounts: Callable[[], list[MountRecord]]) -> None:

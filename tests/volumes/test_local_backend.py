@@ -391,3 +391,120 @@ async def test_concurrent_mounts_of_one_identity_make_one_mount(backend: LocalBa
     assert set(paths) == {backend.view_root(A)}
     assert len(mounts_at(backend.view_root(A))) == 1
     assert len(bindfs_pids(backend.view_root(A))) == 1
+
+
+# ------------------------------------------------------------------ view liveness by events
+
+
+def _state_of(pid: int) -> str:
+    """The process's state letter (Z: a zombie nobody reaped), "" once it is gone."""
+    try:
+        text = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return ""
+    return text[text.rfind(")") + 2]
+
+
+@needs_fuse
+async def test_a_view_whose_bindfs_hangs_is_handed_out_without_asking_it(backend: LocalBackend) -> None:
+    """An up view is known by its process and the mount table: a Mount does not go through FUSE (a stopped
+    bindfs would hold such a probe for its whole timeout and then have the view remounted under its users)."""
+    mp = await backend.mount_identity(A)
+    (pid,) = bindfs_pids(mp)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert await asyncio.wait_for(backend.mount_identity(A), 2) == mp
+        assert bindfs_pids(mp) == [pid]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@needs_fuse
+async def test_a_dead_view_is_stale_at_once_and_its_bindfs_is_reaped(backend: LocalBackend) -> None:
+    """When the view's bindfs dies, the plugin hears it from the kernel: the process is reaped without any
+    Mount asking, and the next Mount mounts a new view."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    mp = await backend.mount_identity(A)
+    (pid,) = bindfs_pids(mp)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        await asyncio.sleep(0.01)  # the event loop runs the pidfd's reader
+        if _state_of(pid) == "":
+            break
+    assert _state_of(pid) == "", "the dead bindfs was left a zombie"
+    assert await backend.mount_identity(A) == mp
+    (new_pid,) = bindfs_pids(mp)
+    assert new_pid != pid and len(mounts_at(mp)) == 1
+    (backend.volume_path(A, "v1") / "f").write_text("ok")
+    assert os.stat(backend.root / "v1" / "f").st_uid == A.uid
+
+
+@needs_fuse
+async def test_a_mount_covering_the_view_is_not_handed_out(backend: LocalBackend) -> None:
+    """Something mounted over the view (by root, or by the identity with fusermount3) is not the view:
+    the next Mount clears the mount point and mounts the identity's bindfs there again."""
+    await backend.create_volume("v1", owner=A, mode=0o770)
+    mp = await backend.mount_identity(A)
+    assert _sh("mount", "-t", "tmpfs", "cover", str(mp)) == 0
+    assert mounts_at(mp)[-1].fstype == "tmpfs"
+    assert await backend.mount_identity(A) == mp
+    stacked = mounts_at(mp)
+    assert [m.fstype for m in stacked] == ["fuse"], stacked
+    (backend.volume_path(A, "v1") / "f").write_text("ok")
+    assert os.stat(backend.root / "v1" / "f").st_uid == A.uid
+
+
+@needs_fuse
+async def test_a_restarted_plugin_adopts_the_views_it_finds(backend: LocalBackend, base_dir: Path) -> None:
+    """A new backend (a restarted plugin) follows the running views by their start records: an up view is
+    kept (same bindfs), and its death is then seen at once as well."""
+    mp = await backend.mount_identity(A)
+    (pid,) = bindfs_pids(mp)
+    await backend.close()
+    again = LocalBackend(root=base_dir / "data", mount_root=base_dir / "mnt")
+    os.kill(pid, signal.SIGSTOP)  # an adopted view is not probed either
+    try:
+        assert await asyncio.wait_for(again.mount_identity(A), 2) == mp
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert bindfs_pids(mp) == [pid]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: _state_of(pid) in ("", "Z"), "the killed bindfs to exit")
+    assert await again.mount_identity(A) == mp
+    assert bindfs_pids(mp) not in ([], [pid])
+    await again.unmount_identity(A)
+
+
+@needs_fuse
+async def test_a_start_record_that_is_not_roots_own_is_not_adopted(backend: LocalBackend, base_dir: Path) -> None:
+    """A record another user could have written, or one naming another process, is ignored: the view is
+    then probed as views of older versions are (and still found up)."""
+    mp = await backend.mount_identity(A)
+    (pid,) = bindfs_pids(mp)
+    await backend.close()
+    record = backend.guard_dir(A) / "bindfs.pid"
+    pid_s, started, mount_id = record.read_text().split()
+    assert int(pid_s) == pid and int(mount_id) == mounts_at(mp)[-1].mount_id
+    for text, mode in ((f"{pid} {started} {mount_id}\n", 0o666), (f"{pid} {int(started) + 1} {mount_id}\n", 0o600)):
+        record.write_text(text)
+        record.chmod(mode)
+        again = LocalBackend(root=base_dir / "data", mount_root=base_dir / "mnt")
+        os.kill(pid, signal.SIGSTOP)  # the probe of a view nobody follows asks the stopped bindfs: it times out
+        try:
+            assert again._views._adopt(mp, again.guard_dir(A), mounts_at(mp)[-1]) is None
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await again.mount_identity(A) == mp
+        assert bindfs_pids(mp) == [pid]
+        await again.close()
+
+
+@needs_fuse
+async def test_a_bindfs_that_dies_while_starting_reports_its_words(backend: LocalBackend, base_dir: Path) -> None:
+    """bindfs runs in the foreground, writing to a log in the guard: its own message is the error."""
+    bad = LocalBackend(root=base_dir / "data", mount_root=base_dir / "mnt", bindfs_options=["-o", "no_such_opt"])
+    with pytest.raises(BackendError, match=r"bindfs exit status \d+\): .*no_such_opt"):
+        await bad.mount_identity(A)
+    assert not mounts_at(bad.view_root(A))
+    log_file = bad.guard_dir(A) / "bindfs.log"
+    assert log_file.stat().st_uid == 0 and log_file.stat().st_mode & 0o077 == 0

@@ -1,7 +1,8 @@
 """Read the kernel's mount table (`/proc/self/mountinfo`) and probe mount points.
 
-Everything here is synchronous and cheap (one small procfs read or one stat); async callers may
-call it directly.
+Everything here is synchronous. Reading the table grows with every mount on the host, so a caller
+that asks often keeps a `MountTable`, which reads it again only after the kernel says it changed.
+`is_stale` asks the FUSE daemon (a hung one blocks it): call it off the event loop.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,52 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
 def read_mountinfo(path: Path = MOUNTINFO) -> list[MountEntry]:
     """The mounts of this process's mount namespace, in kernel order (parents before children)."""
     return parse_mountinfo(path.read_text(encoding="utf-8", errors="surrogateescape"))
+
+
+def escape(path: str) -> str:
+    r"""A path as the kernel writes it in mountinfo (space, tab, newline and `\` as octal escapes)."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
+class MountTable:
+    """The mounts at or below `below`, read again only after the mount table changed.
+
+    The kernel marks an open mountinfo file with POLLPRI whenever a mount or unmount happens in the
+    namespace, so between changes `entries` costs one epoll_wait that does not wait, instead of
+    reading and parsing a table that holds every container's mounts. Polling the file consumes the
+    mark, so nothing else may poll it: not an event loop either (an epoll that holds this one polls it).
+    """
+
+    def __init__(self, below: str, path: Path = MOUNTINFO) -> None:
+        self._below = below.rstrip("/")
+        self._needle = escape(self._below)
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (kept open: the change mark is per open file)
+        self._epoll = select.epoll()
+        self._epoll.register(self._file.fileno(), select.EPOLLPRI)
+        self._entries = self._read()
+
+    def entries(self) -> list[MountEntry]:
+        """The mounts at or below `below`, in kernel order, as they are now."""
+        # The mark is taken before the read: a change after it marks the file again.
+        if self._epoll.poll(0):
+            self._entries = self._read()
+        return self._entries
+
+    def at(self, path: str | os.PathLike[str]) -> list[MountEntry]:
+        """The mounts stacked on `path` (at or below `below`), bottom first."""
+        target = os.fspath(path)
+        return [entry for entry in self.entries() if entry.mount_point == target]
+
+    def _read(self) -> list[MountEntry]:
+        self._file.seek(0)
+        text = self._file.readall().decode("utf-8", errors="surrogateescape")
+        lines = "\n".join(line for line in text.splitlines() if self._needle in line)
+        prefix = self._below + "/"
+        return [e for e in parse_mountinfo(lines) if e.mount_point == self._below or e.mount_point.startswith(prefix)]
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._file.close()
 
 
 def canonical(path: str | os.PathLike[str]) -> str:

@@ -43,9 +43,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from fixeduser.linux.mounts import canonical, is_mount_point, is_stale, mounts_at, mounts_below, read_mountinfo
+from fixeduser.linux.mounts import canonical, mounts_below
 from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends.base import BackendError, validate_volume_name
+from fixeduser.volumes.backends.views import Views, ViewStartError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ VIEW_DIR_MODE = 0o700
 VIEW_DIR_NAME = "view"
 MOUNT_TIMEOUT = 30.0
 UNMOUNT_TIMEOUT = 30.0
-PROBE_TIMEOUT = 10.0
 # A clean, predictable environment for the helpers: English messages, no inherited surprises.
 _HELPER_ENV_KEYS = ("PATH",)
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -312,6 +312,7 @@ class LocalBackend:
         self._check_lock = asyncio.Lock()
         self._identity_locks: dict[str, asyncio.Lock] = {}
         self._volume_locks: dict[str, asyncio.Lock] = {}
+        self._views = Views(self.mount_root)
 
     # ------------------------------------------------------------------ preconditions
 
@@ -404,7 +405,9 @@ class LocalBackend:
         """Set the owner and mode of `root/<volume>` (never following symlinks); False if skipped."""
         validate_volume_name(volume)
         async with self._volume_lock(volume):
-            return await asyncio.to_thread(self._set_top_sync, volume, owner, mode, only_if_empty)
+            # Three syscalls on a local folder, after every Unmount: on the event loop they cost less than
+            # the hop to a thread and back (bench/NOTES.md#top-folder). The Quobyte backend keeps them off it.
+            return self._set_top_sync(volume, owner, mode, only_if_empty)
 
     def _set_top_sync(self, volume: str, owner: Identity, mode: int, only_if_empty: bool) -> bool:
         try:
@@ -412,7 +415,7 @@ class LocalBackend:
         except OSError as exc:
             raise BackendError(f"cannot open volume {volume} in {self.root}: {exc.strerror}") from exc
         try:
-            if only_if_empty and os.listdir(vfd):
+            if only_if_empty and _has_entries(vfd):
                 return False
             os.fchown(vfd, owner.uid, owner.gid)
             os.fchmod(vfd, mode)
@@ -503,7 +506,7 @@ class LocalBackend:
                     self._checked = True
         mp = self.view_root(identity)
         async with self._identity_lock(identity):
-            state = await self._view_state(mp)
+            state = await self._views.state(mp, self.guard_dir(identity))
             if state == "up":
                 return mp
             if state == "stale":
@@ -512,30 +515,13 @@ class LocalBackend:
             await asyncio.to_thread(_require_passwd_entry, identity)
             await asyncio.to_thread(self._prepare_mountpoint, identity, mp)
             await self._run_bindfs(identity, mp)
-            if await self._view_state(mp) != "up":
+            if await self._views.state(mp, self.guard_dir(identity)) != "up":
                 raise BackendError(
                     f"bindfs reported success but {mp} is not a working mount point for "
                     f"{identity}; check the kernel log (dmesg) and the FUSE setup"
                 )
             log.info("mounted view of %s on %s", identity, mp)
             return mp
-
-    async def _view_state(self, mp: Path) -> Literal["up", "stale", "absent"]:
-        """Whether a working view is mounted on `mp`, in one trip off the event loop (the mount
-        table can be long on a busy host, and a hung FUSE mount blocks whoever probes it)."""
-
-        def probe() -> Literal["up", "stale", "absent"]:
-            # A view is its own (FUSE) file system, so two lstat calls find it mounted; the mount
-            # table, whose parsing grows with every container on the host,
-            # is only read when they do not (a stale view fails lstat).
-            if not os.path.ismount(mp) and not is_mount_point(mp):
-                return "absent"
-            return "stale" if is_stale(mp) else "up"
-
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(probe), PROBE_TIMEOUT)
-        except TimeoutError:
-            return "stale"
 
     def _prepare_mountpoint(self, identity: Identity, mp: Path) -> None:
         """Make the guard (root 0700 + ACL u:<uid>:--x) and the mount point (0700 uid:gid)."""
@@ -565,6 +551,7 @@ class LocalBackend:
             "--chgrp-ignore",
             *(("-o", "big_writes") if self.large_writes and self._fuse_major == 2 else ()),
             *self.bindfs_options,
+            "-f",  # in the foreground: the plugin follows the process that serves the view (views.py)
             str(self.root),
             str(self.view_root(identity)),
         ]
@@ -572,33 +559,27 @@ class LocalBackend:
     async def _run_bindfs(self, identity: Identity, mp: Path) -> None:
         argv = self.bindfs_argv(identity)
         try:
-            async with asyncio.timeout(self.mount_timeout):
-                rc, err = await _run(argv)
-        except TimeoutError:
+            await self._views.start(argv, _helper_env(), mp, self.guard_dir(identity), self.mount_timeout)
+        except ViewStartError as exc:
             await self._unmount_all(mp, lazy_only=True)
             raise BackendError(
-                f"mounting the view of {identity} on {mp} timed out after {self.mount_timeout:g}s "
-                "(bindfs did not finish starting); check the FUSE setup and the kernel log"
+                f"mounting the fixed-user view of {identity} on {mp} failed ({exc.reason}): {exc.output}"
             ) from None
         except OSError as exc:
             raise BackendError(f"cannot run {argv[0]}: {exc.strerror}; is util-linux installed?") from exc
-        if rc != 0:
-            raise BackendError(
-                f"mounting the fixed-user view of {identity} on {mp} failed (bindfs exit status "
-                f"{rc}): {err or 'no error output'}"
-            )
 
     async def unmount_identity(self, identity: Identity) -> None:
         """Unmount the view of `identity` (lazily if busy or stale); no-op if not mounted."""
         mp = self.view_root(identity)
         async with self._identity_lock(identity):
+            self._views.forget(mp)
             await self._unmount_all(mp, lazy_only=False)
 
     async def _unmount_all(self, mp: Path, *, lazy_only: bool) -> None:
         """Unmount everything stacked on `mp`; `fusermount3 -u`, then `umount -l` as fallback."""
         errors: list[str] = []
         for _ in range(16):  # bound the loop: each round removes one stacked mount
-            if not mounts_at(mp):
+            if not self._views.mounts_at(mp):
                 return
             if not lazy_only:
                 try:
@@ -616,14 +597,14 @@ class LocalBackend:
                 rc, err = -1, str(exc)
             if rc != 0:
                 errors.append(err)
-                if mounts_at(mp):
+                if self._views.mounts_at(mp):
                     raise BackendError(f"cannot unmount {mp}: {'; '.join(e for e in errors if e)}")
         raise BackendError(f"cannot unmount {mp}: still mounted after repeated unmounts")
 
     async def mounted_identities(self) -> list[str]:
         """Keys (`uid:gid`) of the views now mounted under `mount_root` (stale ones included)."""
         keys: set[str] = set()
-        for entry in read_mountinfo():
+        for entry in self._views.mounted():
             guard, name = os.path.split(entry.mount_point)
             head, guard_name = os.path.split(guard)
             m = _GUARD_NAME_RE.match(guard_name)
@@ -632,7 +613,13 @@ class LocalBackend:
         return sorted(keys)
 
     async def close(self) -> None:
-        """Nothing to release: views stay mounted so containers keep working across restarts."""
+        """Stop following the views; they stay mounted so containers keep working across restarts."""
+        self._views.close()
+
+
+def _has_entries(dir_fd: int) -> bool:
+    with os.scandir(dir_fd) as entries:
+        return next(entries, None) is not None
 
 
 def _remove_tree_at(parent_fd: int, name: str, dev: int) -> None:
@@ -698,6 +685,13 @@ def bindfs_fuse_major(bindfs: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _helper_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in _HELPER_ENV_KEYS if k in os.environ}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    env["LC_ALL"] = "C"
+    return env
+
+
 async def _run(argv: Sequence[str]) -> tuple[int, str]:
     """Run a helper without blocking the loop; returns (exit status, stripped stderr+stdout).
 
@@ -705,16 +699,13 @@ async def _run(argv: Sequence[str]) -> tuple[int, str]:
     foreground process is done. Callers bound it with `asyncio.timeout`; on cancellation or
     timeout the process is killed and reaped before the exception propagates.
     """
-    env = {k: os.environ[k] for k in _HELPER_ENV_KEYS if k in os.environ}
-    env.setdefault("PATH", _DEFAULT_PATH)
-    env["LC_ALL"] = "C"
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd="/",
-        env=env,
+        env=_helper_env(),
     )
     try:
         out, err = await proc.communicate()

@@ -1,0 +1,87 @@
+"""The kernel signals the view liveness is built on: pidfds, process start times, the mount table's change mark."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from fixeduser.linux.mounts import MountTable, escape, unescape
+from fixeduser.linux.processes import follow, follow_child, start_time
+
+
+def test_start_time_reads_past_a_command_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
+    stat = tmp_path / "42" / "stat"
+    stat.parent.mkdir()
+    fields = ["S", *[str(n) for n in range(4, 22)], "123456", "0"]
+    stat.write_text(f"42 (a) b (c)) {' '.join(fields)}\n")
+    assert start_time(42, proc=tmp_path) == 123456
+    assert start_time(43, proc=tmp_path) is None
+
+
+def test_a_followed_child_is_seen_to_exit_and_is_reaped() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    followed = follow_child(child)
+    try:
+        assert not followed.exited()
+        assert followed.started == start_time(child.pid)
+        child.kill()
+        child_gone = False
+        for _ in range(500):
+            if followed.exited():
+                child_gone = True
+                break
+            os.sched_yield()
+        assert child_gone or followed.exited()
+        assert followed.exit_status() == -9
+        assert not Path(f"/proc/{child.pid}").exists()
+    finally:
+        followed.close()
+
+
+def test_follow_refuses_a_pid_that_names_another_process() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        started = start_time(child.pid)
+        assert started is not None
+        assert follow(child.pid, started + 1) is None  # a later process with the same PID
+        same = follow(child.pid, started)
+        assert same is not None and not same.exited()
+        same.close()
+    finally:
+        child.kill()
+        child.wait()
+    assert follow(child.pid, started) is None
+
+
+def test_escape_is_the_inverse_of_the_kernels_unescape() -> None:
+    path = "/a b\\c\td\ne"
+    assert escape(path) == "/a\\040b\\134c\\011d\\012e"
+    assert unescape(escape(path)) == path
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount")
+def test_the_mount_table_is_read_again_after_each_change_and_only_below_its_root() -> None:
+    base = Path(tempfile.mkdtemp(prefix="fixeduser mt-", dir="/tmp"))  # a space: escaped in mountinfo
+    inside, outside = base / "in", Path(tempfile.mkdtemp(prefix="fixeduser-mt-out-", dir="/tmp"))
+    inside.mkdir()
+    table = MountTable(str(base))
+    try:
+        assert table.entries() == []
+        subprocess.run(["mount", "-t", "tmpfs", "fx-in", str(inside)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "fx-out", str(outside)], check=True)
+        try:
+            assert [(e.mount_point, e.source) for e in table.entries()] == [(str(inside), "fx-in")]
+            assert [e.source for e in table.at(inside)] == ["fx-in"]
+        finally:
+            subprocess.run(["umount", str(inside)], check=True)
+            subprocess.run(["umount", str(outside)], check=True)
+        assert table.entries() == []
+    finally:
+        table.close()
+        inside.rmdir()
+        base.rmdir()
+        outside.rmdir()

@@ -103,7 +103,7 @@ class Authorizer:
         return await self._decide("request", request, self._on_request)
 
     async def authorize_response(self, request: AuthZRequest) -> Verdict:
-        return await self._decide("response", request, self._responses.on_response)
+        return await self._decide("response", request, self._on_response)
 
     async def _decide(
         self, phase: str, request: AuthZRequest, handler: Callable[[Context], Awaitable[Verdict]]
@@ -177,6 +177,13 @@ class Authorizer:
                 policy=policy.version,
             )
         )
+
+    # ---- response phase -----------------------------------------------------------------------
+
+    async def _on_response(self, ctx: Context) -> Verdict:
+        if ctx.api.action == "container.inspect" and not self._is_self_query(ctx):
+            await self._containers.check_inspect_answer(ctx)
+        return await self._responses.on_response(ctx)
 
     # ---- request phase ------------------------------------------------------------------------
 

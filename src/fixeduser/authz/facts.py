@@ -4,13 +4,50 @@ the ledger by the daemon's full ID); whatever cannot be checked is denied here, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import binascii
+from dataclasses import dataclass, field
+
+import orjson
 
 from fixeduser.authz.decision import ContainerFacts, Context, Denied
 from fixeduser.docker_api import MountSpec
 from fixeduser.docker_api.daemon import DaemonError, DaemonLookups, InspectedTask, is_full_id
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRegistry
+
+RECENT_NAMES = 4096
+MAX_REMEMBERED_REFERENCE = 256
+# Go's encoder writes a container's inspect answer with its ID first: `{"Id":"<64 hex digits>",` is its
+# first 72 bytes, the first 96 characters of its base64. Any other shape is read as a whole.
+_ID_PREFIX = b'{"Id":"'
+_ID_HEAD_B64 = 96
+
+
+class RecentNames:
+    """Which full ID the daemon last resolved each container reference (a name, an ID prefix) to.
+
+    Only ever a guess: a rename, a removal or a container made without the plugin changes what a name
+    means, so nothing is allowed on it alone (`Facts.guessed_owner`). Bounded: references are user input."""
+
+    def __init__(self, size: int = RECENT_NAMES) -> None:
+        self._size = size
+        self._ids: dict[str, str] = {}
+
+    def get(self, reference: str) -> str | None:
+        return self._ids.get(reference)
+
+    def learn(self, reference: str, container_id: str) -> None:
+        if not reference or len(reference) > MAX_REMEMBERED_REFERENCE or self._ids.get(reference) == container_id:
+            return
+        if len(self._ids) >= self._size:
+            del self._ids[next(iter(self._ids))]  # the oldest
+        self._ids[reference] = container_id
+
+    def forget(self, name: str) -> None:
+        """A name about to change hands (a create or rename naming it), with or without its `/`."""
+        bare = name.lstrip("/")
+        for reference in (name, bare, f"/{bare}"):
+            self._ids.pop(reference, None)
 
 
 @dataclass
@@ -19,6 +56,7 @@ class Facts:
     ledger: ContainerLedger
     registry: VolumeRegistry
     driver_name: str
+    recent: RecentNames = field(default_factory=RecentNames)
 
     def _daemon(self, ctx: Context, what: str) -> DaemonLookups:
         if self.daemon is None:
@@ -48,9 +86,31 @@ class Facts:
         container_id = inspected.get("Id")
         if not isinstance(container_id, str) or not is_full_id(container_id):
             raise Denied(f"{ctx.subject}: the daemon described container {reference!r} in a way fixeduser cannot check")
+        self.recent.learn(reference, container_id)
         record = self.ledger.get(container_id)
         name = str(inspected.get("Name", "")).lstrip("/")
         return ContainerFacts(id=container_id, name=name, owner=record.owner if record else None, inspected=inspected)
+
+    def guessed_owner(self, reference: str) -> str | None:
+        """The owner of the container the daemon last said `reference` is: a guess (names change hands),
+        only for requests whose answer says which container it was (`answered_container`)."""
+        container_id = self.recent.get(reference)
+        record = self.ledger.get(container_id) if container_id else None
+        return record.owner if record else None
+
+    async def answered_container(self, ctx: Context, reference: str) -> ContainerFacts | None:
+        """The container a `GET /containers/{reference}/json` was answered about, by the daemon's answer
+        itself (None: no such container); asked again when the answer does not say."""
+        status = ctx.request.status
+        container_id = answered_id(ctx.request.response_body_b64) if status in (0, 200) else None
+        if container_id is not None:
+            self.recent.learn(reference, container_id)
+            record = self.ledger.get(container_id)
+            return ContainerFacts(id=container_id, name=record.name if record else "",
+                                  owner=record.owner if record else None)  # fmt: skip
+        if status == 404:
+            return None
+        return await self.container(ctx, reference, inspect=False)
 
     def our_volumes(self, ctx: Context, container: ContainerFacts | None) -> list[str]:
         """The fixeduser volumes the daemon says a container mounts."""
@@ -121,6 +181,23 @@ class Facts:
         if mount.type != "volume":
             return False
         return self.is_our_driver(mount.volume_driver) or (bool(mount.source) and mount.source in self.registry)
+
+
+def answered_id(body_b64: str | None) -> str | None:
+    """The full container ID a daemon's inspect answer (base64, as the daemon sends it) is about, or None."""
+    if not body_b64:
+        return None
+    try:
+        head = binascii.a2b_base64(body_b64[:_ID_HEAD_B64], strict_mode=True)
+        found: object
+        if head.startswith(_ID_PREFIX) and head.endswith(b'"'):
+            found = head[len(_ID_PREFIX) : -1].decode("ascii")
+        else:
+            answer = orjson.loads(binascii.a2b_base64(body_b64, strict_mode=True))
+            found = answer.get("Id") if isinstance(answer, dict) else None
+    except (binascii.Error, ValueError):
+        return None
+    return found if isinstance(found, str) and is_full_id(found) else None
 
 
 def untagged(driver: str) -> str:

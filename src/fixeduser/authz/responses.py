@@ -79,4 +79,5 @@ class Responses:
         if not is_full_id(container_id):
             return
         name = ctx.api.query.get("name", [""])[0].lstrip("/")
+        self.facts.recent.learn(name, container_id)  # the daemon gave it the name, or it would not exist
         await self.ledger.record(ContainerRecord(id=container_id, name=name, owner=ctx.subject))

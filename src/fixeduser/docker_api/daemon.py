@@ -17,7 +17,10 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import httptools
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from fixeduser.docker_api.unix_client import UnixHttpClient
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +121,9 @@ class DaemonClient:
         self._socket = host.removeprefix("unix://")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.token = secrets.token_hex(16)
-        self._session: aiohttp.ClientSession | None = None
+        self._lean: UnixHttpClient | None = None
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
         self.spent: dict[str, tuple[int, float]] = {}  # look-ups by what they ask: (how many, seconds in all)
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=self._socket),
-                timeout=self._timeout,
-                headers={SELF_HEADER: self.token},
-            )
-        return self._session
 
     async def _get(self, path: str, what: str) -> Any:
         """One look-up; concurrent identical look-ups share one request (a burst of creates naming the same
@@ -167,17 +161,23 @@ class DaemonClient:
         """(status, body) of one call; every failure a DaemonError that says what happened."""
         started = time.monotonic()
         try:
-            async with self._client().request(method, f"http://docker{path}") as response:
-                yield response.status, await response.read()
+            async with asyncio.timeout(self._timeout.total):
+                answer = await self._http().request(method, path)
         except TimeoutError:
             raise DaemonUnavailable(
                 f"the Docker daemon at {self._socket} did not answer {method} {path.partition('?')[0]} within "
                 f"{time.monotonic() - started:.1f} s"
             ) from None
-        except aiohttp.ClientError as exc:
+        except (OSError, httptools.HttpParserError) as exc:
             raise DaemonUnavailable(
                 f"cannot reach the Docker daemon at {self._socket}: {type(exc).__name__}: {exc}"
             ) from None
+        yield answer
+
+    def _http(self) -> UnixHttpClient:
+        if self._lean is None:
+            self._lean = UnixHttpClient(self._socket, {SELF_HEADER: self.token})
+        return self._lean
 
     async def start_container(self, container_id: str) -> None:
         """Start a container (fixeduser's own request: its authz lets it through only for recoveries)."""
@@ -240,8 +240,9 @@ class DaemonClient:
                 raise DaemonUnavailable(f"the Docker daemon's event stream at {self._socket} ended: {exc}") from None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
 
 
 class DaemonWatch:

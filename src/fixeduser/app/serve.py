@@ -332,7 +332,6 @@ async def serve(settings: ServeSettings) -> None:
 
         database = settings.policy_database
         supervisor.start("policy listener", lambda: listen(database, CHANNEL, plugin.policy.reload))
-    supervisor.start("state writer", plugin.store.watch_writer)
     registry = plugin.driver.registry
     await _join_cluster(registry)
     try:  # before serving: mounts as recorded (a failure here must not keep the daemon from starting)

@@ -231,7 +231,7 @@ class ClaimJournal:
 
     A claim is one write(2) on the event loop and then survives a crash of the process (a power
     cut ends every mount, so claims need no fsync); its end is another. Committing claims to the
-    state store through its writer thread cost each create and start with a fixeduser volume a
+    state store (then through a writer thread) cost each create and start with a fixeduser volume a
     thread hand-off on the AuthZReq the docker CLI waits for (bench/NOTES.md#claim-journal). Lines
     are written with orjson and read back through pydantic (`JOURNAL_LINE`). The file is emptied
     once it passes `EMPTY_AT` with no claim live, and rewritten with the live ones past

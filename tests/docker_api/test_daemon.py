@@ -80,7 +80,7 @@ async def test_serving_follows_the_daemon(watched: tuple[DaemonWatch, Path, list
     async with answering_daemon(path):
         await until(lambda: watch.serving, within=5)
         assert await watch.wait_serving() and watch.down_for() == 0.0
-        assert seen == ["serving"]
+        await until(lambda: seen == ["serving"], within=5)  # listeners run as tasks of their own
     await until(lambda: not watch.serving, within=5)
     async with answering_daemon(path):
         await until(lambda: watch.serving, within=5)

@@ -133,6 +133,9 @@ class KnownContainers:
             return known
         return await self.daemon.inspect_container(reference)
 
+    async def inspect_new_container(self, container_id: str) -> dict[str, Any] | None:
+        return await self.inspect_container(container_id)
+
     async def container_ids(self) -> set[str]:
         return set(self.described) | (await self.daemon.container_ids() if self.daemon else set())
 

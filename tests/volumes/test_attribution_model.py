@@ -84,6 +84,9 @@ class ModelDaemon:
 
     # ---- the look-ups fixeduser makes (fixeduser.docker_api.daemon.DaemonClient's read-only calls)
 
+    async def inspect_new_container(self, container_id: str) -> dict[str, Any] | None:
+        return await self.inspect_container(container_id)
+
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         self._answering()
         container = self.resolve(reference)

@@ -111,6 +111,9 @@ class _ScenarioDaemon:
                 return {"Id": container_id, "Name": f"/{name}", "HostConfig": {}, "Mounts": mounts}
         return None
 
+    async def inspect_new_container(self, container_id: str) -> dict[str, Any] | None:
+        return await self.inspect_container(container_id)
+
     async def inspect_volume(self, name: str) -> dict[str, Any] | None:
         raise DaemonError("`fixeduser explain` has no daemon to ask")
 

@@ -4,8 +4,11 @@ the ledger by the daemon's full ID); whatever cannot be checked is denied here, 
 
 from __future__ import annotations
 
+import asyncio
 import binascii
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -50,6 +53,50 @@ class RecentNames:
             self._ids.pop(reference, None)
 
 
+EARLY_KEPT = 256  # descriptions asked for at creates and not yet used by a start
+EARLY_SECONDS = 30.0  # older ones are not used: a start that late asks the daemon itself
+
+
+class EarlyDescriptions:
+    """The daemon's descriptions of containers it has just created, asked for once each create is answered,
+    so that the start which follows (`docker run` starts by the full ID) need not wait for one.
+
+    What a start checks in them (binds, volume mounts and their drivers) cannot change after the create,
+    and a full ID names one container for good; each description serves one mounting request, within
+    `EARLY_SECONDS` (bench/NOTES.md#early-inspect)."""
+
+    def __init__(self, kept: int = EARLY_KEPT, seconds: float = EARLY_SECONDS) -> None:
+        self._kept = kept
+        self._seconds = seconds
+        self._asked: dict[str, tuple[float, asyncio.Task[dict[str, Any] | None]]] = {}
+
+    def ask(self, container_id: str, daemon: DaemonLookups) -> None:
+        if container_id in self._asked:
+            return
+        if len(self._asked) >= self._kept:
+            del self._asked[next(iter(self._asked))]  # the oldest: its answer goes unused
+        task = asyncio.get_running_loop().create_task(daemon.inspect_new_container(container_id))
+        task.add_done_callback(_retrieved)
+        self._asked[container_id] = (time.monotonic(), task)
+
+    async def take(self, container_id: str) -> dict[str, Any] | None:
+        """The description asked for at `container_id`'s create, if there is a fresh one (then it is used up)."""
+        asked = self._asked.pop(container_id, None)
+        if asked is None or time.monotonic() - asked[0] > self._seconds:
+            return None
+        try:
+            described = await asyncio.shield(asked[1])
+        except DaemonError:
+            return None
+        return described if described is not None and described.get("Id") == container_id else None
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A failed early look-up is not an error: the start asks again."""
+    if not task.cancelled():
+        task.exception()
+
+
 @dataclass
 class Facts:
     daemon: DaemonLookups | None
@@ -57,6 +104,7 @@ class Facts:
     registry: VolumeRegistry
     driver_name: str
     recent: RecentNames = field(default_factory=RecentNames)
+    early: EarlyDescriptions = field(default_factory=EarlyDescriptions)
 
     def _daemon(self, ctx: Context, what: str) -> DaemonLookups:
         if self.daemon is None:
@@ -73,6 +121,8 @@ class Facts:
             return ContainerFacts(id=record.id, name=record.name, owner=record.owner)
         if not reference:
             return None
+        if is_full_id(reference) and (early := await self.early.take(reference)) is not None:
+            return self._described(ctx, reference, early)
         daemon = self._daemon(ctx, f"tell which container {reference!r} is")
         try:
             inspected = await daemon.inspect_container(reference)
@@ -83,6 +133,14 @@ class Facts:
             ) from None
         if inspected is None:
             return None
+        return self._described(ctx, reference, inspected)
+
+    def ask_early(self, container_id: str) -> None:
+        """Ask the daemon now for the description a start of the just-created `container_id` will need."""
+        if self.daemon is not None:
+            self.early.ask(container_id, self.daemon)
+
+    def _described(self, ctx: Context, reference: str, inspected: dict[str, Any]) -> ContainerFacts:
         container_id = inspected.get("Id")
         if not isinstance(container_id, str) or not is_full_id(container_id):
             raise Denied(f"{ctx.subject}: the daemon described container {reference!r} in a way fixeduser cannot check")

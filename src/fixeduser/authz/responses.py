@@ -81,3 +81,4 @@ class Responses:
         name = ctx.api.query.get("name", [""])[0].lstrip("/")
         self.facts.recent.learn(name, container_id)  # the daemon gave it the name, or it would not exist
         await self.ledger.record(ContainerRecord(id=container_id, name=name, owner=ctx.subject))
+        self.facts.ask_early(container_id)

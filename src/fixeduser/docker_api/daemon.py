@@ -107,6 +107,10 @@ class DaemonLookups(Protocol):
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None: ...
 
+    async def inspect_new_container(self, container_id: str) -> dict[str, Any] | None:
+        """`inspect_container` of a container just created, asked ahead of its start (counted apart)."""
+        ...
+
     async def inspect_volume(self, name: str) -> dict[str, Any] | None: ...
 
     async def inspect_network(self, reference: str) -> InspectedNetwork | None: ...
@@ -204,6 +208,12 @@ class DaemonClient:
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         result = await self._get(f"/containers/{quote(reference, safe='')}/json", "container")
+        return result if isinstance(result, dict) else None
+
+    async def inspect_new_container(self, container_id: str) -> dict[str, Any] | None:
+        result = await self._get(
+            f"/containers/{quote(container_id, safe='')}/json", "new container, ahead of its start"
+        )
         return result if isinstance(result, dict) else None
 
     async def inspect_volume(self, name: str) -> dict[str, Any] | None:

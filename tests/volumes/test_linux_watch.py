@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fixeduser.linux.mounts import MountTable, escape, unescape
+from fixeduser.linux.mounts import MountTable, escape, read_mountinfo, top_mount_id, unescape
 from fixeduser.linux.processes import follow, follow_child, start_time
 
 
@@ -85,3 +85,27 @@ def test_the_mount_table_is_read_again_after_each_change_and_only_below_its_root
         inside.rmdir()
         base.rmdir()
         outside.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount")
+def test_the_top_mount_id_is_the_mount_tables_topmost_entry_at_the_path(tmp_path: Path) -> None:
+    point = tmp_path / "point"
+    point.mkdir()
+    below = top_mount_id(point)  # the file system tmp_path is on
+    subprocess.run(["mount", "-t", "tmpfs", "fx-first", str(point)], check=True)
+    try:
+        first = top_mount_id(point)
+        subprocess.run(["mount", "-t", "tmpfs", "fx-cover", str(point)], check=True)
+        try:
+            stacked = [entry for entry in read_mountinfo() if entry.mount_point == str(point)]
+            assert [e.source for e in stacked] == ["fx-first", "fx-cover"]
+            assert first == stacked[0].mount_id != below
+            assert top_mount_id(point) == stacked[1].mount_id
+        finally:
+            subprocess.run(["umount", str(point)], check=True)
+        assert top_mount_id(point) == first
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    assert top_mount_id(point) == below
+    with pytest.raises(FileNotFoundError):
+        top_mount_id(tmp_path / "absent")

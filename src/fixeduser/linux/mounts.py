@@ -17,6 +17,7 @@ from pathlib import Path
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+_MNT_ID = re.compile(rb"^mnt_id:\s*(\d+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,28 @@ def mounts_at(path: str | os.PathLike[str]) -> list[MountEntry]:
     """All mounts stacked on `path`, bottom first."""
     target = canonical(path)
     return [entry for entry in read_mountinfo() if entry.mount_point == target]
+
+
+def top_mount_id(path: str | os.PathLike[str]) -> int:
+    """The ID (as in mountinfo) of the mount on top at `path`, without asking its file system.
+
+    An O_PATH open walks into the topmost mount's root without a request to it, so a hung FUSE
+    daemon does not block this (a stat or statvfs would; both checked against a stopped bindfs).
+    Raises OSError if `path` cannot be opened.
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(info, 4096)
+        finally:
+            os.close(info)
+    finally:
+        os.close(fd)
+    match = _MNT_ID.search(text)
+    if match is None:
+        raise OSError(errno.EIO, f"no mnt_id in the fdinfo of {os.fspath(path)}")
+    return int(match.group(1))
 
 
 def mounts_below(path: str | os.PathLike[str]) -> list[MountEntry]:

@@ -1,12 +1,13 @@
 """Which bindfs views are alive, known from events rather than by asking each view.
 
 A view is up while the bindfs process serving it runs and its mount is the one on top of the
-mount point. Both are followed by the kernel's own signals: a pidfd of the bindfs (started here,
-or adopted after a restart through the record the start left), readable once it exits; and the
-mount table, re-read only after the kernel marks it changed. So a Mount finds a view up without a
-trip through FUSE or a thread, and a view whose process died or whose mount vanished (or was
-covered) is stale at once, with no timer window in which it would be handed out
-(bench/NOTES.md#view-liveness).
+mount point. Both are known from the kernel without a request to the view: a pidfd of the bindfs
+(started here, or adopted after a restart through the record the start left), readable once it
+exits; and the ID of the mount on top of the mount point, read through an O_PATH descriptor that
+FUSE never sees. The mount table, re-read only after the kernel marks it changed, tells the rest
+(absent, covered, adoptable). So a Mount finds a view up without a trip through FUSE or a thread,
+and a view whose process died or whose mount vanished (or was covered) is stale at once, with no
+timer window in which it would be handed out (bench/NOTES.md#view-liveness).
 
 A view this code did not start and cannot adopt (mounted by an older version) is probed as before,
 off the event loop, until it is mounted again.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fixeduser.linux.mounts import MountEntry, MountTable, is_mount_point, is_stale
+from fixeduser.linux.mounts import MountEntry, MountTable, is_mount_point, is_stale, top_mount_id
 from fixeduser.linux.processes import Followed, close_quietly, follow, follow_child
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,10 @@ class Views:
         return self.table().entries()
 
     async def state(self, mp: Path, guard: Path) -> State:
-        """Whether a working view is mounted on `mp`: from the followed process and the mount table,
-        or, for a view nobody follows, by a probe off the event loop."""
+        """Whether a working view is mounted on `mp`: from the followed process and the mount on top
+        of `mp`; else from the mount table, or, for a view nobody follows, by a probe off the event loop."""
+        if self._is_up(mp):
+            return "up"
         stacked = self.mounts_at(mp)
         if not stacked:
             return "absent"
@@ -84,6 +87,18 @@ class Views:
         if view is not None:
             return "stale" if view.process.exited() or stacked[-1].mount_id != view.mount_id else "up"
         return await _probe(mp)
+
+    def _is_up(self, mp: Path) -> bool:
+        """A followed view whose bindfs runs and whose mount is the one on top of `mp`. The top mount is
+        asked of `mp` itself: the mount table changes with every container's own mounts, so it would
+        be read again at nearly every Mount (bench/NOTES.md#view-liveness)."""
+        view = self._views.get(str(mp))
+        if view is None or view.process.exited():
+            return False
+        try:
+            return top_mount_id(mp) == view.mount_id
+        except OSError:
+            return False
 
     def _adopt(self, mp: Path, guard: Path, top: MountEntry) -> _View | None:
         """The view on `mp` as its start recorded it, if that bindfs still runs and its mount is on top."""

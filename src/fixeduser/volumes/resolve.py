@@ -14,6 +14,10 @@ to an owner whose identity is X. A restarting container whose owner fixeduser do
 owners of different identities, no evidence at all, or a daemon that cannot be asked: refused,
 with a message that says which. Nothing is inferred from what fixeduser recorded earlier about
 restart policies, names or volumes.
+
+The list is asked at every Mount, after it arrived, although it is the larger half of a Mount's cost
+(bench/NOTES.md#restarting-lookup): a list taken earlier (at the start's AuthZReq, say) could be used
+by another user's restarting container whose Mount comes first, and mount IDs are random per start.
 """
 
 from __future__ import annotations

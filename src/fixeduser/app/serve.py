@@ -17,6 +17,7 @@ from fixeduser.app.supervise import Supervisor
 from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.audit import Auditor, JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.facts import untagged
 from fixeduser.docker_api.daemon import DaemonClient, DaemonError, DaemonLookups, DaemonWatch
 from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
 from fixeduser.policy.compiled import CompiledPolicy
@@ -26,6 +27,7 @@ from fixeduser.state.cluster import ClusterError
 from fixeduser.state.handoff import ClaimJournal, MountGate
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRegistry
+from fixeduser.state.restarts import RestartCandidates
 from fixeduser.state.store import StateStore
 from fixeduser.volumes.api import volume_handlers
 from fixeduser.volumes.backends.base import Backend, ServiceCheck
@@ -56,6 +58,7 @@ class Plugin:
     watch: DaemonWatch
     recovery: Recovery
     ledger_pruner: LedgerPruner
+    restarts: RestartCandidates
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def status(self) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class Plugin:
             "mounts_per_identity": dict(self.driver.registry.mounts_per_identity()),
             "volumes": len(self.driver.registry.names()),
             "containers_known": len(self.ledger),
+            "restart_candidates": self.restarts.status(),
             "cluster": None if (cluster := self.driver.registry.cluster) is None else cluster.status(),
             "backend": self.backend.name,
         }
@@ -180,6 +184,8 @@ async def build(settings: ServeSettings) -> Plugin:
     watch = DaemonWatch(daemon)
     recovery = Recovery(daemon=daemon, ledger=ledger, volumes=registry.names, liveness=watch)
     watch.on_serving(recovery.run_pass)
+    restarts = RestartCandidates(store)
+    watch.on_serving(restarts.daemon_serving)
     ledger_pruner = LedgerPruner(ledger, daemon)
     metrics = Metrics()
     backend = CountingBackend(_backend(settings), metrics)
@@ -193,6 +199,7 @@ async def build(settings: ServeSettings) -> Plugin:
         daemon=daemon,
         liveness=watch,
         on_unattributed=recovery.mount_refused,
+        candidates=restarts,
     )
     driver = VolumeDriver(
         backend=backend,
@@ -214,6 +221,7 @@ async def build(settings: ServeSettings) -> Plugin:
         daemon=daemon,
         is_recovering=recovery.is_starting,
         on_container_removal=ledger_pruner.soon,
+        restarts=restarts,
     )
     authz = metrics.timed_authz(authz_handlers(authorizer))
     volume = metrics.counted_volume_calls(volume_handlers(driver))
@@ -229,7 +237,7 @@ async def build(settings: ServeSettings) -> Plugin:
         ]
     plugin = Plugin(
         settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics, claims, watch, recovery,
-        ledger_pruner,
+        ledger_pruner, restarts,
     )  # fmt: skip
     metrics.watch_background(plugin.supervisor, auditor)
     metrics.watch(
@@ -258,6 +266,7 @@ def build_authorizer(
     daemon: DaemonLookups | None,
     is_recovering: Callable[[str], bool] = lambda _: False,
     on_container_removal: Callable[[], None] = lambda: None,
+    restarts: RestartCandidates | None = None,
 ) -> Authorizer:
     """The Authorizer as the settings describe it: one builder for `serve` and `explain`, so both protect the
     same folders, name the same driver and treat the same subjects and routes alike."""
@@ -274,6 +283,7 @@ def build_authorizer(
         allow_unknown_routes=settings.allow_unknown_routes,
         is_recovering=is_recovering,
         on_container_removal=on_container_removal,
+        restarts=restarts,
     )
 
 
@@ -357,6 +367,11 @@ async def serve(settings: ServeSettings) -> None:
     )
     supervisor.start("ledger pruner", lambda: plugin.ledger_pruner.every(600))
     supervisor.start("daemon watch", plugin.watch.run)  # after the sockets: its event stream crosses our authz
+    ours = untagged(settings.volume_name)
+    supervisor.start(
+        "restart candidates",
+        lambda: plugin.restarts.keep_read(plugin.daemon, lambda driver: bool(driver) and untagged(driver) == ours),
+    )
     log.info(
         "fixeduser serving",
         extra={

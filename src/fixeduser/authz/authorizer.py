@@ -47,6 +47,7 @@ from fixeduser.policy.escalations import Escalation
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRegistry
+from fixeduser.state.restarts import RestartCandidates
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Authorizer:
         allow_unknown_routes: bool = False,
         is_recovering: Callable[[str], bool] = lambda _: False,
         on_container_removal: Callable[[], None] = lambda: None,
+        restarts: RestartCandidates | None = None,
     ) -> None:
         self._policy = policy
         self._ledger = ledger
@@ -93,9 +95,14 @@ class Authorizer:
         protected = tuple(protected_paths)
         facts = Facts(daemon=daemon, ledger=ledger, registry=registry, driver_name=driver_name)
         self._volumes = VolumeChecks(facts=facts, registry=registry, gate=gate)
-        self._containers = ContainerChecks(facts=facts, volumes=self._volumes, ledger=ledger, protected=protected)
+        self._restarts = restarts
+        self._containers = ContainerChecks(
+            facts=facts, volumes=self._volumes, ledger=ledger, protected=protected, restarts=restarts
+        )
         self._swarm = SwarmChecks(facts=facts, ledger=ledger, protected=protected)
-        self._responses = Responses(facts=facts, ledger=ledger, gate=gate, on_container_removal=on_container_removal)
+        self._responses = Responses(
+            facts=facts, ledger=ledger, gate=gate, on_container_removal=on_container_removal, restarts=restarts
+        )
 
     # ---- entry points -------------------------------------------------------------------------
 
@@ -210,6 +217,8 @@ class Authorizer:
         if ctx.api.action in BODY_READ_ACTIONS:
             deny_hidden_body(ctx)
         await self._check_action(ctx)
+        if ctx.api.action == "container.update" and self._restarts is not None:
+            await self._restarts.update_allowed(ctx.key)  # last: only an update that is allowed is waited for
         return Verdict(allow=True, message="allowed", rule=decision.rule)
 
     async def _check_action(self, ctx: Context) -> None:
@@ -255,15 +264,6 @@ def deny_old_api(subject: str, version: str | None) -> None:
             f"{subject}: API version {version} is older than {MIN_API_VERSION}, the oldest fixeduser allows "
             f"(daemons before 26.1 still apply settings that version {version} sends where fixeduser does not "
             f"check them); use API {MIN_API_VERSION} or newer"
-        )
-
-
-def _deny_hidden_body(ctx: Context) -> None:
-    content_length = ctx.request.header("Content-Length")
-    if body_presence(bool(ctx.request.body_b64), content_length) == "hidden":
-        raise Denied(
-            f"{ctx.subject} may not {ctx.api.action}: the request body is missing from what the daemon sent "
-            f"fixeduser ({hidden_body_reason(content_length)}), and fixeduser denies what it cannot check"
         )
 
 

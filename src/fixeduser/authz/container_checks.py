@@ -38,6 +38,7 @@ from fixeduser.policy.escalations import (
 )
 from fixeduser.policy.identity import Identity
 from fixeduser.state.ledger import ContainerLedger
+from fixeduser.state.restarts import RestartCandidates, restart_policy_of
 
 # npipe is Windows-only; cluster (CSI) and image mounts are not modelled: deny what is not checked.
 CHECKED_MOUNT_TYPES = frozenset({"bind", "volume", "tmpfs"})
@@ -51,6 +52,7 @@ class ContainerChecks:
     volumes: VolumeChecks
     ledger: ContainerLedger
     protected: tuple[Path, ...]
+    restarts: RestartCandidates | None = None
 
     async def check_create(self, ctx: Context) -> None:
         deny_id_like_name(ctx, ctx.api.query.get("name", [""])[0])
@@ -147,6 +149,8 @@ class ContainerChecks:
         volumes = self.facts.our_volumes(ctx, container)
         if not volumes:
             return
+        if self.restarts is not None:  # before the start is allowed: the restart manager restarts what ran
+            self.restarts.note(container.id, restart_policy_of(container.inspected or {}), volumes)
         if container.owner is None:
             raise Denied(
                 f"{ctx.subject} may not {ctx.api.action} {container.label}: it mounts fixeduser volumes but was not "

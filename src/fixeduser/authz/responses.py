@@ -18,6 +18,7 @@ from fixeduser.docker_api import (
 from fixeduser.docker_api.daemon import is_full_id
 from fixeduser.state.handoff import MountGate
 from fixeduser.state.ledger import ContainerLedger, ContainerRecord, OwnedRecord
+from fixeduser.state.restarts import RestartCandidates
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Responses:
     ledger: ContainerLedger
     gate: MountGate
     on_container_removal: Callable[[], None]
+    restarts: RestartCandidates | None = None
 
     async def on_response(self, ctx: Context) -> Verdict:
         action, status = ctx.api.action, ctx.request.status
@@ -42,6 +44,8 @@ class Responses:
             # The status cannot be trusted (0 for failures, or a 200 flushed before the work is done):
             # the ledger forgets a container only once the daemon no longer lists it.
             self.on_container_removal()
+        elif action == "container.update" and self.restarts is not None:
+            await self.restarts.update_answered(ctx.key)
         elif action == "exec.create" and status == 201:
             await self._record_exec(ctx)
         elif action == "service.create" and status == 201:

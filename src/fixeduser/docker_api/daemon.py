@@ -37,6 +37,7 @@ class ListedMount(BaseModel):
 
     type: str = Field("", alias="Type")
     name: str = Field("", alias="Name")
+    driver: str = Field("", alias="Driver")
 
 
 class ListedContainer(BaseModel):
@@ -195,16 +196,16 @@ class DaemonClient:
         if states:
             wanted["status"] = list(states)
         filters = quote(json.dumps(wanted))
-        listing = await self._get(f"/containers/json?all=1&filters={filters}", "containers of a volume")
-        try:
-            return _CONTAINER_LIST.validate_python(listing or [])
-        except ValidationError as exc:
-            raise DaemonError(f"unexpected container list from the daemon: {exc}") from exc
+        what = f"containers of a volume ({', '.join(states)})" if states else "containers of a volume"
+        return _listed(await self._get(f"/containers/json?all=1&filters={filters}", what))
+
+    async def all_containers(self) -> list[ListedContainer]:
+        """Every container the daemon has, running or not, with its mounts."""
+        return _listed(await self._get("/containers/json?all=1", "all containers"))
 
     async def container_ids(self) -> set[str]:
         """IDs of every container the daemon has, running or not."""
-        listing = await self._get("/containers/json?all=1", "all containers")
-        return {item["Id"] for item in listing or []}
+        return {container.id for container in await self.all_containers()}
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         result = await self._get(f"/containers/{quote(reference, safe='')}/json", "container")
@@ -324,6 +325,13 @@ class DaemonWatch:
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _listed(listing: Any) -> list[ListedContainer]:
+    try:
+        return _CONTAINER_LIST.validate_python(listing or [])
+    except ValidationError as exc:
+        raise DaemonError(f"unexpected container list from the daemon: {exc}") from exc
 
 
 def _validated(model: type[_Model], answer: Any, what: str) -> _Model | None:

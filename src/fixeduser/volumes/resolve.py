@@ -15,9 +15,12 @@ owners of different identities, no evidence at all, or a daemon that cannot be a
 with a message that says which. Nothing is inferred from what fixeduser recorded earlier about
 restart policies, names or volumes.
 
-The list is asked at every Mount, after it arrived, although it is the larger half of a Mount's cost
-(bench/NOTES.md#restarting-lookup): a list taken earlier (at the start's AuthZReq, say) could be used
-by another user's restarting container whose Mount comes first, and mount IDs are random per start.
+The list is asked after the Mount arrived: a list taken earlier (at the start's AuthZReq, say) could be
+used by another user's restarting container whose Mount comes first, and mount IDs are random per start.
+It is not asked when the daemon has no container that may restart with the volume at all
+(`fixeduser.state.restarts`: restart policies as the daemon describes them, known before each start
+and each update is allowed): the answer is then "none" for certain, and the look-up was the larger
+half of a Mount's cost (bench/NOTES.md#restart-candidates).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fixeduser.policy.identity import Identity
 from fixeduser.state.handoff import Claim, MountGate
 from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.records import VolumeRecord
+from fixeduser.state.restarts import RestartCandidates
 
 RESTARTING = ("restarting",)
 # Ends every refusal of a mount that no API request announced: the recovery looks for it.
@@ -74,8 +78,10 @@ class MountIdentityResolver:
         daemon: RestartLookup | None,
         liveness: ApiLiveness | None = None,
         on_unattributed: Callable[[str], None] | None = None,
+        candidates: RestartCandidates | None = None,
     ) -> None:
         self._gate = gate
+        self._candidates = candidates
         self._ledger = ledger
         self._policy = policy
         self._daemon = daemon
@@ -92,7 +98,7 @@ class MountIdentityResolver:
             raise
 
     async def _plan(self, volume: VolumeRecord, claims: list[tuple[Claim, Identity]]) -> MountPlan:
-        restarting = await self._restarting(volume.name)
+        restarting = await self._restarting(volume.name) if self._may_restart_with(volume.name) else []
         evidence = {claim.container or f"a container {claim.owner} creates": identity for claim, identity in claims}
         for container in restarting:
             evidence[container.id] = self._identity_of_restarting(container, volume)
@@ -115,6 +121,9 @@ class MountIdentityResolver:
                 c.id for c in restarting
             })),
         )  # fmt: skip
+
+    def _may_restart_with(self, volume: str) -> bool:
+        return self._candidates is None or self._candidates.may_restart_with(volume)
 
     async def _restarting(self, volume: str) -> list[ListedContainer]:
         """The containers the daemon shows restarting (by their restart policy) with `volume` now."""

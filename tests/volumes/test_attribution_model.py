@@ -378,7 +378,8 @@ class Attribution(RuleBasedStateMachine):
     def update_handled(self, data: st.DataObject, answer_lost: bool) -> None:
         """The daemon resolves a decided update's reference now (renames may have re-pointed it) and applies it;
         its AuthZRes follows in a later step, or never reaches the plugin (sent while the plugin was away)."""
-        user, uri, reference, policy = self.pending_updates.pop(data.draw(st.integers(0, len(self.pending_updates) - 1)))
+        index = data.draw(st.integers(0, len(self.pending_updates) - 1))
+        user, uri, reference, policy = self.pending_updates.pop(index)
         target = self.daemon.resolve(reference)
         if target is not None:
             target.restart = policy

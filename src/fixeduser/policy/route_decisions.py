@@ -41,7 +41,8 @@ ROUTE_DECISIONS: Final[tuple[RouteDecision, ...]] = (
     RouteDecision(
         actions=("container.update",),
         reads="body: Resources and RestartPolicy",
-        decision=f"checked: {OWNER}; the body must be shown; its restart policy is recorded",
+        decision=f"checked: {OWNER}; the body must be shown; until its answer and a reading of the daemon after "
+        "it, every Mount asks which containers restart",
         why="the daemon applies only CPU shares/period/quota/realtime, NanoCPUs, cpusets, memory, swap, "
         "reservation, kernel memory, blkio weight, pids limit and the restart policy (20.10 to 28.5): limits of "
         "one's own container; Devices, DeviceCgroupRules, CgroupParent and Ulimits in an update are ignored",

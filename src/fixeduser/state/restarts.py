@@ -69,8 +69,7 @@ class RestartCandidates:
         self._read_at: int | None = None  # the generation the last finished full reading began in
         self._noted_while_reading: list[tuple[str, tuple[str, ...]]] | None = None
         self._seen_serving = False
-        self._stale = asyncio.Event()
-        self._stale.set()
+        self._stale = asyncio.Event()  # set by the daemon's first answer (`daemon_serving`) and every change
 
     @property
     def known(self) -> bool:
@@ -124,15 +123,22 @@ class RestartCandidates:
         self._generation += 1
         self._stale.set()
 
-    async def keep_read(self, daemon: DaemonContainers, is_ours: Callable[[str], bool], *, retry: float = 1.0) -> None:
-        """Read again whenever the set may have changed (a background task)."""
+    async def keep_read(
+        self, daemon: DaemonContainers, is_ours: Callable[[str], bool], *, retry: float = 1.0, most: float = 60.0
+    ) -> None:
+        """Read whenever the set may have changed, from the daemon's first answer on (a background task); a
+        reading that fails is tried again, less and less often."""
+        pause = retry
         while True:
             await self._stale.wait()
             try:
                 await self.read(daemon, is_ours)
             except DaemonError as exc:
-                log.info("cannot read which containers may restart now", extra={"error": str(exc)})
-                await asyncio.sleep(retry)
+                log.info("cannot read which containers may restart now", extra={"error": str(exc), "retry_in": pause})
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, most)
+            else:
+                pause = retry
 
     async def read(self, daemon: DaemonContainers, is_ours: Callable[[str], bool]) -> None:
         """A full reading from the daemon (a DaemonError leaves the set not known, to be read again)."""

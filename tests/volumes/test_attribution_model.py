@@ -317,10 +317,14 @@ class Attribution(RuleBasedStateMachine):
         req = request(user, method, uri, body, status=status, response=response, headers=headers)
         await self.plugin.authorizer.authorize_response(req)
 
-    async def _start(self, user: str, reference: str, headers: dict[str, str] | None = None) -> None:
+    async def _start(self, user: str, reference: str, headers: dict[str, str] | None = None,
+                     meanwhile: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:  # fmt: skip
+        """A start; `meanwhile` happens after it is allowed and before the daemon mounts for it."""
         uri = f"/v1.41/containers/{quote(reference, safe='')}/start"
         if not await self._api(user, "POST", uri, headers=headers):
             return
+        if meanwhile is not None:
+            await meanwhile()
         container = self.daemon.resolve(reference)
         status = 0
         if container is not None and container.state not in ("running", "restarting"):
@@ -474,21 +478,7 @@ class Attribution(RuleBasedStateMachine):
         restarted = data.draw(st.sampled_from(running))
         target = data.draw(st.sampled_from(sorted(self.daemon.containers.values(), key=lambda c: c.id)))
         reference = self.reference(target, kind, length)
-        uri = f"/v1.41/containers/{quote(reference, safe='')}/start"
-
-        async def both() -> None:
-            if not await self._api(user, "POST", uri):
-                return
-            await self._exit_and_restart(restarted)
-            container = self.daemon.resolve(reference)
-            status = 0
-            if container is not None and container.state not in ("running", "restarting"):
-                mounted = await self._mount(container)
-                container.state = "running" if mounted else "exited"
-                status = 204 if mounted else 0
-            await self._respond(user, "POST", uri, status=status)
-
-        self.run(both())
+        self.run(self._start(user, reference, meanwhile=lambda: self._exit_and_restart(restarted)))
 
     @rule()
     def plugin_restarts(self) -> None:

@@ -204,8 +204,10 @@ class DaemonClient:
         return _listed(await self._get("/containers/json?all=1", "all containers"))
 
     async def container_ids(self) -> set[str]:
-        """IDs of every container the daemon has, running or not."""
-        return {container.id for container in await self.all_containers()}
+        """IDs of every container the daemon has, running or not (only the IDs are read: the ledger pruner asks
+        after each removal, and a host may have thousands)."""
+        listing = await self._get("/containers/json?all=1", "all containers")
+        return {item["Id"] for item in listing or []}
 
     async def inspect_container(self, reference: str) -> dict[str, Any] | None:
         result = await self._get(f"/containers/{quote(reference, safe='')}/json", "container")

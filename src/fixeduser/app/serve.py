@@ -17,7 +17,7 @@ from fixeduser.app.supervise import Supervisor
 from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.audit import Auditor, JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
-from fixeduser.authz.facts import untagged
+from fixeduser.authz.facts import names_driver
 from fixeduser.docker_api.daemon import DaemonClient, DaemonError, DaemonLookups, DaemonWatch
 from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
 from fixeduser.policy.compiled import CompiledPolicy
@@ -367,10 +367,9 @@ async def serve(settings: ServeSettings) -> None:
     )
     supervisor.start("ledger pruner", lambda: plugin.ledger_pruner.every(600))
     supervisor.start("daemon watch", plugin.watch.run)  # after the sockets: its event stream crosses our authz
-    ours = untagged(settings.volume_name)
+    ours = settings.volume_name
     supervisor.start(
-        "restart candidates",
-        lambda: plugin.restarts.keep_read(plugin.daemon, lambda driver: bool(driver) and untagged(driver) == ours),
+        "restart candidates", lambda: plugin.restarts.keep_read(plugin.daemon, lambda name: names_driver(name, ours))
     )
     log.info(
         "fixeduser serving",

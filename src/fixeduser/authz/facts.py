@@ -232,8 +232,7 @@ class Facts:
             ) from None
 
     def is_our_driver(self, name: str) -> bool:
-        """The daemon names a managed plugin's driver NAME:latest and accepts plain NAME for it."""
-        return bool(name) and untagged(name) == untagged(self.driver_name)
+        return names_driver(name, self.driver_name)
 
     def is_ours(self, mount: MountSpec) -> bool:
         if mount.type != "volume":
@@ -260,3 +259,9 @@ def answered_id(body_b64: str | None) -> str | None:
 
 def untagged(driver: str) -> str:
     return driver.removesuffix(":latest")
+
+
+def names_driver(name: str, driver: str) -> bool:
+    """Whether the daemon's driver `name` is `driver`: it names a managed plugin's driver NAME:latest and
+    accepts plain NAME for it."""
+    return bool(name) and untagged(name) == untagged(driver)

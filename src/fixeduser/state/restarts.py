@@ -166,10 +166,7 @@ class RestartCandidates:
         self._read_at = began
         if self._generation != began:
             self._stale.set()
-        log.info(
-            "containers that may restart with fixeduser volumes read from the daemon",
-            extra={"containers": len(set().union(*found.values())) if found else 0, "known": self.known},
-        )
+        log.info("containers that may restart with fixeduser volumes read from the daemon", extra=self.status())
 
     def status(self) -> dict[str, object]:
         return {

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from fixeduser.docker_api.daemon import DaemonError, ListedContainer
 from fixeduser.state.ledger import ContainerLedger
+from fixeduser.state.restarts import NO_RESTART, restart_policy_of
 from fixeduser.volumes.resolve import RECOVERY_PROMISE
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,8 @@ class Recovery:
         if info is None:
             return False
         state = info.get("State") or {}
-        policy = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name", "")
         return (
-            policy not in ("", "no")
+            restart_policy_of(info) not in NO_RESTART
             and state.get("Status") in STOPPED
             and RECOVERY_PROMISE in str(state.get("Error", ""))
         )

@@ -124,6 +124,7 @@ class Views:
         process = follow_child(child)
         try:
             mount_id = await self._wait_for_mount(mp, before, process, guard / LOG_NAME, limit)
+            await _wait_until_served(mp, process, guard / LOG_NAME, limit)
         except BaseException:
             await _stop(process)
             raise
@@ -237,6 +238,25 @@ def _read_record(path: Path) -> _View | None:
         return None
     process = follow(pid, started)
     return _View(process, mount_id) if process is not None else None
+
+
+async def _wait_until_served(mp: Path, process: Followed, log_path: Path, limit: float) -> None:
+    """A bindfs whose mount appeared has started only once the mount answers through FUSE: bindfs mounts before
+    libfuse has parsed every option, so a rejected option shows as a mount that vanishes with its process (seen
+    in one start in about twenty). Raises ViewStartError, with bindfs's exit status once it has exited."""
+    if await _probe(mp) == "up" and not process.exited():
+        return
+    loop = asyncio.get_running_loop()
+    exited = asyncio.Event()
+    loop.add_reader(process.pidfd, exited.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited.wait(), limit)
+    finally:
+        loop.remove_reader(process.pidfd)
+    if process.exited():
+        raise ViewStartError(f"bindfs exit status {process.exit_status()}", _log_tail(log_path))
+    raise ViewStartError("its mount does not answer", _log_tail(log_path))
 
 
 async def _probe(mp: Path) -> State:

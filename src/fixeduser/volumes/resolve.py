@@ -12,8 +12,8 @@ are read, at the moment of the mount, from sources that a user cannot steer:
 The mount is done as identity X only when every such container, claimed or restarting, belongs
 to an owner whose identity is X. A restarting container whose owner fixeduser does not know,
 owners of different identities, no evidence at all, or a daemon that cannot be asked: refused,
-with a message that says which. Nothing is inferred from what fixeduser recorded earlier about
-restart policies, names or volumes.
+with a message that says which. Whose a mount is, is never inferred from what fixeduser recorded
+earlier about restart policies, names or volumes.
 
 The list is asked after the Mount arrived: a list taken earlier (at the start's AuthZReq, say) could be
 used by another user's restarting container whose Mount comes first, and mount IDs are random per start.

@@ -235,7 +235,7 @@ class Harness:
             payload["ResponseStatusCode"] = status
         if response is not None:
             payload["ResponseBody"] = b64(response)
-        return AuthZRequest.model_validate(payload)
+        return AuthZRequest.from_wire(payload)
 
     async def ask(
         self, method: str, uri: str, *, user: str = "alice", body: Any = None, headers: dict[str, str] | None = None

@@ -37,14 +37,14 @@ async def test_audit_never_contains_bodies_headers_or_env(harness: Harness, tmp_
         assert request.headers is not None
         request.headers["X-Registry-Auth"] = "c2VjcmV0LXJlZ2lzdHJ5LXRva2Vu"
         await harness.authorizer.authorize_request(request)
-    pull = AuthZRequest.model_validate(
+    pull = AuthZRequest.from_wire(
         {"User": "alice", "RequestMethod": "POST", "RequestUri": "/images/create?fromImage=x",
          "RequestHeaders": {"X-Registry-Auth": "c2VjcmV0LXJlZ2lzdHJ5LXRva2Vu"}}
     )  # fmt: skip
     await harness.authorizer.authorize_request(pull)
     garbage = base64.b64encode(b'{"Env": ["TOKEN=hunter2"], "HostConfig": {"Binds": 7}}').decode()
     await harness.authorizer.authorize_request(
-        AuthZRequest.model_validate(
+        AuthZRequest.from_wire(
             {"User": "alice", "RequestMethod": "POST", "RequestUri": "/containers/create", "RequestBody": garbage,
              "RequestHeaders": {"Content-Type": "application/json"}}
         )

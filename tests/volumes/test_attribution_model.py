@@ -243,7 +243,7 @@ def request(user: str, method: str, uri: str, body: Any = None, *, status: int =
         payload["ResponseStatusCode"] = status
     if response is not None:
         payload["ResponseBody"] = b64(response)
-    return AuthZRequest.model_validate(payload)
+    return AuthZRequest.from_wire(payload)
 
 
 class Attribution(RuleBasedStateMachine):

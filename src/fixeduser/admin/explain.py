@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -76,13 +77,13 @@ def _request(user: str, call: ApiCall) -> AuthZRequest:
         raw = json.dumps(call.body).encode()
         payload["RequestBody"] = base64.b64encode(raw).decode()
         payload["RequestHeaders"] = {"Content-Type": "application/json", "Content-Length": str(len(raw))}
-    return AuthZRequest.model_validate(payload)
+    return AuthZRequest.from_wire(payload)
 
 
 def _response(request: AuthZRequest, call: ApiCall) -> AuthZRequest:
     body: dict[str, Any] = {"Id": call.created_id, "Warnings": []}
-    return request.model_copy(
-        update={"status": 201, "response_body_b64": base64.b64encode(json.dumps(body).encode()).decode()}
+    return dataclasses.replace(
+        request, status=201, response_body_b64=base64.b64encode(json.dumps(body).encode()).decode()
     )
 
 
@@ -174,7 +175,7 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                     await authorizer.authorize_response(_response(request, call))
                     daemon.created(call.created_id, call.body, scenario.volumes)
                 else:
-                    await authorizer.authorize_response(request.model_copy(update={"status": 200}))
+                    await authorizer.authorize_response(dataclasses.replace(request, status=200))
             return steps
         finally:
             store.close()

@@ -31,7 +31,7 @@ def authz_handlers(authorizer: Authorizer) -> dict[str, Handler]:
 
 def _parse(payload: dict[str, Any]) -> AuthZRequest | AuthZResponse:
     try:
-        return AuthZRequest.model_validate(payload)
+        return AuthZRequest.from_wire(payload)
     except ValidationError as exc:
         return AuthZResponse(allow=False, msg=f"fixeduser cannot read this authorization request: {exc}")
 

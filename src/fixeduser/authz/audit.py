@@ -30,6 +30,7 @@ MAX_BACKLOG_LINES = 100_000
 MAX_BACKLOG_BYTES = 32 * 1024 * 1024
 RETRY_MAX_SECONDS = 5.0  # the longest wait between two attempts at a failing audit log
 EXACT_COPY_ABOVE = 4096  # bytes: longer lines are copied to an exact-size object before they wait
+SETTLE_BATCH = 256  # records serialized together at the latest: what they hold before is bounded
 DROP_REPORT_SECONDS = 60.0  # at most one log line per this long about records being dropped
 
 
@@ -179,7 +180,8 @@ class JsonLineAuditor:
         self._in_flight = (0, 0)  # lines and bytes being written now (part of the backlog until written)
         self._lock = asyncio.Lock()
         self.counts: dict[str, int] = {"allow": 0, "deny": 0}
-        self.dropped = 0  # records dropped since the start (a full backlog)
+        self._fresh: list[AuditRecord] = []  # recorded, not yet serialized into the backlog
+        self._dropped = 0
         self._unreported = 0  # dropped, not yet said so in the audit log
         self._gap_at = 0  # where in `_pending` the unreported records would have been
         self._gap_since = 0.0
@@ -191,29 +193,53 @@ class JsonLineAuditor:
 
     @property
     def backlog_lines(self) -> int:
-        return len(self._pending) + self._unwritten_lines + self._in_flight[0]
+        self._serialize_fresh()
+        return self._serialized_lines()
 
     @property
     def backlog_bytes(self) -> int:
+        self._serialize_fresh()
+        return self._serialized_bytes()
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped since the start (a full backlog)."""
+        self._serialize_fresh()
+        return self._dropped
+
+    def _serialized_lines(self) -> int:
+        return len(self._pending) + self._unwritten_lines + self._in_flight[0]
+
+    def _serialized_bytes(self) -> int:
         return self._pending_bytes + len(self._unwritten) + self._in_flight[1]
 
     def record(self, record: AuditRecord) -> None:
         self.counts["allow" if record.allow else "deny"] += 1
-        # Serialized here (cheap with orjson): a worker thread serializing in Python would hold
-        # the GIL against the event loop; it only does the write, which releases it.
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        if len(line) > EXACT_COPY_ABOVE:  # orjson keeps its grown buffer (64 KiB for a 5 KiB line)
-            line = bytes(memoryview(line))  # the backlog holds what it counts
-        if self.backlog_lines >= self._max_lines or self.backlog_bytes + len(line) > self._max_bytes:
-            self._drop(record.time)
-            return
-        self._pending.append(line)
-        self._pending_bytes += len(line)
+        # Serialized later, in batches (`_serialize_fresh`): one decision at a time, right after the plugin was idle,
+        # serializing took 13 µs of the daemon's wait, in a batch about 1 (bench/NOTES.md#audit-batches).
+        self._fresh.append(record)
+        if len(self._fresh) >= SETTLE_BATCH:
+            self._serialize_fresh()
+
+    def _serialize_fresh(self) -> None:
+        """Serialize the records not yet serialized into the backlog, in order, within its bounds (a record
+        that does not fit is dropped and counted, as if it had been recorded now). Anything that reads or
+        writes the backlog serializes them first."""
+        fresh, self._fresh = self._fresh, []
+        for record in fresh:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+            if len(line) > EXACT_COPY_ABOVE:  # orjson keeps its grown buffer (64 KiB for a 5 KiB line)
+                line = bytes(memoryview(line))  # the backlog holds what it counts
+            if self._serialized_lines() >= self._max_lines or self._serialized_bytes() + len(line) > self._max_bytes:
+                self._drop(record.time)
+                continue
+            self._pending.append(line)
+            self._pending_bytes += len(line)
 
     def _drop(self, when: float) -> None:
         if not self._unreported:
             self._gap_at, self._gap_since = len(self._pending), when
-        self.dropped += 1
+        self._dropped += 1
         self._unreported += 1
         self._unlogged += 1
 
@@ -242,6 +268,7 @@ class JsonLineAuditor:
         What a failed write left over is written first, alone; the lines recorded since follow
         once it is in, with the `audit.dropped` line where the dropped records would have been."""
         async with self._lock:
+            self._serialize_fresh()
             if self._unwritten:
                 data, self._unwritten, self._unwritten_lines = self._unwritten, b"", 0
                 if not await self._write(data):

@@ -430,14 +430,19 @@ async def test_control_message_names_user_action_and_line(harness: Harness, tmp_
     )
 
 
-async def test_binds_are_checked_again_at_every_start(harness: Harness, tmp_path: Path) -> None:
+@pytest.mark.parametrize("written_as", ["-v and --mount", "-v", "--mount"])
+async def test_binds_are_checked_again_at_every_start(harness: Harness, tmp_path: Path, written_as: str) -> None:
     """A granted bind whose folder is swapped for a link into a protected root after the create cannot be started
     (the daemon resolves binds again at each start); while it points where it did, starts are allowed."""
     shared = tmp_path / "shared"
     data = shared / "data"
     data.mkdir(parents=True)
     harness.add_policy_lines(tmp_path, f"p, alice, bind:{shared}/*, bind\n")
-    body = create_body(Binds=[f"{data}:/data"], Mounts=[{"Type": "bind", "Source": str(data), "Target": "/m"}])
+    binds = {
+        "Binds": [f"{data}:/data"] if "-v" in written_as else [],
+        "Mounts": [{"Type": "bind", "Source": str(data), "Target": "/m"}] if "--mount" in written_as else [],
+    }
+    body = create_body(**binds)
     await harness.create_container("alice", "binder", A_ID, body=body)
     start = f"/v1.41/containers/{A_ID}/start"
     assert (await harness.ask("POST", start)).allow

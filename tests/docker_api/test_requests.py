@@ -11,6 +11,7 @@ from fixeduser.docker_api import (
     MISSING_BODY,
     Bind,
     BodyError,
+    described_bind_sources,
     parse_bind,
     parse_container_create,
     parse_create_response,
@@ -531,3 +532,33 @@ def test_service_spec_endpoint_sysctls() -> None:
     }  # fmt: skip
     spec = parse_service_spec(json.dumps(body).encode())
     assert spec.endpoint_sysctls == {"n1": "a", "n3": "b"} and spec.networks == ["n1", "n2", "n3"]
+
+
+_DESCRIBED_HOST_CONFIGS = [
+    None,
+    {},
+    {"Binds": None, "Mounts": None},
+    {"Binds": ["vol:/data", "/srv/a/../b:/b:ro", "/srv/c:/c:rw,rslave"], "Mounts": []},
+    {"Mounts": [{"Type": "bind", "Source": "/srv//m/", "Target": "/m"},
+                {"Type": "volume", "Source": "v", "Target": "/v"},
+                {"Type": "tmpfs", "Target": "/t"}, {"Type": "bind", "Source": "relative", "Target": "/r"}]},
+    {"Binds": ["/x:/x"], "Mounts": [{"Type": "bind", "Source": "/y", "Target": "/y"}], "Privileged": True},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("host_config", _DESCRIBED_HOST_CONFIGS)
+def test_described_binds_are_the_ones_a_create_body_with_that_host_config_has(host_config: object) -> None:
+    """The start check reads only the bind fields of the daemon's description, with the create parser's rules."""
+    create = parse_container_create(json.dumps({"HostConfig": host_config or {}}).encode()).host_config
+    binds = [b.source for b in create.binds if b.kind == "bind"]
+    assert described_bind_sources(host_config) == (*binds, *(m.source for m in create.mounts if m.type == "bind"))
+
+
+@pytest.mark.parametrize(
+    "host_config",
+    [[], {"Binds": "/x:/x"}, {"Binds": [1]}, {"Mounts": ["/x"]}, {"Mounts": [{"Type": "bind", "Source": 1}]},
+     {"Binds": ["/x:relative"]}],
+)  # fmt: skip
+def test_a_description_the_daemon_would_not_write_is_an_error(host_config: object) -> None:
+    with pytest.raises(BodyError):
+        described_bind_sources(host_config)

@@ -7,9 +7,6 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from fixeduser.authz.decision import (
     MOUNTING_ACTIONS,
@@ -23,12 +20,18 @@ from fixeduser.authz.decision import (
 from fixeduser.authz.facts import Facts
 from fixeduser.authz.networks import network_mode_reference, parse_network_attach
 from fixeduser.authz.volume_checks import VolumeChecks, named_volumes
-from fixeduser.docker_api import ContainerCreate, MountSpec, check_start_body, parse_container_create, parse_exec_create
+from fixeduser.docker_api import (
+    ContainerCreate,
+    MountSpec,
+    check_start_body,
+    described_bind_sources,
+    parse_container_create,
+    parse_exec_create,
+)
 from fixeduser.docker_api.daemon import is_full_id
 from fixeduser.policy.escalations import (
     NAMESPACE_MODES,
     Escalation,
-    bind_sources,
     build_escalations,
     container_escalations,
     endpoint_sysctl_escalations,
@@ -143,7 +146,8 @@ class ContainerChecks:
         """A start, restart or archive call mounts what the daemon has on record for the container
         now: its binds are checked again and its fixeduser volumes claimed for its owner."""
         what = f"{ctx.api.action.partition('.')[2]} container {container.label} now"
-        binds = parsed(ctx, lambda: bind_sources(_host_config_of(container.inspected or {})), "container's HostConfig")
+        host_config = (container.inspected or {}).get("HostConfig")
+        binds = parsed(ctx, lambda: described_bind_sources(host_config), "container's HostConfig")
         if binds:
             require_escalations(ctx, start_bind_escalations(binds, self.protected), what)
         volumes = self.facts.our_volumes(ctx, container)
@@ -233,8 +237,3 @@ def _referenced_containers(create: ContainerCreate) -> set[str]:
         if kind == "container" and reference:
             references.add(reference)
     return references
-
-
-def _host_config_of(inspected: dict[str, Any]) -> ContainerCreate:
-    """A container's HostConfig as the daemon describes it, read like the one of a create body."""
-    return parse_container_create(orjson.dumps({"HostConfig": inspected.get("HostConfig") or {}}))

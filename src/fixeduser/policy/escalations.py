@@ -241,14 +241,6 @@ def _mount_escalations(mounts: Iterable[MountSpec], protected: Sequence[Path]) -
     return found
 
 
-def bind_sources(create: ContainerCreate) -> tuple[str, ...]:
-    """The host paths a container bind-mounts (`-v /path:...` and `--mount type=bind`), as written."""
-    host = create.host_config
-    sources = [b.source for b in host.binds if b.kind == "bind"]
-    sources += [m.source for m in host.mounts if m.type == "bind"]
-    return tuple(sources)
-
-
 def start_bind_escalations(sources: Iterable[str], protected: Iterable[Path]) -> list[Escalation]:
     """The bind escalations of a container's binds as they resolve now.
 

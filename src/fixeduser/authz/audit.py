@@ -30,7 +30,7 @@ MAX_BACKLOG_LINES = 100_000
 MAX_BACKLOG_BYTES = 32 * 1024 * 1024
 RETRY_MAX_SECONDS = 5.0  # the longest wait between two attempts at a failing audit log
 EXACT_COPY_ABOVE = 4096  # bytes: longer lines are copied to an exact-size object before they wait
-SETTLE_BATCH = 256  # records serialized together at the latest: what they hold before is bounded
+SERIALIZE_BATCH = 256  # records wait unserialized at most this many (their memory is bounded too)
 DROP_REPORT_SECONDS = 60.0  # at most one log line per this long about records being dropped
 
 
@@ -218,7 +218,7 @@ class JsonLineAuditor:
         # Serialized later, in batches (`_serialize_fresh`): one decision at a time, right after the plugin was idle,
         # serializing took 13 µs of the daemon's wait, in a batch about 1 (bench/NOTES.md#audit-batches).
         self._fresh.append(record)
-        if len(self._fresh) >= SETTLE_BATCH:
+        if len(self._fresh) >= SERIALIZE_BATCH:
             self._serialize_fresh()
 
     def _serialize_fresh(self) -> None:

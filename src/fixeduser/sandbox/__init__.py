@@ -891,8 +891,10 @@ class PluginProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        # Spec files can be left over from a killed run: wait until the sockets accept connections.
+        # Spec files can be left over from a killed run: wait until the sockets accept connections. The control
+        # socket starts last: started means `fixeduser status` answers too.
         sockets = [self.plugin_dir / f"{name}.sock" for name in (self.authz_name, self.volume_name)]
+        sockets.append(self.state_dir / "control.sock")
         specs = [self.spec_dir / f"{name}.spec" for name in (self.authz_name, self.volume_name)]
         while not (all(spec.exists() for spec in specs) and all(_accepts(sock) for sock in sockets)):
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -80,3 +80,13 @@ def test_the_time_stamp_is_iso_8601_utc_with_milliseconds() -> None:
     stamp = json.loads(JsonFormatter().format(record))["time"]
     assert stamp == "2026-12-07T00:01:32.987+00:00"
     assert datetime.fromisoformat(stamp) == datetime.fromtimestamp(1_796_601_692.987, UTC)
+
+
+def test_values_orjson_cannot_write_still_make_a_line() -> None:
+    """An integer past 64 bits, tuple keys, a set: the line is written all the same, with their text."""
+    record = logging.LogRecord("fixeduser.test", logging.INFO, __file__, 1, "odd values", None, None)
+    record.__dict__.update(big=1 << 70, keyed={("a", 1): "x"}, many={3}, nested=[1 << 80])
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["msg"] == "odd values"
+    assert entry["big"] in (1 << 70, str(1 << 70))
+    assert "('a', 1)" in str(entry["keyed"]) and "3" in str(entry["many"]) and str(1 << 80) in str(entry["nested"])

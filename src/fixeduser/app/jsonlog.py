@@ -12,6 +12,7 @@ for lines that never show them (bench/NOTES.md#log-line).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -32,8 +33,10 @@ def bounded(value: Any) -> Any:
     else that text clipped."""
     if isinstance(value, str):
         return clip(value, VALUE_LIMIT)
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool | float):
         return value
+    if isinstance(value, int):  # orjson writes integers of 64 bits only
+        return value if -(1 << 63) <= value < 1 << 64 else clip(str(value), VALUE_LIMIT)
     if isinstance(value, list | tuple | dict):
         try:
             text = _dumps(value)
@@ -63,7 +66,10 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: bounded(v) for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = clip(self.formatException(record.exc_info), EXCEPTION_LIMIT, tail=EXCEPTION_LIMIT // 2)
-        return _dumps(entry).decode()
+        try:
+            return _dumps(entry).decode()
+        except TypeError:  # something orjson does not write slipped through: the json module writes its text
+            return json.dumps(entry, default=str)
 
     def _time(self, created: float) -> str:
         """`created` as ISO 8601 in UTC with milliseconds (2026-12-07T00:01:32.123+00:00)."""

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from fixeduser.app import jsonlog
 from fixeduser.app.settings import ServeSettings, load_settings
+from fixeduser.linux.malloc import share_one_arena
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fixeduser serve: invalid settings: {exc}", file=sys.stderr)
         return 2
     jsonlog.configure(settings.log_level)
+    share_one_arena()  # before any thread starts
     from fixeduser.app.serve import serve  # noqa: PLC0415 - the admin tools need none of the server
 
     try:

@@ -88,8 +88,8 @@ def paired_own_cost_points(
 ) -> tuple[float, float, float]:
     """fixeduser's own cost as the median of each round's difference to the same-transport floor, in points of the
     plain daemon's median; with its 95 % bootstrap interval over the rounds. The two ran back to back in each round,
-    so what a round shares (a busy moment of the machine) cancels: it moves less from run to run than the difference
-    of the medians, which the target is judged on."""
+    so what a round shares (a busy moment of the machine) cancels; a report beside the difference of the medians,
+    which the target is judged on (bench/NOTES.md#paired-own-cost)."""
     scale = 100 / statistics.median(plain)
     differences = [u - f for f, u in zip(floor, fixeduser, strict=True)]
     rng = random.Random(seed)
@@ -339,8 +339,9 @@ async def run(base: Path, *, quick: bool) -> Part:
             "daemon's median: what its decisions, volume calls and daemon look-ups add beyond any plugin that "
             "answers on the same transport (for `run -v`, the floor as authz plugin and volume driver; otherwise "
             "as authz plugin). Its 95 % interval resamples the rounds, the three daemons of a round together. "
-            "Beside it, the median of each round's difference between the two, in the same points: what a round "
-            "shares cancels, so it varies less from run to run (a report; the target is judged on the first)."
+            "Beside it, the median of each round's difference between the two, in the same points: a report, "
+            "which on this machine moved as much from run to run as the figure the target is judged on "
+            "(bench/NOTES.md#paired-own-cost)."
         )
         part.notes.append(
             "The 95 % interval of the added % resamples the interleaved rounds (2,000 bootstrap resamples, a "

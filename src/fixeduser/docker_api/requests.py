@@ -267,8 +267,13 @@ def described_bind_sources(host_config: object) -> tuple[str, ...]:
             source = mount.get("Source", "")
             if not isinstance(source, str):
                 raise BodyError("a bind mount's Source is not a string")
-            sources.append(_clean(source) if source.startswith("/") else source)
+            sources.append(_bind_mount_source(source))
     return tuple(sources)
+
+
+def _bind_mount_source(source: str) -> str:
+    """A `--mount type=bind` source as the daemon uses it: an absolute path cleaned, anything else as written."""
+    return _clean(source) if source.startswith("/") else source
 
 
 # --- container create --------------------------------------------------------------------
@@ -361,8 +366,8 @@ def _mount(m: JsonObject) -> MountSpec:
     raw_type = str_field(m, "Type")
     mtype: MountType = raw_type if raw_type in _MOUNT_TYPES else "unknown"  # type: ignore[assignment]
     source, target = str_field(m, "Source"), str_field(m, "Target")
-    if mtype == "bind" and source.startswith("/"):
-        source = _clean(source)
+    if mtype == "bind":
+        source = _bind_mount_source(source)
     if target.startswith("/"):
         target = _clean(target)
     vo = obj_field(m, "VolumeOptions") or JsonObject()

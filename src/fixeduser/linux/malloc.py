@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 M_ARENA_MAX = -8  # mallopt(3)
 
@@ -18,9 +17,17 @@ def share_one_arena() -> bool:
     serializes nearly all of Python's allocations anyway. Called before any thread starts; an admin's own
     `MALLOC_ARENA_MAX` is left as it is, and without glibc nothing changes.
     """
-    if "MALLOC_ARENA_MAX" in os.environ or platform.libc_ver()[0] != "glibc":
+    if "MALLOC_ARENA_MAX" in os.environ or not _is_glibc():
         return False
     try:
         return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1))
     except (OSError, AttributeError):
+        return False
+
+
+def _is_glibc() -> bool:
+    """Asked of the C library itself (`platform.libc_ver` guesses by reading the interpreter's file)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):  # a C library that does not know the name
         return False

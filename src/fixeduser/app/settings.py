@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+CONTROL_SOCKET_NAME = "control.sock"  # in the state folder
+
 
 class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -95,7 +97,7 @@ class ServeSettings(BaseModel):
     @property
     def control_socket(self) -> Path:
         """The plugin's own status/health socket (root only), read by `fixeduser status`."""
-        return self.state_dir / "control.sock"
+        return self.state_dir / CONTROL_SOCKET_NAME
 
     @property
     def database(self) -> Path:

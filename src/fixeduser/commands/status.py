@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fixeduser.admin.common import table
+from fixeduser.app.settings import CONTROL_SOCKET_NAME
 from fixeduser.linux.unixhttp import unix_http_request
 
 
@@ -29,7 +30,7 @@ def fetch_status(socket: Path, timeout: float = 5.0) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    socket = args.socket or args.state_dir / "control.sock"
+    socket = args.socket or args.state_dir / CONTROL_SOCKET_NAME
     try:
         status = fetch_status(socket)
     except (OSError, ValueError) as exc:

@@ -41,6 +41,7 @@ from fixeduser.admin.certs import (
     write_client_bundle,
     write_server_bundle,
 )
+from fixeduser.app.settings import CONTROL_SOCKET_NAME
 from fixeduser.linux.binaries import find_static_busybox
 from fixeduser.linux.mounts import mounts_below
 from fixeduser.linux.unixhttp import UnixHTTPConnection, unix_http_request
@@ -894,7 +895,7 @@ class PluginProcess:
         # Spec files can be left over from a killed run: wait until the sockets accept connections. The control
         # socket starts last: started means `fixeduser status` answers too.
         sockets = [self.plugin_dir / f"{name}.sock" for name in (self.authz_name, self.volume_name)]
-        sockets.append(self.state_dir / "control.sock")
+        sockets.append(self.state_dir / CONTROL_SOCKET_NAME)
         specs = [self.spec_dir / f"{name}.spec" for name in (self.authz_name, self.volume_name)]
         while not (all(spec.exists() for spec in specs) and all(_accepts(sock) for sock in sockets)):
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -83,10 +83,13 @@ def test_the_time_stamp_is_iso_8601_utc_with_milliseconds() -> None:
 
 
 def test_values_orjson_cannot_write_still_make_a_line() -> None:
-    """An integer past 64 bits, tuple keys, a set: the line is written all the same, with their text."""
+    """An integer past 64 bits, tuple keys, a set, an integer past Python's limit of digits: the line is written
+    all the same, with their text."""
     record = logging.LogRecord("fixeduser.test", logging.INFO, __file__, 1, "odd values", None, None)
-    record.__dict__.update(big=1 << 70, keyed={("a", 1): "x"}, many={3}, nested=[1 << 80])
+    huge = 10**5000
+    record.__dict__.update(big=1 << 70, keyed={("a", 1): "x"}, many={3}, nested=[1 << 80], huge=huge, huger=[huge])
     entry = json.loads(JsonFormatter().format(record))
+    assert entry["huge"] == "<int too large to write>" and entry["huger"] == "<list too large to write>"
     assert entry["msg"] == "odd values"
     assert entry["big"] in (1 << 70, str(1 << 70))
     assert "('a', 1)" in str(entry["keyed"]) and "3" in str(entry["many"]) and str(1 << 80) in str(entry["nested"])

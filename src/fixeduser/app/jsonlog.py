@@ -36,14 +36,22 @@ def bounded(value: Any) -> Any:
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):  # orjson writes integers of 64 bits only
-        return value if -(1 << 63) <= value < 1 << 64 else clip(str(value), VALUE_LIMIT)
+        return value if -(1 << 63) <= value < 1 << 64 else clip(_text(value), VALUE_LIMIT)
     if isinstance(value, list | tuple | dict):
         try:
             text = _dumps(value)
         except TypeError:  # e.g. a dict with tuple keys: its text, then
-            return clip(str(value), MESSAGE_LIMIT)
+            return clip(_text(value), MESSAGE_LIMIT)
         return value if len(text) <= MESSAGE_LIMIT else clip(text.decode(), MESSAGE_LIMIT)
-    return clip(str(value), VALUE_LIMIT)
+    return clip(_text(value), VALUE_LIMIT)
+
+
+def _text(value: Any) -> str:
+    """`str(value)`, or what it is when Python will not write it (an integer past its limit of digits)."""
+    try:
+        return str(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to write>"
 
 
 def _dumps(value: Any) -> bytes:
@@ -69,7 +77,7 @@ class JsonFormatter(logging.Formatter):
         try:
             return _dumps(entry).decode()
         except TypeError:  # something orjson does not write slipped through: the json module writes its text
-            return json.dumps(entry, default=str)
+            return json.dumps(entry, default=_text)
 
     def _time(self, created: float) -> str:
         """`created` as ISO 8601 in UTC with milliseconds (2026-12-07T00:01:32.123+00:00)."""

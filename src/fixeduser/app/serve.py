@@ -386,10 +386,15 @@ async def serve(settings: ServeSettings) -> None:
 
 
 class LedgerPruner:
-    """Forgets the containers the daemon no longer lists: soon after a removal was asked for (the
-    removal's own status cannot be trusted), and now and then (`run -d --rm` ends with no request)."""
+    """Forgets the containers the daemon no longer lists: some time after a removal was asked for (the
+    removal's own status cannot be trusted), and now and then (`run -d --rm` ends with no request).
 
-    def __init__(self, ledger: ContainerLedger, daemon: DaemonClient, *, delay: float = 2.0) -> None:
+    The removals of one `delay` share one listing of every container. A removed container's record is
+    harmless while it waits (IDs are never reused, and every reference is resolved by the daemon), whereas
+    a listing per removal cost each `docker run --rm` a daemon request, two AuthZ calls and, on a host
+    with thousands of containers, the daemon's work of listing them all (bench/NOTES.md#ledger-pruner)."""
+
+    def __init__(self, ledger: ContainerLedger, daemon: DaemonClient, *, delay: float = 30.0) -> None:
         self._ledger = ledger
         self._daemon = daemon
         self._delay = delay
@@ -400,7 +405,7 @@ class LedgerPruner:
             self._pending = asyncio.create_task(self._after_delay())
 
     async def _after_delay(self) -> None:
-        await asyncio.sleep(self._delay)  # removals asked together are pruned together
+        await asyncio.sleep(self._delay)  # removals asked meanwhile are pruned together
         await self.prune()
 
     async def every(self, interval: float) -> None:

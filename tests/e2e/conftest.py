@@ -91,12 +91,10 @@ class E2E:
 def new_stack(base: Path, engine: Engine) -> E2E:
     policy_dir = base / "policies"
     shutil.copytree(REPO / "policies", policy_dir)
-    # A short idle grace keeps the view-reuse path exercised without slowing the teardown checks.
-    return E2E(
-        start_stack(
-            base, policy_dir=policy_dir, users=E2E_USERS, extra_args=("--view-idle-seconds", "1"), engine=engine
-        )
-    )
+    # A short idle grace keeps the view-reuse path exercised without slowing the teardown checks, and a short
+    # prune delay lets a test see removed containers forgotten without waiting the default 30 s.
+    extra = ("--view-idle-seconds", "1", "--ledger-prune-delay", "2")
+    return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS, extra_args=extra, engine=engine))
 
 
 @pytest.fixture

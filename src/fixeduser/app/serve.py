@@ -186,7 +186,7 @@ async def build(settings: ServeSettings) -> Plugin:
     watch.on_serving(recovery.run_pass)
     restarts = RestartCandidates(store)
     watch.on_serving(restarts.daemon_serving)
-    ledger_pruner = LedgerPruner(ledger, daemon)
+    ledger_pruner = LedgerPruner(ledger, daemon, delay=settings.ledger_prune_delay)
     metrics = Metrics()
     backend = CountingBackend(_backend(settings), metrics)
     await backend.check()

@@ -3,11 +3,14 @@ swarm services that belong to someone (filled from exec-create and service-creat
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from pydantic import BaseModel, ConfigDict
 
 from fixeduser.state.store import StateStore
+
+PRUNE_SLICE = 500  # containers forgotten between two yields to the event loop
 
 _OWNED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS owned_objects (
@@ -15,6 +18,8 @@ CREATE TABLE IF NOT EXISTS owned_objects (
     container TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (kind, id)
 )
 """
+# A removed container's exec instances are deleted by container: without it, each such delete read every row.
+_OWNED_INDEX = "CREATE INDEX IF NOT EXISTS owned_objects_by_container ON owned_objects (kind, container)"
 
 
 class ContainerRecord(BaseModel):
@@ -49,6 +54,7 @@ class ContainerLedger:
     def __init__(self, store: StateStore) -> None:
         self._store = store
         store.execute(_OWNED_SCHEMA)
+        store.execute(_OWNED_INDEX)
         self.execs = OwnedLedger(store, "exec", prefixes=False)
         self.services = OwnedLedger(store, "service", prefixes=True)
         _add_binds_column(store)
@@ -84,8 +90,10 @@ class ContainerLedger:
         `among` must be taken before the daemon was asked, so a container recorded meanwhile is kept.
         """
         gone = [cid for cid in among if cid not in existing and cid in self._by_id]
-        for cid in gone:
+        for done, cid in enumerate(gone, 1):
             await self.forget(cid)
+            if done % PRUNE_SLICE == 0:
+                await asyncio.sleep(0)  # decisions go on between slices of a large prune
         return len(gone)
 
     def __len__(self) -> int:
@@ -111,14 +119,32 @@ class OwnedLedger:
         self._kind = kind
         self._prefixes = prefixes
         self._by_id: dict[str, OwnedRecord] = {}
+        # A removed container's records are found through this, not by a scan: a prune forgets many
+        # containers at once, and a scan for each made it quadratic in the exec instances.
+        self._of_container: dict[str, set[str]] = {}
         rows = store.query(
             "SELECT id, name, owner, container FROM owned_objects WHERE kind = ? ORDER BY created", (kind,)
         )
         for row in rows:
-            self._by_id[row[0]] = OwnedRecord(id=row[0], name=row[1], owner=row[2], container=row[3])
+            self._add(OwnedRecord(id=row[0], name=row[1], owner=row[2], container=row[3]))
+
+    def _add(self, record: OwnedRecord) -> None:
+        self._drop(record.id)
+        self._by_id[record.id] = record
+        if record.container:
+            self._of_container.setdefault(record.container, set()).add(record.id)
+
+    def _drop(self, oid: str) -> None:
+        record = self._by_id.pop(oid, None)
+        if record is not None and record.container:
+            ids = self._of_container.get(record.container)
+            if ids is not None:
+                ids.discard(oid)
+                if not ids:
+                    del self._of_container[record.container]
 
     async def record(self, record: OwnedRecord) -> None:
-        self._by_id[record.id] = record
+        self._add(record)
         self._store.write_behind(
             "INSERT OR REPLACE INTO owned_objects VALUES (?, ?, ?, ?, ?, ?)",
             (self._kind, record.id, record.name, record.owner, record.container, time.time()),
@@ -139,12 +165,12 @@ class OwnedLedger:
     async def forget(self, reference: str) -> None:
         record = self.find(reference)
         if record is not None:
-            del self._by_id[record.id]
+            self._drop(record.id)
             self._store.write_behind("DELETE FROM owned_objects WHERE kind = ? AND id = ?", (self._kind, record.id))
 
     async def forget_container(self, container_id: str) -> None:
         """Drop the records that belong to a removed container (its exec instances)."""
-        gone = [r.id for r in self._by_id.values() if r.container == container_id]
+        gone = self._of_container.pop(container_id, set())
         for oid in gone:
             del self._by_id[oid]
         if gone:

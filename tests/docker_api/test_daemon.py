@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from fixeduser.docker_api.daemon import DaemonClient, DaemonUnavailable, DaemonWatch
+from fixeduser.docker_api.daemon import DaemonClient, DaemonUnavailable, DaemonWatch, is_full_id
 from tests.waiting import until
 
 
@@ -141,3 +141,20 @@ async def test_concurrent_identical_look_ups_share_one_request(tmp_path: Path) -
     finally:
         await client.close()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("reference", "full"),
+    [
+        ("0123456789abcdef" * 4, True),
+        ("0123456789ABCDEF" * 4, False),  # the daemon writes IDs in lowercase; a name may not pose as one
+        ("0123456789abcdef" * 4 + "\n", False),
+        ("0123456789abcdef" * 4 + "0", False),
+        ("0123456789abcdef" * 3 + "0123456789abcdeg", False),
+        ("0123456789abcdef" * 2, False),
+        ("web", False),
+        ("", False),
+    ],
+)
+def test_a_full_id_is_64_lowercase_hex_digits(reference: str, full: bool) -> None:
+    assert is_full_id(reference) is full

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +20,7 @@ import aiohttp
 import httptools
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from fixeduser.docker_api.requests import CONTAINER_ID
 from fixeduser.docker_api.unix_client import UnixHttpClient
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,6 @@ SELF_ACTIONS = frozenset(
     {"container.list", "container.inspect", "volume.inspect", "network.inspect", "task.inspect", "system.events"}
 )
 HOST_NETWORK = "host"
-FULL_ID_LENGTH = 64
-# A compiled pattern: a generator over the characters took 2 µs per ID, 1.2 % of the plugin's CPU at 64 clients.
-_FULL_ID = re.compile(f"[0-9a-f]{{{FULL_ID_LENGTH}}}")
 
 
 class ListedMount(BaseModel):
@@ -99,7 +96,8 @@ class DaemonUnavailable(DaemonError):
 
 def is_full_id(reference: str) -> bool:
     """A container ID as the daemon makes them: 64 lowercase hex digits."""
-    return _FULL_ID.fullmatch(reference) is not None
+    # The create answers' pattern: a generator over the characters took 2 µs per ID, 1.2 % of the CPU at 64 clients.
+    return CONTAINER_ID.fullmatch(reference) is not None
 
 
 class DaemonLookups(Protocol):

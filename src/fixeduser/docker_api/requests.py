@@ -507,7 +507,7 @@ def parse_exec_create(body: bytes) -> ExecCreate:
     )
 
 
-_CONTAINER_ID: Final = re.compile(r"[0-9a-f]{64}")
+CONTAINER_ID: Final = re.compile(r"[0-9a-f]{64}")  # a full container or exec ID, as the daemon makes them
 _SWARM_ID: Final = re.compile(r"[0-9a-z]{25}")
 
 
@@ -521,12 +521,12 @@ def _response_id(body: bytes, key: str, pattern: re.Pattern[str], what: str) -> 
 
 def parse_create_response(body: bytes) -> str:
     """The container ID from a ``POST /containers/create`` response body."""
-    return _response_id(body, "Id", _CONTAINER_ID, "container create")
+    return _response_id(body, "Id", CONTAINER_ID, "container create")
 
 
 def parse_exec_create_response(body: bytes) -> str:
     """The exec ID from a ``POST /containers/{name}/exec`` response body (``{"Id": ...}``)."""
-    return _response_id(body, "Id", _CONTAINER_ID, "exec create")
+    return _response_id(body, "Id", CONTAINER_ID, "exec create")
 
 
 def parse_service_create_response(body: bytes) -> str:

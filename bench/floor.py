@@ -194,7 +194,8 @@ async def _serve_on_fixeduser_transport(socket_path: Path, volume_root: Path | N
     async def allow(_: dict[str, Any]) -> dict[str, Any]:
         return {"Allow": True, "Msg": "", "Err": ""}
 
-    handlers: dict[str, Handler] = {"AuthZPlugin.AuthZReq": allow, "AuthZPlugin.AuthZRes": allow}
+    decisions = ("AuthZPlugin.AuthZReq", "AuthZPlugin.AuthZRes")  # started at once, as fixeduser's are
+    handlers: dict[str, Handler] = dict.fromkeys(decisions, allow)
     implements = ["authz"]
     if volume_root is not None:
         driver = TrivialDriver(volume_root)
@@ -207,7 +208,7 @@ async def _serve_on_fixeduser_transport(socket_path: Path, volume_root: Path | N
 
         handlers |= {f"VolumeDriver.{method}": volume_call(method) for method in VOLUME_CALLS}
         implements.append("VolumeDriver")
-    server = SocketServer(PluginCalls(implements, handlers), socket_path)
+    server = SocketServer(PluginCalls(implements, handlers, at_once=decisions), socket_path)
     await server.start()
     try:
         await _until_stopped()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from fixeduser.plugin.http import Reply, _resumed
 from fixeduser.plugin.server import CONTENT_TYPE, PluginCalls, SocketServer
 
 
@@ -61,22 +63,25 @@ async def test_unknown_paths_other_methods_and_bad_bodies_get_a_clear_error(sess
 
 
 async def slow_then_echo(payload: dict[str, Any]) -> dict[str, Any]:
-    await asyncio.sleep(float(payload.get("Sleep", 0)))
+    if payload.get("Sleep"):  # only then does the call wait: started at once, it finishes at once
+        await asyncio.sleep(float(payload["Sleep"]))
     if payload.get("Fail"):
         raise RuntimeError("handler broke")
     return {"Err": "", "Seen": payload.get("N")}
 
 
-@pytest.fixture
-async def raw_server(tmp_path: Path) -> AsyncIterator[Path]:
-    calls = PluginCalls(["VolumeDriver"], {"VolumeDriver.Echo": slow_then_echo})
+@pytest.fixture(params=["in a task", "at once"])
+async def raw_server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Path]:
+    """Every test on it runs twice: with the handler in a task of its own, and started at once."""
+    at_once = ["VolumeDriver.Echo"] if request.param == "at once" else []
+    calls = PluginCalls(["VolumeDriver"], {"VolumeDriver.Echo": slow_then_echo}, at_once)
     server = SocketServer(calls, tmp_path / "raw.sock")
     await server.start()
     yield tmp_path / "raw.sock"
     await server.stop()
 
 
-def request(body: bytes, *, path: str = "/VolumeDriver.Echo", method: str = "POST", extra: str = "") -> bytes:
+def http_request(body: bytes, *, path: str = "/VolumeDriver.Echo", method: str = "POST", extra: str = "") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     return head.encode() + body
 
@@ -92,12 +97,12 @@ async def read_reply(reader: asyncio.StreamReader, *, head_only: bool = False) -
 async def test_pipelined_calls_are_answered_in_order_on_one_connection(raw_server: Path) -> None:
     """The first call is slow, the second fast: answers still come in request order."""
     reader, writer = await asyncio.open_unix_connection(str(raw_server))
-    writer.write(request(b'{"N": 1, "Sleep": 0.2}') + request(b'{"N": 2}'))
+    writer.write(http_request(b'{"N": 1, "Sleep": 0.2}') + http_request(b'{"N": 2}'))
     first, second = await read_reply(reader), await read_reply(reader)
     assert (first[0], json.loads(first[2])) == (200, {"Err": "", "Seen": 1})
     assert (second[0], json.loads(second[2])) == (200, {"Err": "", "Seen": 2})
     assert first[1]["content-type"] == CONTENT_TYPE and "connection" not in first[1]
-    writer.write(request(b'{"N": 3}'))  # the connection stays open for the next call
+    writer.write(http_request(b'{"N": 3}'))  # the connection stays open for the next call
     assert json.loads((await read_reply(reader))[2]) == {"Err": "", "Seen": 3}
     writer.close()
 
@@ -124,7 +129,8 @@ async def test_a_body_over_the_limit_is_refused_unread_and_the_connection_closed
     await server.start()
     try:
         reader, writer = await asyncio.open_unix_connection(str(tmp_path / "small.sock"))
-        writer.write(request(b'{"N": 1}') + request(json.dumps({"Blob": "A" * 2000}).encode()) + request(b"{}"))
+        big = json.dumps({"Blob": "A" * 2000}).encode()
+        writer.write(http_request(b'{"N": 1}') + http_request(big) + http_request(b"{}"))
         assert (await read_reply(reader))[0] == 200
         status, headers, body = await read_reply(reader)
         assert status == 413 and headers["connection"] == "close"
@@ -146,7 +152,7 @@ async def test_a_request_that_is_not_http_gets_400_and_the_connection_closes(raw
 
 async def test_oversized_headers_are_refused(raw_server: Path) -> None:
     reader, writer = await asyncio.open_unix_connection(str(raw_server))
-    writer.write(request(b"{}", extra="X-Pad: " + "a" * (70 * 1024) + "\r\n"))
+    writer.write(http_request(b"{}", extra="X-Pad: " + "a" * (70 * 1024) + "\r\n"))
     status, _, body = await read_reply(reader)
     assert status == 431 and "request head over" in json.loads(body)["Err"]
 
@@ -155,18 +161,19 @@ async def test_a_failing_handler_gets_500_and_the_connection_keeps_working(
     raw_server: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     reader, writer = await asyncio.open_unix_connection(str(raw_server))
-    writer.write(request(b'{"Fail": true}'))
-    status, _, body = await read_reply(reader)
-    assert status == 500 and json.loads(body) == {"Err": "/VolumeDriver.Echo failed; see the plugin log"}
+    writer.write(http_request(b'{"Fail": true}') + http_request(b'{"Fail": true, "Sleep": 0.01}'))
+    for _ in range(2):  # failing before and after a wait
+        status, _, body = await read_reply(reader)
+        assert status == 500 and json.loads(body) == {"Err": "/VolumeDriver.Echo failed; see the plugin log"}
     assert "plugin call failed" in caplog.text and "handler broke" in caplog.text
-    writer.write(request(b'{"N": 4}'))
+    writer.write(http_request(b'{"N": 4}'))
     assert json.loads((await read_reply(reader))[2]) == {"Err": "", "Seen": 4}
     writer.close()
 
 
 async def test_http_1_0_and_connection_close_end_the_connection_after_the_answer(raw_server: Path) -> None:
-    for raw in (request(b'{"N": 5}').replace(b"HTTP/1.1", b"HTTP/1.0"),
-                request(b'{"N": 5}', extra="Connection: close\r\n")):
+    for raw in (http_request(b'{"N": 5}').replace(b"HTTP/1.1", b"HTTP/1.0"),
+                http_request(b'{"N": 5}', extra="Connection: close\r\n")):
         reader, writer = await asyncio.open_unix_connection(str(raw_server))
         writer.write(raw)
         status, headers, body = await read_reply(reader)
@@ -176,7 +183,7 @@ async def test_http_1_0_and_connection_close_end_the_connection_after_the_answer
 
 async def test_head_gets_the_status_without_a_body(raw_server: Path) -> None:
     reader, writer = await asyncio.open_unix_connection(str(raw_server))
-    writer.write(request(b"", method="HEAD") + request(b'{"N": 6}'))
+    writer.write(http_request(b"", method="HEAD") + http_request(b'{"N": 6}'))
     status, headers, _ = await read_reply(reader, head_only=True)
     assert status == 405 and int(headers["content-length"]) > 0
     assert json.loads((await read_reply(reader))[2]) == {"Err": "", "Seen": 6}  # no stray body in between
@@ -196,7 +203,7 @@ async def test_stopping_lets_a_call_in_flight_finish_and_answer(tmp_path: Path) 
     await server.start()
     reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
     idle_reader, _ = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
-    writer.write(request(b'{"Name": "v"}', path="/VolumeDriver.Mount"))
+    writer.write(http_request(b'{"Name": "v"}', path="/VolumeDriver.Mount"))
     await asyncio.sleep(0.05)
     stopping = asyncio.create_task(server.stop())
     await asyncio.sleep(0.1)
@@ -206,3 +213,88 @@ async def test_stopping_lets_a_call_in_flight_finish_and_answer(tmp_path: Path) 
     assert (status, json.loads(body)) == (200, {"Err": "", "Mountpoint": "/m"}) and finished == ["v"]
     await asyncio.wait_for(stopping, 5)
     assert await idle_reader.read() == b"" and await reader.read() == b""  # every connection closed
+
+
+# ---------------------------------------------------------------------------- calls started at once
+
+
+async def test_calls_named_at_once_start_without_a_task_and_go_on_in_one_only_when_they_wait(tmp_path: Path) -> None:
+    """Pipelined on one connection: answers keep request order whichever way each call runs."""
+    tasks: dict[int, tuple[asyncio.Task[Any] | None, asyncio.Task[Any] | None]] = {}
+
+    async def where(payload: dict[str, Any]) -> dict[str, Any]:
+        before = asyncio.current_task()
+        if payload.get("Wait"):
+            await asyncio.sleep(0.05)
+        tasks[payload["N"]] = (before, asyncio.current_task())
+        return {"Err": "", "Seen": payload["N"]}
+
+    handlers = {"VolumeDriver.AtOnce": where, "VolumeDriver.InTask": where}
+    calls = PluginCalls(["VolumeDriver"], handlers, at_once=["VolumeDriver.AtOnce"])
+    server = SocketServer(calls, tmp_path / "o.sock")
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "o.sock"))
+        writer.write(http_request(b'{"N": 1}', path="/VolumeDriver.AtOnce"))
+        assert json.loads((await read_reply(reader))[2])["Seen"] == 1
+        writer.write(
+            http_request(b'{"N": 2, "Wait": true}', path="/VolumeDriver.AtOnce")
+            + http_request(b'{"N": 3}', path="/VolumeDriver.InTask")
+            + http_request(b'{"N": 4}', path="/VolumeDriver.AtOnce")
+        )
+        assert [json.loads((await read_reply(reader))[2])["Seen"] for _ in range(3)] == [2, 3, 4]
+        writer.write(http_request(b'{"N": 5}', path="/VolumeDriver.AtOnce"))
+        assert json.loads((await read_reply(reader))[2])["Seen"] == 5
+        writer.close()
+    finally:
+        await server.stop()
+    assert tasks[1] == (None, None) and tasks[5] == (None, None)  # finished where their bytes arrived
+    assert tasks[2][0] is None and tasks[2][1] is not None  # waited: went on in a task
+    assert tasks[3][0] is not None and tasks[4][0] is not None  # queued behind a task: answered by it
+
+
+async def test_the_rest_of_a_call_started_at_once_gets_its_results_errors_and_cancellation() -> None:
+    loop = asyncio.get_running_loop()
+    waits: list[asyncio.Future[str]] = []
+    seen: list[str] = []
+
+    async def call() -> Reply:
+        for _ in range(2):
+            waits.append(loop.create_future())
+            try:
+                seen.append(await waits[-1])
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+            except LookupError as exc:
+                seen.append(f"error {exc}")
+        if seen[-1] == "fail":
+            raise OSError("gave up")
+        return HTTPStatus.OK, ",".join(seen).encode()
+
+    def started() -> asyncio.Task[Reply]:
+        started_call = call()
+        return asyncio.ensure_future(_resumed(started_call, started_call.send(None)))
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    task = started()
+    waits[-1].set_result("one")
+    await settle()
+    waits[-1].set_exception(LookupError("two"))
+    assert await task == (HTTPStatus.OK, b"one,error two")
+    seen.clear()
+    task = started()
+    await settle()
+    task.cancel()  # reaches the call, which goes on waiting
+    await settle()
+    waits[-1].set_result("fail")
+    with pytest.raises(OSError, match="gave up"):
+        await task
+    assert seen == ["cancelled", "fail"]
+
+
+def test_at_once_must_name_a_handler() -> None:
+    with pytest.raises(ValueError, match="no handler for"):
+        PluginCalls(["VolumeDriver"], {"VolumeDriver.Echo": echo}, ["VolumeDriver.Mount"])

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -223,16 +223,18 @@ async def build(settings: ServeSettings) -> Plugin:
         on_container_removal=ledger_pruner.soon,
         restarts=restarts,
     )
+    # Decisions start at once (plugin.http); volume calls get tasks, as they bound waits with asyncio.timeout.
     authz = metrics.timed_authz(authz_handlers(authorizer))
     volume = metrics.counted_volume_calls(volume_handlers(driver))
     if settings.plugin_socket is not None:  # a managed plugin: one socket implements both
         both = SocketServer(
-            PluginCalls(["authz", "VolumeDriver"], authz | volume), settings.plugin_dir / settings.plugin_socket
+            PluginCalls(["authz", "VolumeDriver"], authz | volume, at_once=authz),
+            settings.plugin_dir / settings.plugin_socket,
         )
         servers = [both]
     else:
         servers = [
-            _server(settings, settings.authz_name, ["authz"], authz),
+            _server(settings, settings.authz_name, ["authz"], authz, at_once=authz),
             _server(settings, settings.volume_name, ["VolumeDriver"], volume),
         ]
     plugin = Plugin(
@@ -287,9 +289,15 @@ def build_authorizer(
     )
 
 
-def _server(settings: ServeSettings, name: str, implements: list[str], handlers: Mapping[str, Handler]) -> SocketServer:
+def _server(
+    settings: ServeSettings,
+    name: str,
+    implements: list[str],
+    handlers: Mapping[str, Handler],
+    at_once: Collection[str] = (),
+) -> SocketServer:
     spec = settings.spec_dir / f"{name}.spec" if settings.spec_dir else None
-    return SocketServer(PluginCalls(implements, handlers), settings.socket(name), spec)
+    return SocketServer(PluginCalls(implements, handlers, at_once), settings.socket(name), spec)
 
 
 def _backend(settings: ServeSettings) -> Backend:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,21 @@ SHUTDOWN_GRACE = 60.0  # seconds a stopping plugin waits for calls in flight (a 
 
 
 class PluginCalls:
-    """A plugin's calls: `POST /Plugin.Activate` and `POST /<Method>` for each of `handlers`."""
+    """A plugin's calls: `POST /Plugin.Activate` and `POST /<Method>` for each of `handlers`.
 
-    def __init__(self, implements: list[str], handlers: Mapping[str, Handler]) -> None:
+    The handlers named in `at_once` start where the call arrives, with no task of their own until they
+    first wait (`plugin.http`): they must not need one before that. The others each get a task."""
+
+    def __init__(self, implements: list[str], handlers: Mapping[str, Handler], at_once: Collection[str] = ()) -> None:
         self._activation = orjson.dumps({"Implements": implements})
         self._handlers = {f"/{method}": (method, handler) for method, handler in handlers.items()}
+        unknown = set(at_once) - set(handlers)
+        if unknown:
+            raise ValueError(f"no handler for {sorted(unknown)}")
+        self._tasks_needed = {f"/{method}" for method in handlers if method not in at_once}
+
+    def answers_at_once(self, call: Call) -> bool:
+        return call.path not in self._tasks_needed or call.refusal is not None
 
     async def answer(self, call: Call) -> Reply:
         route = self._handlers.get(call.path)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 64 * 1024  # request line and headers; the daemon sends a few hundred bytes
 MAX_QUEUED = 8  # calls read ahead of their answers before reading stops (a pipelining client)
 Reply = tuple[HTTPStatus, bytes]
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, status.phrase.encode()) for status in HTTPStatus}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +144,7 @@ class PluginConnection(asyncio.Protocol):
             keep_alive=self._parser.should_keep_alive(),
             refusal=self._refusal,
         )
-        self._start_message()
-        self._queue(call)
+        self._queue(call)  # the next message's state is reset by its on_message_begin
 
     # ------------------------------------------------------------------ answering
 
@@ -221,13 +221,7 @@ class PluginConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         closing = b"Connection: close\r\n" if not call.keep_alive or call.refusal is not None else b""
-        head = b"HTTP/1.1 %d %s\r\n%s%s%d\r\n\r\n" % (
-            status,
-            status.phrase.encode(),
-            closing,
-            self._header_lines,
-            len(body),
-        )
+        head = b"%s%s%s%d\r\n\r\n" % (_STATUS_LINES[status], closing, self._header_lines, len(body))
         transport.write(head if call.method == "HEAD" else head + body)
 
     def _pause_reading(self) -> None:

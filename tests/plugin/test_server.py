@@ -150,6 +150,17 @@ async def test_a_request_that_is_not_http_gets_400_and_the_connection_closes(raw
     assert await reader.read() == b""
 
 
+async def test_a_client_that_expects_100_continue_is_told_to_send_its_body(raw_server: Path) -> None:
+    """curl asks first before a large body; without the interim answer it would wait a second, then send."""
+    reader, writer = await asyncio.open_unix_connection(str(raw_server))
+    body = b'{"N": 8}'
+    writer.write(http_request(body, extra="Expect: 100-continue\r\n")[: -len(body)])
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    assert json.loads((await read_reply(reader))[2]) == {"Err": "", "Seen": 8}
+    writer.close()
+
+
 async def test_oversized_headers_are_refused(raw_server: Path) -> None:
     reader, writer = await asyncio.open_unix_connection(str(raw_server))
     writer.write(http_request(b"{}", extra="X-Pad: " + "a" * (70 * 1024) + "\r\n"))

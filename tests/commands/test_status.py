@@ -23,6 +23,7 @@ STATUS = {
     "audit": {"backlog_lines": 7, "backlog_bytes": 2100, "dropped": 3, "last_error": "OSError: [Errno 28] No space"},
     "background_tasks": {"audit writer": {"healthy": True, "failures": 0, "last_error": None},
                          "ledger pruner": {"healthy": False, "failures": 2, "last_error": "RuntimeError: x"}},
+    "daemon_asks_fixeduser": {"consulted": False, "since": 1796648153.0, "checks": 4},
 }  # fmt: skip
 
 
@@ -47,6 +48,8 @@ async def test_status_over_the_control_socket(capsys: pytest.CaptureFixture[str]
             assert "10001:10000" in out and "deny" in out
             assert "audit: 7 lines (2100 bytes) waiting, 3 records dropped; cannot write: OSError" in out
             assert any(line.split()[:4] == ["ledger", "pruner", "NO", "2"] for line in out.splitlines())
+            assert "daemon: DOES NOT ASK fixeduser about its requests since 2026-" in out
+            assert "it allows every request" in out and "daemon_asks_fixeduser" not in out
             assert await asyncio.to_thread(main, ["status", "--state-dir", tmp, "--json"]) == 0
             assert json.loads(capsys.readouterr().out)["policy"]["version"] == "abc123"
         finally:

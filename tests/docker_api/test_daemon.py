@@ -158,3 +158,48 @@ async def test_concurrent_identical_look_ups_share_one_request(tmp_path: Path) -
 )
 def test_a_full_id_is_64_lowercase_hex_digits(reference: str, full: bool) -> None:
     assert is_full_id(reference) is full
+
+
+async def test_a_reload_event_reaches_the_reload_listeners_however_the_stream_is_cut(tmp_path: Path) -> None:
+    """Only the daemon's own `reload` event counts; a line may arrive in pieces; garbage is skipped."""
+    chunks = [
+        b'{"Type":"container","Action":"reload"}\n',  # not the daemon's
+        b"not json\n\n",
+        b'{"Type":"daemon","Act',  # the daemon's reload, cut in two
+        b'ion":"reload","Actor":{"ID":"x","Attributes":{"debug":"true"}}}\n{"Type":"daemon","Action":"other"}\n',
+    ]
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+            await asyncio.sleep(0.05)
+        await asyncio.Event().wait()
+        return response
+
+    path = tmp_path / "docker.sock"
+    app = web.Application()
+    app.router.add_get("/events", events)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
+    client = DaemonClient(f"unix://{path}", timeout=1.0)
+    watch = DaemonWatch(client, grace=0.3, retry=0.05)
+    reloads: list[str] = []
+
+    async def note() -> None:
+        reloads.append("reload")
+
+    watch.on_reload(note)
+    task = asyncio.create_task(watch.run())
+    try:
+        await until(lambda: reloads == ["reload"], within=5)
+        await asyncio.sleep(0.3)  # the rest of the stream brings no second one
+        assert reloads == ["reload"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+        await runner.cleanup()

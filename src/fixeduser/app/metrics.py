@@ -50,6 +50,7 @@ class PluginGauges:
         mounts_per_identity: Callable[[], Mapping[str, int]],
         volumes: Callable[[], int],
         daemon_lookups: Callable[[], Mapping[str, tuple[int, float]]] = dict,
+        consulted: Callable[[], bool | None] = lambda: None,
     ) -> None:
         self.reloads = reloads
         self.failed_reloads = failed_reloads
@@ -57,6 +58,7 @@ class PluginGauges:
         self.mounts_per_identity = mounts_per_identity
         self.volumes = volumes
         self.daemon_lookups = daemon_lookups
+        self.consulted = consulted
 
 
 class _GaugeCollector(Collector):
@@ -76,6 +78,12 @@ class _GaugeCollector(Collector):
         yield GaugeMetricFamily(
             "fixeduser_policy_problems", "Problems in the policy in force (0 when usable)", value=g.policy_problems()
         )
+        if (consulted := g.consulted()) is not None:
+            yield GaugeMetricFamily(
+                "fixeduser_daemon_asks_authz",
+                "1 while the daemon asks fixeduser about its requests, 0 once a check found it does not",
+                value=int(consulted),
+            )
         mounts = GaugeMetricFamily(
             "fixeduser_active_mounts", "Container mounts of fixeduser volumes per storage identity", labels=["identity"]
         )

@@ -17,6 +17,7 @@ from fixeduser.app.supervise import Supervisor
 from fixeduser.authz.api import authz_handlers
 from fixeduser.authz.audit import Auditor, JsonLineAuditor
 from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.consulted import ConsultationCheck
 from fixeduser.authz.facts import names_driver
 from fixeduser.docker_api.daemon import DaemonClient, DaemonError, DaemonLookups, DaemonWatch
 from fixeduser.plugin.server import Handler, PluginCalls, SocketServer
@@ -59,6 +60,7 @@ class Plugin:
     recovery: Recovery
     ledger_pruner: LedgerPruner
     restarts: RestartCandidates
+    consulted: ConsultationCheck
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def status(self) -> dict[str, Any]:
@@ -89,6 +91,11 @@ class Plugin:
             "volumes": len(self.driver.registry.names()),
             "containers_known": len(self.ledger),
             "restart_candidates": self.restarts.status(),
+            "daemon_asks_fixeduser": {
+                "consulted": self.consulted.consulted,
+                "since": self.consulted.since,
+                "checks": self.consulted.checks,
+            },
             "cluster": None if (cluster := self.driver.registry.cluster) is None else cluster.status(),
             "backend": self.backend.name,
         }
@@ -100,6 +107,7 @@ class Plugin:
         problems = [str(p) for p in self.policy.current.problems]
         problems += self.supervisor.problems()
         problems += self.auditor.problems()
+        problems += self.consulted.problems()
         notes = []
         if self.auditor.dropped and not self.auditor.failing_since:
             notes.append(f"{self.auditor.dropped} audit records were dropped since the start (see the audit log)")
@@ -224,7 +232,10 @@ async def build(settings: ServeSettings) -> Plugin:
         restarts=restarts,
     )
     # Decisions start at once (plugin.http); volume calls get tasks, as they bound waits with asyncio.timeout.
-    authz = metrics.timed_authz(authz_handlers(authorizer))
+    consulted = ConsultationCheck(daemon.ping, interval=settings.consultation_interval)
+    watch.on_serving(consulted.check)
+    watch.on_reload(consulted.after_reload)
+    authz = metrics.timed_authz(authz_handlers(authorizer, consulted))
     volume = metrics.counted_volume_calls(volume_handlers(driver))
     if settings.plugin_socket is not None:  # a managed plugin: one socket implements both
         both = SocketServer(
@@ -239,7 +250,7 @@ async def build(settings: ServeSettings) -> Plugin:
         ]
     plugin = Plugin(
         settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics, claims, watch, recovery,
-        ledger_pruner, restarts,
+        ledger_pruner, restarts, consulted,
     )  # fmt: skip
     metrics.watch_background(plugin.supervisor, auditor)
     metrics.watch(
@@ -250,6 +261,7 @@ async def build(settings: ServeSettings) -> Plugin:
             mounts_per_identity=registry.mounts_per_identity,
             volumes=lambda: len(registry.names()),
             daemon_lookups=lambda: daemon.spent,
+            consulted=lambda: consulted.consulted,
         )
     )
     control = control_app(status=plugin.status, health=plugin.health, metrics=metrics.render)
@@ -375,6 +387,7 @@ async def serve(settings: ServeSettings) -> None:
     )
     supervisor.start("ledger pruner", lambda: plugin.ledger_pruner.every(600))
     supervisor.start("daemon watch", plugin.watch.run)  # after the sockets: its event stream crosses our authz
+    supervisor.start("consultation check", plugin.consulted.every)  # also after the sockets: its ping does too
     ours = settings.volume_name
     supervisor.start(
         "restart candidates", lambda: plugin.restarts.keep_read(plugin.daemon, lambda name: names_driver(name, ours))

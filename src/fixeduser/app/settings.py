@@ -51,6 +51,9 @@ class ServeSettings(BaseModel):
         180.0, ge=0, description="seconds before a mount record may be judged stale (daemon Mount timeout: 120)"
     )
     reconcile_interval: float = Field(60.0, gt=0, description="seconds between checks for stale mount records")
+    consultation_interval: float = Field(
+        60.0, gt=0, description="seconds between checks that the daemon still asks fixeduser (also at each reload)"
+    )
     ledger_prune_delay: float = Field(
         30.0, ge=0, description="seconds from a container removal to asking the daemon which containers are gone"
     )

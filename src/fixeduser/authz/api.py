@@ -7,17 +7,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from fixeduser.authz.authorizer import Authorizer
+from fixeduser.authz.consulted import ConsultationCheck
 from fixeduser.authz.decision import Verdict
 from fixeduser.authz.wire import AuthZRequest, AuthZResponse
 from fixeduser.clipping import DENIAL_LIMIT, clip
 from fixeduser.plugin.server import Handler
 
 
-def authz_handlers(authorizer: Authorizer) -> dict[str, Handler]:
+def authz_handlers(authorizer: Authorizer, consulted: ConsultationCheck | None = None) -> dict[str, Handler]:
+    """`consulted` learns of every AuthZReq while one of its checks waits."""
+
     async def request(payload: dict[str, Any]) -> dict[str, Any]:
         parsed = _parse(payload)
         if isinstance(parsed, AuthZResponse):
             return _dump(parsed)
+        if consulted is not None and consulted.waiting:
+            consulted.saw(parsed.uri)
         return _answer(await authorizer.authorize_request(parsed))
 
     async def response(payload: dict[str, Any]) -> dict[str, Any]:

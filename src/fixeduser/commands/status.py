@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ def human(status: dict[str, Any]) -> str:
     out.append(f"  reloads {policy.get('reloads', 0)}, rejected reloads {policy.get('failed_reloads', 0)}")
     if policy.get("last_error"):
         out.append(f"  last rejected reload: {policy['last_error']}")
+    if (asked := status.get("daemon_asks_fixeduser")) is not None:
+        out.append(_asked(asked))
     decisions = status.get("decisions", {})
     out += ["", table(("DECISION", "COUNT"), sorted(decisions.items())) if decisions else "no decisions yet"]
     mounts = status.get("mounts_per_identity", {})
@@ -63,8 +66,17 @@ def human(status: dict[str, Any]) -> str:
             f" {audit.get('dropped', 0)} records dropped"
             + (f"; cannot write: {audit['last_error']}" if audit.get("last_error") else ""),
         ]
-    shown = ("policy", "decisions", "mounts_per_identity", "background_tasks", "audit")
+    shown = ("policy", "decisions", "mounts_per_identity", "background_tasks", "audit", "daemon_asks_fixeduser")
     rest = {k: v for k, v in status.items() if k not in shown}
     if rest:
         out += ["", *(f"{key}: {value}" for key, value in sorted(rest.items()))]
     return "\n".join(out)
+
+
+def _asked(asked: dict[str, Any]) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(asked.get("since") or 0))
+    if asked.get("consulted") is None:
+        return "daemon: not checked yet whether it asks fixeduser about its requests"
+    if asked["consulted"]:
+        return f"daemon: asks fixeduser about its requests ({asked.get('checks', 0)} checks)"
+    return f"daemon: DOES NOT ASK fixeduser about its requests since {since}: it allows every request (see /healthz)"

@@ -86,6 +86,18 @@ class InspectedTask(BaseModel):
     service_id: str = Field(alias="ServiceID")
 
 
+class DaemonEvent(BaseModel):
+    """The fields of a `GET /events` line fixeduser reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str = Field("", alias="Type")
+    action: str = Field("", alias="Action")
+
+
+EVENT_LIMIT = 1 << 20
+
+
 class DaemonError(RuntimeError):
     """The daemon could not answer a look-up the plugin needed."""
 
@@ -234,9 +246,16 @@ class DaemonClient:
         """The swarm task the daemon resolves `reference` to, or None if none (a non-manager answers 503)."""
         return _validated(InspectedTask, await self._get(f"/tasks/{quote(reference, safe='')}", "task"), "task")
 
+    async def ping(self, path: str) -> int:
+        """The status of a `GET` of `path` (a `/_ping` with a query of the caller's: what the daemon's answer says
+        does not matter to it, only that the daemon handled the request)."""
+        async with self._request("GET", path) as (status, _):
+            return int(status)
+
     @contextlib.asynccontextmanager
-    async def event_stream(self) -> Any:
-        """A `GET /events` stream of daemon-level events (rare), open for as long as the daemon serves.
+    async def event_stream(self, on_event: Callable[[bytes], None]) -> Any:
+        """A `GET /events` stream of daemon-level events (rare), open for as long as the daemon serves; each
+        event's JSON line goes to `on_event`.
 
         Yields the HTTP status; the stream's end (EOF or error) is a DaemonUnavailable."""
         filters = quote(json.dumps({"type": ["daemon"]}))
@@ -248,8 +267,13 @@ class DaemonClient:
             try:
                 async with session.get(f"http://docker/events?filters={filters}") as response:
                     yield response.status
-                    while await response.content.readany():
-                        pass
+                    pending = b""
+                    while chunk := await response.content.readany():
+                        *lines, pending = (pending + chunk).split(b"\n")
+                        for line in lines:
+                            on_event(line)
+                        if len(pending) > EVENT_LIMIT:  # no event is this long; do not hold a runaway one
+                            pending = b""
             except (aiohttp.ClientError, OSError) as exc:
                 raise DaemonUnavailable(f"the Docker daemon's event stream at {self._socket} ended: {exc}") from None
 
@@ -275,6 +299,7 @@ class DaemonWatch:
         self._open = asyncio.Event()
         self._down_since = time.monotonic()
         self._listeners: list[Callable[[], Coroutine[Any, Any, object]]] = []
+        self._reload_listeners: list[Callable[[], Coroutine[Any, Any, object]]] = []
         self._tasks: set[asyncio.Task[object]] = set()
 
     @property
@@ -287,6 +312,10 @@ class DaemonWatch:
     def on_serving(self, listener: Callable[[], Coroutine[Any, Any, object]]) -> None:
         """Run `listener` each time the daemon's API answers again (and at the first time)."""
         self._listeners.append(listener)
+
+    def on_reload(self, listener: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Run `listener` each time the daemon says it reloaded its configuration (SIGHUP)."""
+        self._reload_listeners.append(listener)
 
     async def wait_serving(self) -> bool:
         """True once the API answers; False at once if it has not answered for longer than the grace."""
@@ -302,7 +331,7 @@ class DaemonWatch:
         """Keep the stream open (a background task): reconnect whenever it ends."""
         while True:
             try:
-                async with self._client.event_stream() as status:
+                async with self._client.event_stream(self._on_event) as status:
                     self._serving()
                     if status != 200:
                         log.warning("the daemon refused fixeduser's event stream", extra={"status": status})
@@ -321,7 +350,18 @@ class DaemonWatch:
         down_for = self.down_for()  # before the event is set, after which it reads 0
         self._open.set()
         log.info("the Docker daemon's API answers", extra={"after_seconds": round(down_for, 3)})
-        for listener in self._listeners:
+        self._run_all(self._listeners)
+
+    def _on_event(self, line: bytes) -> None:
+        try:
+            event = DaemonEvent.model_validate_json(line)
+        except ValidationError:
+            return  # not an event fixeduser reads (an empty keep-alive line)
+        if event.type == "daemon" and event.action == "reload":
+            self._run_all(self._reload_listeners)
+
+    def _run_all(self, listeners: list[Callable[[], Coroutine[Any, Any, object]]]) -> None:
+        for listener in listeners:
             task = asyncio.create_task(listener())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

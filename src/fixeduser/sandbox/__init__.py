@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import functools
 import http.client
+import json
 import os
 import re
 import secrets
@@ -31,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from fixeduser.admin.certs import (
     KeyPair,
@@ -441,6 +442,9 @@ class Dockerd:
     (None if the ping was denied).
 
     `engine` picks the dockerd and docker CLI (default: the system engine, see `system_engine`).
+
+    `authz_in_config`: name the authz plugin in the daemon's config file, as `fixeduser install` does,
+    instead of with the `--authorization-plugin` flag (which a reload drops, see `reload`).
     """
 
     def __init__(
@@ -448,6 +452,7 @@ class Dockerd:
         workdir: Path,
         *,
         authz_plugin: str | None = None,
+        authz_in_config: bool = False,
         tls: TLSUsers | None = None,
         extra_args: Sequence[str] = (),
         shutdown_timeout: int = 3,
@@ -459,6 +464,7 @@ class Dockerd:
         self.plugin_specs = plugin_specs
         self._engine = engine
         self.authz_plugin = authz_plugin
+        self.authz_in_config = authz_in_config
         self.tls = tls
         self.extra_args = tuple(extra_args)
         self.shutdown_timeout = shutdown_timeout
@@ -517,7 +523,20 @@ class Dockerd:
         self.client_config.chmod(0o700)
         (self.client_config / "config.json").write_text("{}\n")
         # a private daemon config: do not read the host's /etc/docker/daemon.json
-        self.config_file.write_text("{}\n")
+        self.config_file.write_text(json.dumps(self._config()) + "\n")
+
+    def _config(self) -> dict[str, Any]:
+        if self.authz_plugin is not None and self.authz_in_config:
+            return {"authorization-plugins": [self.authz_plugin]}
+        return {}
+
+    def reload(self, **settings: Any) -> None:
+        """Reload the daemon's configuration (SIGHUP, as `systemctl reload docker`) with `settings` added to its
+        config file."""
+        if self.pid is None:
+            raise DockerdError("reload: the daemon is not running")
+        self.config_file.write_text(json.dumps({**self._config(), **settings}) + "\n")
+        os.kill(self.pid, signal.SIGHUP)
 
     def cli_env(self) -> dict[str, str]:
         """Environment for docker clients: no DOCKER_HOST/TLS/CA variables, private config."""
@@ -563,7 +582,7 @@ class Dockerd:
                 "--tlscert", str(self.tls.server_cert),
                 "--tlskey", str(self.tls.server_key),
             ]  # fmt: skip
-        if self.authz_plugin is not None:
+        if self.authz_plugin is not None and not self.authz_in_config:
             cmd.append(f"--authorization-plugin={self.authz_plugin}")
         cmd += self.extra_args
         if self.plugin_specs is not None:
@@ -978,10 +997,12 @@ def start_stack(
     extra_args: Sequence[str] = (),
     engine: Engine | None = None,
     own_plugin_specs: bool = False,
+    authz_in_config: bool = False,
 ) -> Stack:
     """Start `fixeduser serve` with unique plugin names, then a TLS dockerd of `engine` (default: the
     system's) using it, then import busybox. `own_plugin_specs`: the daemon sees only this stack's plugins (see
-    `Dockerd.plugin_specs`), for several "hosts" on one machine."""
+    `Dockerd.plugin_specs`), for several "hosts" on one machine. `authz_in_config`: the daemon finds its authz plugin
+    in its config file, as after `fixeduser install`, instead of in its `--authorization-plugin` flag."""
     from fixeduser.volumes.backends.local import prepare_host_for_fuse  # noqa: PLC0415 - root-only helper
 
     prepare_host_for_fuse()
@@ -989,7 +1010,7 @@ def start_stack(
     tls = TLSUsers(base / "tls", users=users)
     specs = make_private_dir(base, prefix="specs-") if own_plugin_specs else SPEC_DIR
     dockerd = Dockerd(base / "dockerd", authz_plugin=f"{prefix}-{tag}-authz", tls=tls, engine=engine,
-                      plugin_specs=specs if own_plugin_specs else None)  # fmt: skip
+                      plugin_specs=specs if own_plugin_specs else None, authz_in_config=authz_in_config)  # fmt: skip
     dockerd.prepare()  # settles the socket path the plugin queries
     plugin = PluginProcess(
         base=base,

@@ -16,11 +16,14 @@ class Daemon:
         self.down = False
         self.check: ConsultationCheck | None = None
         self.pinged: list[str] = []
+        self.refused_before = False  # an authz plugin ahead of fixeduser in the daemon's list denies the ping
 
     async def ping(self, uri: str) -> int:
         if self.down:
             raise DaemonUnavailable("cannot reach the Docker daemon")
         self.pinged.append(uri)
+        if self.refused_before:
+            return 403
         if self.asks and self.check is not None and self.check.waiting:
             self.check.saw("/containers/json")  # another request's AuthZReq proves nothing
             self.check.saw(uri)
@@ -71,3 +74,12 @@ async def test_a_daemon_that_cannot_be_reached_leaves_the_last_verdict(
     daemon.down = True
     assert await check.check() is None
     assert check.consulted is False and check.checks == 1 and check.waiting == {}
+
+
+async def test_a_ping_refused_by_a_plugin_ahead_of_fixeduser_proves_nothing(
+    daemon: Daemon, check: ConsultationCheck
+) -> None:
+    await check.check()
+    daemon.refused_before = True
+    assert await check.check() is None
+    assert check.consulted is True and check.checks == 1 and check.problems() == []

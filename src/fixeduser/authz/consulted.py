@@ -21,6 +21,7 @@ from fixeduser.docker_api.daemon import DaemonError
 log = logging.getLogger(__name__)
 
 PARAM = "fixeduser-consulted"
+FORBIDDEN = 403
 RELOAD_SETTLE = 1.0
 """Seconds from the daemon's reload event to the check: 26.1 and 28.5 send the event from inside their
 reload and only then replace their authz plugins, so a check at once could still be asked."""
@@ -49,12 +50,17 @@ class ConsultationCheck:
             uri = f"/_ping?{PARAM}={secrets.token_hex(8)}"
             self.waiting[uri] = False
             try:
-                await self._ping(uri)
+                status = await self._ping(uri)
             except DaemonError as exc:
                 log.debug("cannot check that the daemon asks fixeduser", extra={"error": str(exc)})
                 return None
             finally:
                 seen = self.waiting.pop(uri)
+            if not seen and status == FORBIDDEN:
+                # An authz plugin ahead of fixeduser in the daemon's list refused the ping: fixeduser's turn
+                # never came, which says nothing about whether it would have.
+                log.warning("an authorization plugin before fixeduser refused its check; the check proves nothing")
+                return None
             self.checks += 1
             self._record(seen)
             return seen

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from fixeduser.docker_api.daemon import DaemonClient, DaemonUnavailable, DaemonWatch, is_full_id
 from tests.waiting import until
@@ -26,9 +27,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 
 @contextlib.asynccontextmanager
-async def answering_daemon(path: Path) -> AsyncIterator[None]:
+async def answering_daemon(path: Path, events: Handler = _events) -> AsyncIterator[None]:
     app = web.Application()
-    app.router.add_get("/events", _events)
+    app.router.add_get("/events", events)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.UnixSite(runner, str(path))
@@ -53,25 +54,36 @@ def restoring_daemon(path: Path) -> socket.socket:  # type: ignore[misc]
         path.unlink(missing_ok=True)
 
 
-@pytest.fixture
-async def watched(tmp_path: Path) -> AsyncIterator[tuple[DaemonWatch, Path, list[str]]]:
-    path = tmp_path / "docker.sock"
+@contextlib.asynccontextmanager
+async def watching(path: Path) -> AsyncIterator[tuple[DaemonWatch, list[str]]]:
+    """A running DaemonWatch of the daemon socket `path`, and what its serving and reload listeners saw."""
     client = DaemonClient(f"unix://{path}", timeout=1.0)
     watch = DaemonWatch(client, grace=0.3, retry=0.05)
     seen: list[str] = []
 
-    async def note() -> None:
+    async def serving() -> None:
         seen.append("serving")
 
-    watch.on_serving(note)
+    async def reload() -> None:
+        seen.append("reload")
+
+    watch.on_serving(serving)
+    watch.on_reload(reload)
     task = asyncio.create_task(watch.run())
     try:
-        yield watch, path, seen
+        yield watch, seen
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await client.close()
+
+
+@pytest.fixture
+async def watched(tmp_path: Path) -> AsyncIterator[tuple[DaemonWatch, Path, list[str]]]:
+    path = tmp_path / "docker.sock"
+    async with watching(path) as (watch, seen):
+        yield watch, path, seen
 
 
 async def test_serving_follows_the_daemon(watched: tuple[DaemonWatch, Path, list[str]]) -> None:
@@ -179,27 +191,7 @@ async def test_a_reload_event_reaches_the_reload_listeners_however_the_stream_is
         return response
 
     path = tmp_path / "docker.sock"
-    app = web.Application()
-    app.router.add_get("/events", events)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.UnixSite(runner, str(path)).start()
-    client = DaemonClient(f"unix://{path}", timeout=1.0)
-    watch = DaemonWatch(client, grace=0.3, retry=0.05)
-    reloads: list[str] = []
-
-    async def note() -> None:
-        reloads.append("reload")
-
-    watch.on_reload(note)
-    task = asyncio.create_task(watch.run())
-    try:
-        await until(lambda: reloads == ["reload"], within=5)
+    async with answering_daemon(path, events), watching(path) as (_, seen):
+        await until(lambda: seen == ["serving", "reload"], within=5)
         await asyncio.sleep(0.3)  # the rest of the stream brings no second one
-        assert reloads == ["reload"]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await client.close()
-        await runner.cleanup()
+        assert seen == ["serving", "reload"]

@@ -500,6 +500,26 @@ async def test_a_start_record_that_is_not_roots_own_is_not_adopted(backend: Loca
 
 
 @needs_fuse
+async def test_a_bindfs_that_exits_just_after_it_came_up_reports_its_exit(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bindfs can answer its first probe and exit a moment later (an option libfuse rejects late): the error
+    is its exit, not a mount that reported success, and nothing stays mounted."""
+    started = backend._run_bindfs
+
+    async def start_then_exit(identity: Identity, mp: Path) -> None:
+        await started(identity, mp)
+        [pid] = bindfs_pids(mp)
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(wait_until, lambda: not bindfs_pids(mp), "the killed bindfs to go", within=10)
+
+    monkeypatch.setattr(backend, "_run_bindfs", start_then_exit)
+    with pytest.raises(BackendError, match=r"failed \(bindfs exit status [^)]+\)"):
+        await backend.mount_identity(A)
+    assert not mounts_at(backend.view_root(A))
+
+
+@needs_fuse
 async def test_a_bindfs_that_dies_while_starting_reports_its_words(backend: LocalBackend, base_dir: Path) -> None:
     """bindfs runs in the foreground, writing to a log in the guard: its own message is the error."""
     bad = LocalBackend(root=base_dir / "data", mount_root=base_dir / "mnt", bindfs_options=["-o", "no_such_opt"])

@@ -265,6 +265,10 @@ def _within(inner: str, outer: str) -> bool:
     return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
+def _start_failed(identity: Identity, mp: Path, exc: ViewStartError) -> BackendError:
+    return BackendError(f"mounting the fixed-user view of {identity} on {mp} failed ({exc.reason}): {exc.output}")
+
+
 class LocalBackend:
     """Volumes are directories under `root`; each identity gets one bindfs view of `root`."""
 
@@ -516,6 +520,10 @@ class LocalBackend:
             await asyncio.to_thread(self._prepare_mountpoint, identity, mp)
             await self._run_bindfs(identity, mp)
             if await self._views.state(mp, self.guard_dir(identity)) != "up":
+                # bindfs can answer its first probe and still exit on an option libfuse rejects a moment later
+                if (ended := self._views.ended(mp, self.guard_dir(identity))) is not None:
+                    await self._unmount_all(mp, lazy_only=True)
+                    raise _start_failed(identity, mp, ended)
                 raise BackendError(
                     f"bindfs reported success but {mp} is not a working mount point for "
                     f"{identity}; check the kernel log (dmesg) and the FUSE setup"
@@ -562,9 +570,7 @@ class LocalBackend:
             await self._views.start(argv, _helper_env(), mp, self.guard_dir(identity), self.mount_timeout)
         except ViewStartError as exc:
             await self._unmount_all(mp, lazy_only=True)
-            raise BackendError(
-                f"mounting the fixed-user view of {identity} on {mp} failed ({exc.reason}): {exc.output}"
-            ) from None
+            raise _start_failed(identity, mp, exc) from None
         except OSError as exc:
             raise BackendError(f"cannot run {argv[0]}: {exc.strerror}; is util-linux installed?") from exc
 

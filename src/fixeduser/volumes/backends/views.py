@@ -167,6 +167,14 @@ class Views:
         if self._views.get(str(mp)) is view:
             log.warning("the bindfs of view %s exited (status %s): it is stale", mp, view.process.exit_status())
 
+    def ended(self, mp: Path, guard: Path) -> ViewStartError | None:
+        """Why the view started on `mp` is gone, if its bindfs has exited: its exit status and words (None while
+        it runs, or when no start of it is followed)."""
+        view = self._views.get(str(mp))
+        if view is None or not view.process.exited():
+            return None
+        return ViewStartError(f"bindfs exit status {view.process.exit_status()}", _log_tail(guard / LOG_NAME))
+
     def forget(self, mp: Path) -> None:
         """Stop following the view on `mp` (it is being unmounted or replaced)."""
         self._unfollowed.pop(str(mp), None)

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,22 @@ def new_stack(base: Path, engine: Engine) -> E2E:
     # prune delay lets a test see removed containers forgotten without waiting the default 30 s.
     extra = ("--view-idle-seconds", "1", "--ledger-prune-delay", "2")
     return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS, extra_args=extra, engine=engine))
+
+
+def own_stack(engine: Engine, *, name: str, prefix: str, **start: Any) -> Iterator[E2E]:
+    """A stack of a test module's own, for `yield from` in its fixture: the repository's policies in a private
+    folder `fu-<name>-...`, `start` passed to `start_stack`; stopped afterwards, and its folder removed unless
+    something stayed mounted."""
+    base = make_private_dir(Path(tempfile.gettempdir()), prefix=f"fu-{name}-")
+    shutil.copytree(REPO / "policies", base / "policies")
+    running = E2E(
+        start_stack(base, policy_dir=base / "policies", users=E2E_USERS, prefix=prefix, engine=engine, **start)
+    )
+    try:
+        yield running
+    finally:
+        if not running.stack.stop():
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

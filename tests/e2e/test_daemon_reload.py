@@ -7,49 +7,26 @@ daemon.json, as `fixeduser install` names it, survives the reload."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixeduser.sandbox import Engine, make_private_dir, start_stack, unix_http_request
+from fixeduser.sandbox import Engine, unix_http_request
 
-from .conftest import E2E, E2E_USERS, REPO
+from .conftest import E2E, own_stack
 
 PRIVILEGED = ("run", "--rm", "--network", "none", "--privileged", "busybox:local", "true")
 
 
-def _stack(engine: Engine, *, authz_in_config: bool) -> Iterator[E2E]:
-    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-reload-")
-    shutil.copytree(REPO / "policies", base / "policies")
-    running = E2E(
-        start_stack(
-            base,
-            policy_dir=base / "policies",
-            users=E2E_USERS,
-            prefix="furl",
-            engine=engine,
-            authz_in_config=authz_in_config,
-        )
-    )
-    try:
-        yield running
-    finally:
-        if not running.stack.stop():
-            shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.fixture
 def flag_stack(engine: Engine) -> Iterator[E2E]:
-    yield from _stack(engine, authz_in_config=False)
+    yield from own_stack(engine, name="reload", prefix="furl", authz_in_config=False)
 
 
 @pytest.fixture
 def config_stack(engine: Engine) -> Iterator[E2E]:
-    yield from _stack(engine, authz_in_config=True)
+    yield from own_stack(engine, name="reload", prefix="furl", authz_in_config=True)
 
 
 def control(stack: E2E, path: str) -> tuple[int, Any]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,9 +14,9 @@ from typing import Any
 import pytest
 
 from fixeduser.linux.mounts import mounts_below
-from fixeduser.sandbox import Engine, make_private_dir, start_stack
+from fixeduser.sandbox import Engine
 
-from .conftest import E2E, E2E_USERS, REPO
+from .conftest import E2E, own_stack
 
 UIDS = {"alice": (10001, 10000), "bob": (10002, 10000)}
 KEYS = {"alice": "10001:10000", "bob": "10002:10000"}
@@ -27,23 +25,9 @@ KEYS = {"alice": "10001:10000", "bob": "10002:10000"}
 @pytest.fixture(scope="module")
 def stack(engine: Engine) -> Iterator[E2E]:
     """A stack of its own, pruning stale mount records after 3 s instead of 3 min."""
-    base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-durability-")
-    shutil.copytree(REPO / "policies", base / "policies")
-    running = E2E(
-        start_stack(
-            base,
-            policy_dir=base / "policies",
-            users=E2E_USERS,
-            prefix="fud",
-            extra_args=("--mount-prune-grace", "3", "--reconcile-interval", "1"),
-            engine=engine,
-        )
+    yield from own_stack(
+        engine, name="durability", prefix="fud", extra_args=("--mount-prune-grace", "3", "--reconcile-interval", "1")
     )
-    try:
-        yield running
-    finally:
-        if not running.stack.stop():
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def restart_plugin(stack: E2E, *, crash: bool) -> None:

@@ -70,10 +70,11 @@ class ConsultationCheck:
         await self.check()
 
     async def every(self) -> None:
-        """Check now and every `interval` (a background task; the reload and serving events check sooner)."""
+        """Check every `interval` (a background task). The first check, and the one after a daemon restart or
+        reload, come from the daemon's serving and reload events."""
         while True:
-            await self.check()
             await asyncio.sleep(self._interval)
+            await self.check()
 
     def problems(self) -> list[str]:
         if self.consulted is not False:

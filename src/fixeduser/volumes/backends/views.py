@@ -145,7 +145,7 @@ class Views:
                     if new:
                         return new[0].mount_id
                     if process.exited():
-                        raise ViewStartError(f"bindfs exit status {process.exit_status()}", _log_tail(log_path))
+                        raise _exit_error(process, log_path)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(exited.wait(), MOUNT_POLL)
         except TimeoutError:
@@ -173,7 +173,7 @@ class Views:
         view = self._views.get(str(mp))
         if view is None or not view.process.exited():
             return None
-        return ViewStartError(f"bindfs exit status {view.process.exit_status()}", _log_tail(guard / LOG_NAME))
+        return _exit_error(view.process, guard / LOG_NAME)
 
     def forget(self, mp: Path) -> None:
         """Stop following the view on `mp` (it is being unmounted or replaced)."""
@@ -211,6 +211,11 @@ async def _stop(process: Followed) -> None:
             process.child.kill()
         await asyncio.to_thread(process.child.wait)
     process.close()
+
+
+def _exit_error(process: Followed, log_path: Path) -> ViewStartError:
+    """A bindfs that has exited, in its own words: its exit status and the end of its log."""
+    return ViewStartError(f"bindfs exit status {process.exit_status()}", _log_tail(log_path))
 
 
 def _log_tail(path: Path) -> str:
@@ -263,7 +268,7 @@ async def _wait_until_served(mp: Path, process: Followed, log_path: Path, limit:
     finally:
         loop.remove_reader(process.pidfd)
     if process.exited():
-        raise ViewStartError(f"bindfs exit status {process.exit_status()}", _log_tail(log_path))
+        raise _exit_error(process, log_path)
     raise ViewStartError("its mount does not answer", _log_tail(log_path))
 
 

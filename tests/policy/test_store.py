@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,64 @@ async def test_edit_takes_effect_within_a_second(policy_dir: Callable[[str], Pat
             handle.write("p, role:eng, api, image.list\n")
         await _until(lambda: store.current.decide("ann", "api", "image.list").allowed)
         assert store.reloads == 1
+    finally:
+        watcher.cancel()
+
+
+async def _watching(store: PolicyStore, **timings: float) -> asyncio.Task[None]:
+    watcher = asyncio.create_task(store.watch(**timings))
+    await asyncio.sleep(0.1)  # let it set up its watch, so edits below come after it
+    return watcher
+
+
+async def test_an_edit_is_seen_without_a_poll(policy_dir: Callable[[str], Path]) -> None:
+    """The kernel reports an edit (inotify): it takes effect with both polls a minute apart."""
+    directory = policy_dir(GOOD)
+    store = PolicyStore(directory)
+    watcher = await _watching(store, interval=60, fallback=60)
+    try:
+        (directory / "extra.csv").write_text("p, role:eng, api, image.list\n")
+        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed)
+    finally:
+        watcher.cancel()
+
+
+async def test_an_edit_the_kernel_cannot_see_is_found_by_the_slow_look(
+    policy_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A policy file that is a symlink into another directory changes without an event in the policy
+    directory: the fallback look finds it."""
+    directory = policy_dir("")
+    (directory / "policy.csv").unlink()
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "policy.csv"
+    elsewhere.write_text(GOOD)
+    (directory / "policy.csv").symlink_to(elsewhere)
+    store = PolicyStore(directory)
+    watcher = await _watching(store, interval=60, fallback=0.2)
+    try:
+        with elsewhere.open("a") as handle:
+            handle.write("p, role:eng, api, image.list\n")
+        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed, within=3)
+    finally:
+        watcher.cancel()
+
+
+async def test_a_policy_directory_made_anew_is_watched_anew(policy_dir: Callable[[str], Path]) -> None:
+    """Removing the policy directory ends its inotify watch; the one made in its place is watched (its edits
+    take effect with the fallback look a minute away)."""
+    directory = policy_dir(GOOD)
+    model = (directory / "model.conf").read_text()
+    store = PolicyStore(directory)
+    watcher = await _watching(store, interval=0.05, fallback=60)
+    try:
+        shutil.rmtree(directory)
+        directory.mkdir()
+        (directory / "model.conf").write_text(model)
+        (directory / "policy.csv").write_text(GOOD + "p, role:eng, api, image.list\n")
+        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed)
+        with (directory / "policy.csv").open("a") as handle:
+            handle.write("p, role:eng, api, volume.list\n")
+        await _until(lambda: store.current.decide("ann", "api", "volume.list").allowed)
     finally:
         watcher.cancel()
 

@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from fixeduser.linux.dirwatch import DirectoryChanges
 from fixeduser.policy.compiled import CompiledPolicy, compile_policy
 from fixeduser.policy.files import MODEL_FILE, POLICY_GLOB, PolicyProblem, read_policy_dir
 
 log = logging.getLogger(__name__)
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
+FALLBACK_POLL = 2.0  # s between looks at the policy files when inotify watches them
 
 
 class PolicyInvalid(Exception):
@@ -104,6 +106,7 @@ class PolicyStore:
         self.last_error: str | None = None
         self._fingerprint = self._directory_loader.fingerprint()
         self._lock = asyncio.Lock()
+        self._watch_refused = False  # logged once; polling meanwhile
 
     async def reload(self, reason: str = "requested") -> bool:
         """Build a new policy off the event loop; keep the old one if the new one has any problem."""
@@ -141,26 +144,58 @@ class PolicyStore:
                 )
             return True
 
-    async def watch(self, interval: float = 0.25, settle: float = 0.1) -> None:
-        """Reload whenever a policy file changes (inode, mtime or size), once it has stopped changing."""
-        while True:
-            await asyncio.sleep(interval)
-            fingerprint = await asyncio.to_thread(self._directory_loader.fingerprint)
-            if fingerprint == self._fingerprint:
-                continue
-            # An editor may write a file in several steps: wait until two looks agree.
+    async def watch(self, interval: float = 0.25, settle: float = 0.1, fallback: float = FALLBACK_POLL) -> None:
+        """Reload whenever a policy file changes (inode, mtime or size), once it has stopped changing.
+
+        The kernel says when a name in the directory changes (inotify); a look every `fallback` s still
+        catches what it cannot see (`fixeduser.linux.dirwatch`). Without inotify, a look every `interval` s."""
+        changes: DirectoryChanges | None = None
+        try:
             while True:
-                await asyncio.sleep(settle)
-                again = await asyncio.to_thread(self._directory_loader.fingerprint)
-                if again == fingerprint:
-                    break
-                fingerprint = again
-            self._fingerprint = fingerprint
-            if self.loader is self._directory_loader:
-                await self.reload("policy files changed")
-            else:
-                # The lines live in the database; the directory only holds the model.
-                await self.reload("model file changed")
+                if changes is None or changes.lost:
+                    changes = self._directory_changes(changes)
+                    if changes is None:
+                        await asyncio.sleep(interval)
+                    # a new watch saw nothing from before it: look at once (and count nothing as missed)
+                    told = changes is not None
+                else:
+                    told = await changes.wait(fallback)
+                fingerprint = await asyncio.to_thread(self._directory_loader.fingerprint)
+                if fingerprint == self._fingerprint:
+                    continue
+                if changes is not None and not told:  # the kernel missed it (the path re-pointed?): watch anew
+                    changes.lost = True
+                # An editor may write a file in several steps: wait until two looks agree.
+                while True:
+                    await asyncio.sleep(settle)
+                    again = await asyncio.to_thread(self._directory_loader.fingerprint)
+                    if again == fingerprint:
+                        break
+                    fingerprint = again
+                self._fingerprint = fingerprint
+                if self.loader is self._directory_loader:
+                    await self.reload("policy files changed")
+                else:
+                    # The lines live in the database; the directory only holds the model.
+                    await self.reload("model file changed")
+        finally:
+            if changes is not None:
+                changes.close()
+
+    def _directory_changes(self, previous: DirectoryChanges | None) -> DirectoryChanges | None:
+        """A new inotify watch of the policy directory, or None (a poll this time) when the kernel refuses one:
+        no inotify, the watch limit reached, the directory gone for now."""
+        if previous is not None:
+            previous.close()
+        try:
+            changes = DirectoryChanges(self.directory)
+        except OSError as exc:
+            if not self._watch_refused:
+                log.warning("cannot watch %s (%s): polling it for policy edits instead", self.directory, exc)
+            self._watch_refused = True
+            return None
+        self._watch_refused = False
+        return changes
 
 
 def _compile_with(loader: PolicyLoader, previous: CompiledPolicy) -> CompiledPolicy:

@@ -14,7 +14,7 @@ from typing import cast
 
 import httptools
 
-MAX_IDLE = 8  # kept-alive connections waiting for the next request
+MAX_IDLE = 64  # kept-alive connections waiting: as many as a busy host asks at once (bench/NOTES.md#daemon-client)
 MAX_CONNECTIONS = 100  # at most this many requests at once, like aiohttp's connector
 MAX_REDIRECTS = 10  # like aiohttp: the daemon's router redirects an uncleaned path (`/containers/%2Fname/json`)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import re
@@ -179,6 +180,7 @@ def machine_info() -> dict[str, str]:
         "docker CLI": _first_line(["docker", "--version"]) if shutil.which("docker") else "n/a",
         "bindfs": _first_line(["bindfs", "--version"]) if shutil.which("bindfs") else "n/a",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "speed: 10 million Python additions": f"{python_loop_seconds():.2f} s (best of 3; compare runs by it)",
     }
     with contextlib.suppress(Exception):
         import aiohttp  # noqa: PLC0415
@@ -190,6 +192,18 @@ def machine_info() -> dict[str, str]:
         info["pycasbin"] = version("pycasbin")
         info["httptools"] = version("httptools")
     return info
+
+
+def python_loop_seconds(additions: int = 10_000_000) -> float:
+    """A plain interpreter loop (in a function: local names), best of three. Every figure of a run moves with
+    the machine's speed; this puts one number on it, so that runs on different machines can be compared."""
+    best = math.inf
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(additions):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _os_name() -> str:

@@ -152,35 +152,42 @@ class PolicyStore:
         changes: DirectoryChanges | None = None
         try:
             while True:
-                if changes is None or changes.lost:
-                    changes = self._directory_changes(changes)
-                    if changes is None:
-                        await asyncio.sleep(interval)
-                    # a new watch saw nothing from before it: look at once (and count nothing as missed)
-                    told = changes is not None
-                else:
-                    told = await changes.wait(fallback)
+                changes, told = await self._until_next_look(changes, interval, fallback)
                 fingerprint = await asyncio.to_thread(self._directory_loader.fingerprint)
                 if fingerprint == self._fingerprint:
                     continue
                 if changes is not None and not told:  # the kernel missed it (the path re-pointed?): watch anew
                     changes.lost = True
-                # An editor may write a file in several steps: wait until two looks agree.
-                while True:
-                    await asyncio.sleep(settle)
-                    again = await asyncio.to_thread(self._directory_loader.fingerprint)
-                    if again == fingerprint:
-                        break
-                    fingerprint = again
-                self._fingerprint = fingerprint
-                if self.loader is self._directory_loader:
-                    await self.reload("policy files changed")
-                else:
-                    # The lines live in the database; the directory only holds the model.
-                    await self.reload("model file changed")
+                self._fingerprint = await self._settled(fingerprint, settle)
+                # With a database loader the lines live in the database; the directory only holds the model.
+                from_files = self.loader is self._directory_loader
+                await self.reload("policy files changed" if from_files else "model file changed")
         finally:
             if changes is not None:
                 changes.close()
+
+    async def _until_next_look(
+        self, changes: DirectoryChanges | None, interval: float, fallback: float
+    ) -> tuple[DirectoryChanges | None, bool]:
+        """Wait until the files are to be looked at: a change the kernel reports, or `fallback` s; without a
+        watch, `interval` s. The watch to use next, and whether the kernel told of a change (a new watch
+        saw nothing from before it: it is looked at at once, and nothing counts as missed)."""
+        if changes is not None and not changes.lost:
+            return changes, await changes.wait(fallback)
+        changes = self._directory_changes(changes)
+        if changes is None:
+            await asyncio.sleep(interval)
+            return None, False
+        return changes, True
+
+    async def _settled(self, fingerprint: Fingerprint, settle: float) -> Fingerprint:
+        """An editor may write a file in several steps: look again until two looks agree."""
+        while True:
+            await asyncio.sleep(settle)
+            again = await asyncio.to_thread(self._directory_loader.fingerprint)
+            if again == fingerprint:
+                return fingerprint
+            fingerprint = again
 
     def _directory_changes(self, previous: DirectoryChanges | None) -> DirectoryChanges | None:
         """A new inotify watch of the policy directory, or None (a poll this time) when the kernel refuses one:

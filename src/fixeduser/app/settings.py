@@ -63,7 +63,9 @@ class ServeSettings(BaseModel):
     local_subject: str = "@local"
     allow_unknown_routes: bool = False
     purge_on_remove: bool = False
-    view_idle_seconds: float = Field(5.0, ge=0, description="keep an unused identity view mounted this long")
+    view_idle_seconds: float = Field(
+        60.0, ge=0, description="keep an unused identity view mounted this long (a new one starts a bindfs)"
+    )
     policy_database: str | None = Field(
         None,
         description="read the policy lines from this PostgreSQL database (URL, e.g. postgresql://user@host/db) "

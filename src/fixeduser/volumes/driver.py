@@ -56,7 +56,7 @@ class VolumeDriver:
         policy: Callable[[], CompiledPolicy],
         purge_default: bool = False,
         daemon: ContainerLookup | None = None,
-        view_idle_seconds: float = 5.0,
+        view_idle_seconds: float = 60.0,
     ) -> None:
         self.backend = backend
         self.registry = registry

@@ -860,6 +860,19 @@ async def test_quobyte_options_are_refused_by_the_local_backend(rig: Rig) -> Non
     assert rig.backend.calls["create_volume"] == 0 and not (rig.base / "data" / "eng-v").exists()
 
 
+async def test_idle_views_go_at_once_at_shutdown_whatever_their_grace(rig: Rig) -> None:
+    """At shutdown (and start) views no container uses are unmounted then and there: a grace timer would never
+    run in a plugin that is stopping, and its views would outlive it."""
+    rig.restart(view_idle_seconds=60)
+    await rig.volume("eng-v")
+    await rig.mount("eng-v", "m1", container="c" * 64)
+    await rig.driver.unmount("eng-v", "m1")
+    assert await rig.views() == ["10001:10000"]  # within its grace
+    await rig.driver.unmount_idle_views()
+    assert rig.backend.calls["unmount_identity"] == 1
+    assert not is_mount_point(rig.backend.view_root(ALICE)) and await rig.views() == []
+
+
 async def test_idle_view_stays_mounted_for_the_grace_period(rig: Rig) -> None:
     """An unused view survives its grace period (docker run mounts twice), then goes; a new mount cancels that."""
     rig.restart(view_idle_seconds=0.3)

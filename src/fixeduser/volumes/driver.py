@@ -314,7 +314,7 @@ class VolumeDriver:
             if not in_use.get(key):
                 uid, gid = (int(part) for part in key.split(":"))
                 identity = Identity(uid=uid, gid=gid, user=str(uid), group=str(gid))
-                await self._release_view(identity)
+                await self._unmount_if_idle(identity)  # now, not after a grace: at shutdown no timer would run
 
     # ------------------------------------------------------------------ restarts
 

@@ -89,23 +89,32 @@ class E2E:
         return result.stderr
 
 
+# An idle view stays 1 s instead of the default 60: the view-reuse path is still exercised (a docker run mounts
+# twice within that), and tests that wait for views to go are not slowed.
+SHORT_VIEW_GRACE = ("--view-idle-seconds", "1")
+
+
 def new_stack(base: Path, engine: Engine) -> E2E:
     policy_dir = base / "policies"
     shutil.copytree(REPO / "policies", policy_dir)
-    # A short idle grace keeps the view-reuse path exercised without slowing the teardown checks, and a short
-    # prune delay lets a test see removed containers forgotten without waiting the default 30 s.
-    extra = ("--view-idle-seconds", "1", "--ledger-prune-delay", "2")
+    # A short prune delay lets a test see removed containers forgotten without waiting the default 30 s.
+    extra = (*SHORT_VIEW_GRACE, "--ledger-prune-delay", "2")
     return E2E(start_stack(base, policy_dir=policy_dir, users=E2E_USERS, extra_args=extra, engine=engine))
 
 
-def own_stack(engine: Engine, *, name: str, prefix: str, **start: Any) -> Iterator[E2E]:
+def own_stack(
+    engine: Engine, *, name: str, prefix: str, extra_args: tuple[str, ...] = (), **start: Any
+) -> Iterator[E2E]:
     """A stack of a test module's own, for `yield from` in its fixture: the repository's policies in a private
-    folder `fu-<name>-...`, `start` passed to `start_stack`; stopped afterwards, and its folder removed unless
-    something stayed mounted."""
+    folder `fu-<name>-...`, the short view grace and `extra_args` on the plugin's command line, `start` passed to
+    `start_stack`; stopped afterwards, and its folder removed unless something stayed mounted."""
     base = make_private_dir(Path(tempfile.gettempdir()), prefix=f"fu-{name}-")
     shutil.copytree(REPO / "policies", base / "policies")
+    extra = (*SHORT_VIEW_GRACE, *extra_args)
     running = E2E(
-        start_stack(base, policy_dir=base / "policies", users=E2E_USERS, prefix=prefix, engine=engine, **start)
+        start_stack(
+            base, policy_dir=base / "policies", users=E2E_USERS, prefix=prefix, engine=engine, extra_args=extra, **start
+        )
     )
     try:
         yield running

@@ -35,7 +35,6 @@ class DirectoryChanges:
     Raises OSError when the kernel refuses (no inotify, or the user's watch limit reached)."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
         self._inotify = Inotify()
         self._inotify.sync_timeout = 0  # `sync_get` only takes what has queued
         try:

@@ -122,6 +122,35 @@ async def test_the_writer_resumes_by_itself_and_logs_drops_periodically(
     await auditor.close()
 
 
+async def test_an_idle_writer_sleeps_until_something_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle, the writer does not wake to find nothing to write; a record wakes it, and it is written."""
+    log = tmp_path / "audit.jsonl"
+    auditor = make_auditor(log)
+    flushes: list[bool] = []
+    flush = auditor.flush
+
+    async def counted_flush() -> bool:
+        flushes.append(await flush())
+        return flushes[-1]
+
+    monkeypatch.setattr(auditor, "flush", counted_flush)
+    writer = asyncio.create_task(auditor.run())
+    try:
+        await asyncio.sleep(0.3)  # thirty flush intervals
+        assert flushes == []
+        auditor.record(record(0))
+        await until(lambda: log.exists() and [r.user for r in read(log)] == ["u0"])
+        after_the_record = len(flushes)
+        await asyncio.sleep(0.3)
+        assert after_the_record >= 1 and len(flushes) == after_the_record
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    await auditor.close()
+
+
 async def test_a_failure_that_is_not_the_disk_keeps_the_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Any exception of the write (not only OSError) keeps the batch for the next attempt."""
     auditor = make_auditor(tmp_path / "audit.jsonl")

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -112,6 +113,41 @@ async def test_a_restoring_daemon_is_not_waited_for(watched: tuple[DaemonWatch, 
         assert not await watch.wait_serving()
         assert time.monotonic() - started < 0.25  # far below the grace (0.3 s) and the look-up timeout (1 s)
         assert watch.down_for() >= 0.5 and seen == ["serving"]
+
+
+class CountingClient(DaemonClient):
+    """Counts the event streams the watch tries to open."""
+
+    streams = 0
+
+    def event_stream(self, on_event: Callable[[bytes], None]) -> Any:
+        self.streams += 1
+        return super().event_stream(on_event)
+
+
+async def test_a_stopped_daemon_costs_the_watch_no_stream_attempts(tmp_path: Path) -> None:
+    """While nothing listens on the socket (no file, or the file of a daemon that stopped), the watch only
+    tries to connect; once a daemon listens it opens the stream and sees the daemon serve."""
+    path = tmp_path / "docker.sock"
+    client = CountingClient(f"unix://{path}", timeout=1.0)
+    watch = DaemonWatch(client, grace=0.3, retry=0.01)
+    task = asyncio.create_task(watch.run())
+    try:
+        await asyncio.sleep(0.3)  # thirty retries with no socket file
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(path))  # the file is there, nothing accepts on it
+        await asyncio.sleep(0.3)
+        stale.close()
+        assert client.streams == 0 and not watch.serving
+        path.unlink()
+        async with answering_daemon(path):
+            await until(lambda: watch.serving, within=5)
+        assert client.streams >= 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
 
 
 async def test_a_look_up_that_times_out_says_so_and_after_how_long(tmp_path: Path) -> None:

@@ -179,6 +179,7 @@ class JsonLineAuditor:
         self._written_of_last = 0  # bytes of the last attempted write that are in the log
         self._in_flight = (0, 0)  # lines and bytes being written now (part of the backlog until written)
         self._lock = asyncio.Lock()
+        self._recorded = asyncio.Event()  # set by `record`: the writer sleeps while nothing is recorded
         self.counts: dict[str, int] = {"allow": 0, "deny": 0}
         self._fresh: list[AuditRecord] = []  # recorded, not yet serialized into the backlog
         self._dropped = 0
@@ -218,6 +219,7 @@ class JsonLineAuditor:
         # Serialized later, in batches (`_serialize_fresh`): one decision at a time, right after the plugin was idle,
         # serializing took 13 µs of the daemon's wait, in a batch about 1 (bench/NOTES.md#audit-batches).
         self._fresh.append(record)
+        self._recorded.set()
         if len(self._fresh) >= SERIALIZE_BATCH:
             self._serialize_fresh()
 
@@ -376,9 +378,13 @@ class JsonLineAuditor:
         ]
 
     async def run(self) -> None:
-        """Write every `flush_interval`; while the log fails, retry with backoff up to `retry_max`."""
+        """Write what was recorded `flush_interval` after it came; while the log fails, retry with backoff up
+        to `retry_max`. Idle, it waits for a record instead of waking to find nothing."""
         delay = self._flush_interval
         while True:
+            if delay == self._flush_interval and not self._unlogged:
+                await self._recorded.wait()
+            self._recorded.clear()
             await asyncio.sleep(delay)
             ok = await self.flush()
             self.report_drops()

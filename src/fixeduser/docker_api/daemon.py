@@ -21,7 +21,7 @@ import httptools
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from fixeduser.docker_api.requests import CONTAINER_ID
-from fixeduser.docker_api.unix_client import UnixHttpClient
+from fixeduser.docker_api.unix_client import UnixHttpClient, accepts_connections
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,10 @@ class DaemonClient:
         async with self._request("GET", path) as (status, _):
             return int(status)
 
+    def listening(self) -> bool:
+        """Whether something accepts connections on the daemon's socket now (no request is sent)."""
+        return accepts_connections(self._socket)
+
     @contextlib.asynccontextmanager
     async def event_stream(self, on_event: Callable[[bytes], None]) -> Any:
         """A `GET /events` stream of daemon-level events (rare), open for as long as the daemon serves; each
@@ -330,19 +334,28 @@ class DaemonWatch:
     async def run(self) -> None:
         """Keep the stream open (a background task): reconnect whenever it ends."""
         while True:
-            try:
-                async with self._client.event_stream(self._on_event) as status:
-                    self._serving()
-                    if status != 200:
-                        log.warning("the daemon refused fixeduser's event stream", extra={"status": status})
-                        await asyncio.sleep(30)  # it answers, so it serves; ask again later
-            except DaemonError as exc:
-                log.debug("daemon event stream ended", extra={"error": str(exc)})
-            if self._open.is_set():
-                self._open.clear()
-                self._down_since = time.monotonic()
-                log.info("the Docker daemon's API stopped answering")
+            # While the daemon is stopped, a connect says so in a few syscalls; a stream attempt builds and
+            # tears down an HTTP client session each time (bench/NOTES.md#daemon-watch).
+            if self._client.listening():
+                await self._follow_stream()
+            self._stopped_answering()
             await asyncio.sleep(self._retry)
+
+    async def _follow_stream(self) -> None:
+        try:
+            async with self._client.event_stream(self._on_event) as status:
+                self._serving()
+                if status != 200:
+                    log.warning("the daemon refused fixeduser's event stream", extra={"status": status})
+                    await asyncio.sleep(30)  # it answers, so it serves; ask again later
+        except DaemonError as exc:
+            log.debug("daemon event stream ended", extra={"error": str(exc)})
+
+    def _stopped_answering(self) -> None:
+        if self._open.is_set():
+            self._open.clear()
+            self._down_since = time.monotonic()
+            log.info("the Docker daemon's API stopped answering")
 
     def _serving(self) -> None:
         if self._open.is_set():

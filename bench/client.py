@@ -71,6 +71,19 @@ class LoadResult:
     def all_latencies(self) -> list[int]:
         return [v for values in self.latencies.values() for v in values]
 
+    def add(self, other: LoadResult) -> LoadResult:
+        """This result with `other`'s calls, time, latencies and counts added (rounds of one measurement)."""
+        self.seconds += other.seconds
+        self.calls += other.calls
+        self.client_cpu += other.client_cpu
+        for label, values in other.latencies.items():
+            self.latencies[label].extend(values)
+        for mine, theirs in ((self.denied, other.denied), (self.errors, other.errors)):
+            for label, count in theirs.items():
+                mine[label] += count
+        self.timeline.extend(other.timeline)
+        return self
+
 
 async def run_load(
     socket_path: Path,

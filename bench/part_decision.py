@@ -21,6 +21,7 @@ from bench.workload import (
 )
 
 CONCURRENCY = (1, 8, 64)
+ROUNDS = 5  # turns each server gets per mix and concurrency, interleaved with the others
 KEY_LABELS = (
     "system.ping Req",
     "container.list Req",
@@ -50,6 +51,23 @@ async def measure(
     return result, proc_cpu_seconds(server_pid) - cpu0
 
 
+async def measure_interleaved(
+    servers: dict[str, tuple[int, Path]], per_client: list, seconds: float, setup: list, rounds: int
+) -> dict[str, tuple[LoadResult, float]]:
+    """Each server's load and CPU over `rounds` rounds of `seconds / rounds`, the servers taking turns in an
+    order that rotates each round: a slow spell of the machine falls on all of them alike
+    (bench/NOTES.md#decision-rounds). The setup calls are sent in the first round only."""
+    totals = {name: (LoadResult(seconds=0.0, calls=0), 0.0) for name in servers}
+    names = list(servers)
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            pid, socket = servers[name]
+            result, cpu = await measure(pid, socket, per_client, seconds / rounds, setup if i == 0 else [])
+            merged, spent = totals[name]
+            totals[name] = (merged.add(result), spent + cpu)
+    return totals
+
+
 async def run(base: Path, *, quick: bool) -> Part:
     part = Part(
         key="decision",
@@ -65,10 +83,12 @@ async def run(base: Path, *, quick: bool) -> Part:
             "Each simulated client is one keep-alive "
             "connection with its own TLS user, container and volumes, sending the calls in daemon order "
             "(closed loop). Latency is one request/response on the socket, measured by the client. "
+            "Each mix and concurrency is measured in five rounds of 2 s per server, the three servers taking "
+            "turns in an order that rotates each round, so that a slow spell of the machine falls on all of them. "
             "Server and client CPU are per call, from /proc and process_time."
         ),
     )
-    seconds = 1.5 if quick else 10.0
+    seconds, rounds = (1.5, 2) if quick else (10.0, ROUNDS)
     capture = load_capture()
     policy = write_policy_dir(base / "policy", bench_policy_lines(64))
     server = FixeduserServer(base / "plugin", policy).start()
@@ -124,12 +144,19 @@ async def run(base: Path, *, quick: bool) -> Part:
                 per_client = [renderer.calls(ops, cl) for cl in clients]
                 # the read-only mix inspects a container its client created earlier
                 setup = [renderer.calls(("run_detached",), cl) for cl in clients] if ops == READ_OPS else []
-                # floor first, then fixeduser, back to back: same machine state for both
-                results[("floor", mix, c)] = await measure(floor.pid, floor.socket_path, per_client, seconds, setup)
-                results[("same", mix, c)] = await measure(same.pid, same.socket_path, per_client, seconds, setup)
-                results[("fixeduser", mix, c)] = await measure(
-                    server.pid, server.authz_socket, per_client, seconds, setup
+                measured = await measure_interleaved(
+                    {
+                        "floor": (floor.pid, floor.socket_path),
+                        "same": (same.pid, same.socket_path),
+                        "fixeduser": (server.pid, server.authz_socket),
+                    },
+                    per_client,
+                    seconds,
+                    setup,
+                    rounds,
                 )
+                for who, result in measured.items():
+                    results[(who, mix, c)] = result
                 fl, fl_cpu = results[("floor", mix, c)]
                 sm, sm_cpu = results[("same", mix, c)]
                 fu, fu_cpu = results[("fixeduser", mix, c)]

@@ -5,8 +5,10 @@ does not hold; without a daemon those calls would be denied and the benchmark wo
     python -m bench.daemon_double SOCKET TABLE.json
 
 TABLE.json maps full container IDs to their `GET /containers/{id}/json` answers. References resolve like the
-daemon's (full ID, name with or without `/`, unique ID prefix); no container is ever restarting, volumes of other
-drivers do not exist, the event stream stays open. The docker part of the suite measures the real daemon.
+daemon's (full ID, name with or without `/`, unique ID prefix); a listing of every container lists the table (the
+plugin's ledger pruner keeps what the daemon lists), a filtered listing finds nothing (no container is ever
+restarting), volumes of other drivers do not exist, the event stream stays open. The docker part of the suite
+measures the real daemon.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ class Table:
         return matches[0] if len(matches) == 1 else None
 
 
+def listed(container: dict[str, Any]) -> dict[str, Any]:
+    """A `GET /containers/json?all=1` entry of an inspect answer."""
+    return {
+        "Id": container["Id"],
+        "Names": [container["Name"]],
+        "State": container["State"]["Status"],
+        "Mounts": container["Mounts"],
+    }
+
+
 def app_for(table: Table) -> web.Application:
     async def inspect(request: web.Request) -> web.Response:
         found = table.resolve(request.match_info["ref"])
@@ -44,7 +56,9 @@ def app_for(table: Table) -> web.Application:
         return web.json_response(found)
 
     async def listing(request: web.Request) -> web.Response:
-        return web.json_response([])  # nothing restarting, nothing stopped to recover
+        if "filters" in request.query:
+            return web.json_response([])  # nothing restarting, nothing stopped to recover
+        return web.json_response([listed(c) for c in table.containers.values()])
 
     async def no_volume(request: web.Request) -> web.Response:
         return web.json_response({"message": "no such volume"}, status=404)

@@ -69,6 +69,7 @@ async def measure_interleaved(
 
 
 async def run(base: Path, *, quick: bool) -> Part:
+    seconds, rounds = (1.5, 2) if quick else (10.0, ROUNDS)
     part = Part(
         key="decision",
         title="1. Decision latency and throughput at the plugin socket",
@@ -83,12 +84,12 @@ async def run(base: Path, *, quick: bool) -> Part:
             "Each simulated client is one keep-alive "
             "connection with its own TLS user, container and volumes, sending the calls in daemon order "
             "(closed loop). Latency is one request/response on the socket, measured by the client. "
-            "Each mix and concurrency is measured in five rounds of 2 s per server, the three servers taking "
+            f"Each mix and concurrency is measured in {rounds} rounds of {seconds / rounds:g} s per server, the three "
+            "servers taking "
             "turns in an order that rotates each round, so that a slow spell of the machine falls on all of them. "
             "Server and client CPU are per call, from /proc and process_time."
         ),
     )
-    seconds, rounds = (1.5, 2) if quick else (10.0, ROUNDS)
     capture = load_capture()
     policy = write_policy_dir(base / "policy", bench_policy_lines(64))
     server = FixeduserServer(base / "plugin", policy).start()

@@ -21,7 +21,8 @@ import httptools
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from fixeduser.docker_api.requests import CONTAINER_ID
-from fixeduser.docker_api.unix_client import UnixHttpClient, accepts_connections
+from fixeduser.docker_api.unix_client import UnixHttpClient
+from fixeduser.linux.unixhttp import accepts_connections
 
 log = logging.getLogger(__name__)
 

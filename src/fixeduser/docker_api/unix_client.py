@@ -9,8 +9,6 @@ answer) or httptools.HttpParserError (not HTTP); the caller times requests out.
 from __future__ import annotations
 
 import asyncio
-import errno
-import socket
 from collections.abc import Mapping
 from typing import cast
 
@@ -20,17 +18,6 @@ MAX_IDLE = 64  # kept-alive connections waiting: as many as a busy host asks at 
 MAX_CONNECTIONS = 100  # at most this many requests at once, like aiohttp's connector
 MAX_REDIRECTS = 10  # like aiohttp: the daemon's router redirects an uncleaned path (`/containers/%2Fname/json`)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-def accepts_connections(path: str) -> bool:
-    """Whether a process listens on the unix socket `path`: a non-blocking connect, closed at once."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.setblocking(False)
-        try:
-            # EAGAIN: listening, its backlog full; ENOENT, ECONNREFUSED, EACCES...: no daemon to talk to now
-            return probe.connect_ex(path) in (0, errno.EAGAIN, errno.EINPROGRESS)
-        except OSError:  # a path no connect can use (too long for a unix socket address)
-            return False
 
 
 class TooManyRedirects(ConnectionError):

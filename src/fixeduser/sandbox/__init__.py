@@ -45,7 +45,7 @@ from fixeduser.admin.certs import (
 from fixeduser.app.settings import CONTROL_SOCKET_NAME
 from fixeduser.linux.binaries import find_static_busybox
 from fixeduser.linux.mounts import mounts_below
-from fixeduser.linux.unixhttp import UnixHTTPConnection, unix_http_request
+from fixeduser.linux.unixhttp import UnixHTTPConnection, accepts_connections, unix_http_request
 
 __all__ = [
     "BUSYBOX_APPLETS",
@@ -841,17 +841,6 @@ class Dockerd:
 # --------------------------------------------------------------------------- plugin process
 
 
-def _accepts(path: Path) -> bool:
-    """True if a unix socket at `path` accepts a connection."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
 SPEC_DIR = Path("/etc/docker/plugins")
 
 
@@ -916,7 +905,7 @@ class PluginProcess:
         sockets = [self.plugin_dir / f"{name}.sock" for name in (self.authz_name, self.volume_name)]
         sockets.append(self.state_dir / CONTROL_SOCKET_NAME)
         specs = [self.spec_dir / f"{name}.spec" for name in (self.authz_name, self.volume_name)]
-        while not (all(spec.exists() for spec in specs) and all(_accepts(sock) for sock in sockets)):
+        while not (all(spec.exists() for spec in specs) and all(accepts_connections(sock) for sock in sockets)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"fixeduser serve did not start:\n{self.log_tail()}")
             time.sleep(0.05)

@@ -72,7 +72,9 @@ class LoadResult:
         return [v for values in self.latencies.values() for v in values]
 
     def add(self, other: LoadResult) -> LoadResult:
-        """This result with `other`'s calls, time, latencies and counts added (rounds of one measurement)."""
+        """This result with `other`'s calls, time, latencies and counts added (rounds of one measurement); its
+        timeline follows this one's."""
+        self.timeline.extend((self.seconds + at, latency) for at, latency in other.timeline)
         self.seconds += other.seconds
         self.calls += other.calls
         self.client_cpu += other.client_cpu
@@ -81,7 +83,6 @@ class LoadResult:
         for mine, theirs in ((self.denied, other.denied), (self.errors, other.errors)):
             for label, count in theirs.items():
                 mine[label] += count
-        self.timeline.extend(other.timeline)
         return self
 
 

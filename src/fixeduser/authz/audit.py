@@ -384,8 +384,8 @@ class JsonLineAuditor:
         while True:
             if delay == self._flush_interval and not self._unlogged:
                 await self._recorded.wait()
-            self._recorded.clear()
             await asyncio.sleep(delay)
+            self._recorded.clear()  # what was recorded so far is in this flush; later records wake the next
             ok = await self.flush()
             self.report_drops()
             delay = self._flush_interval if ok else min(max(delay, self._flush_interval) * 2, self._retry_max)

@@ -190,12 +190,14 @@ def _answer_bare(conn: socket.socket) -> None:
 
 async def _serve_on_fixeduser_transport(socket_path: Path, volume_root: Path | None = None) -> None:
     from fixeduser.plugin.server import Handler, PluginCalls, SocketServer  # noqa: PLC0415
+    from fixeduser.volumes.api import ANSWERED_AT_ONCE  # noqa: PLC0415
 
     async def allow(_: dict[str, Any]) -> dict[str, Any]:
         return {"Allow": True, "Msg": "", "Err": ""}
 
     decisions = ("AuthZPlugin.AuthZReq", "AuthZPlugin.AuthZRes")  # started at once, as fixeduser's are
     handlers: dict[str, Handler] = dict.fromkeys(decisions, allow)
+    at_once = list(decisions)
     implements = ["authz"]
     if volume_root is not None:
         driver = TrivialDriver(volume_root)
@@ -208,7 +210,8 @@ async def _serve_on_fixeduser_transport(socket_path: Path, volume_root: Path | N
 
         handlers |= {f"VolumeDriver.{method}": volume_call(method) for method in VOLUME_CALLS}
         implements.append("VolumeDriver")
-    server = SocketServer(PluginCalls(implements, handlers, at_once=decisions), socket_path)
+        at_once += ANSWERED_AT_ONCE  # as fixeduser's volume calls that never wait
+    server = SocketServer(PluginCalls(implements, handlers, at_once=at_once), socket_path)
     await server.start()
     try:
         await _until_stopped()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+import types
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,3 +221,38 @@ async def _renewed(host: Host) -> float:
         except ClusterUnavailable:
             await asyncio.sleep(1.0)
     raise AssertionError(f"{host.name} did not reach the database again within 10 tries")
+
+
+async def test_a_record_is_read_in_a_task_of_its_own_when_its_caller_has_none(database: str, make_host) -> None:  # type: ignore[no-untyped-def]
+    """Decisions and volume `Get`s start where the daemon's call arrives, outside any task (plugin.http), and the
+    database pool bounds its waits with timeouts, which need a task from Python 3.12 on: the read gets its own."""
+    a, b = await make_host("host-a", database), await make_host("host-b", database)
+    await a.create(record("eng-late", pinned=ALICE))
+    tasks_reading: list[asyncio.Task[object] | None] = []
+    read = b.cluster.volume
+
+    async def noting_its_task(name: str) -> VolumeRecord | None:
+        tasks_reading.append(asyncio.current_task())
+        return await read(name)
+
+    b.cluster.volume = noting_its_task
+    refresh = b.registry.refresh_one("eng-late")
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[object] = loop.create_future()
+    loop.call_soon(lambda: first.set_result(refresh.send(None)))  # its first step in a callback, as plugin.http runs it
+    waited_on = await first
+
+    @types.coroutine
+    def the_rest() -> Generator[object, None, VolumeRecord | None]:
+        """What the refresh waits on goes up to this test's task, and each step after it is done runs here."""
+        awaited = waited_on
+        while True:
+            yield awaited
+            try:
+                awaited = refresh.send(None)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    found = await the_rest()
+    assert len(tasks_reading) == 1 and tasks_reading[0] is not None
+    assert found == a.registry.get("eng-late") and b.registry.get("eng-late") == found

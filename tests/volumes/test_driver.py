@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -38,6 +39,7 @@ from fixeduser.state.ledger import ContainerLedger, ContainerRecord
 from fixeduser.state.records import MountRecord, current_boot_id
 from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore
+from fixeduser.volumes.api import ANSWERED_AT_ONCE, volume_handlers
 from fixeduser.volumes.backends import LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.base import BackendError
 from fixeduser.volumes.driver import ContainerLookup, DriverError, VolumeDriver
@@ -836,6 +838,31 @@ async def test_get_and_list_answer_while_the_backend_is_down(rig: Rig) -> None:
     with pytest.raises(DriverError, match="injected"):
         await rig.mount("eng-v", "m2")  # the backend really is down
     assert rig.counts("eng-v") == {"10001:10000": 1}
+
+
+async def test_the_calls_answered_at_once_finish_without_waiting(rig: Rig) -> None:
+    """The volume calls answered where the daemon's call arrives, with no task of their own (plugin.http), never wait
+    on a single host: for a volume mounted or not, and for a name fixeduser does not know."""
+    await rig.volume("eng-v")
+    handlers = volume_handlers(rig.driver)
+    assert set(ANSWERED_AT_ONCE) < set(handlers)
+
+    def answer_in_one_step(call: str, name: str) -> dict[str, Any]:
+        answering = handlers[call]({"Name": name})
+        with pytest.raises(StopIteration) as finished:
+            answering.send(None)
+        return cast(dict[str, Any], finished.value.value)
+
+    for mounted in (False, True):
+        if mounted:
+            await rig.mount("eng-v", "m")
+        view = str(rig.backend.volume_path(ALICE, "eng-v")) if mounted else ""
+        assert answer_in_one_step("VolumeDriver.Path", "eng-v") == {"Err": "", "Mountpoint": view}
+        assert answer_in_one_step("VolumeDriver.Get", "eng-v")["Volume"]["Mountpoint"] == view
+        assert [v["Name"] for v in answer_in_one_step("VolumeDriver.List", "")["Volumes"]] == ["eng-v"]
+        assert answer_in_one_step("VolumeDriver.Capabilities", "")["Capabilities"] == {"Scope": "local"}
+        for call in ("VolumeDriver.Get", "VolumeDriver.Path"):
+            assert "no such fixeduser volume" in answer_in_one_step(call, "eng-unknown")["Err"]
 
 
 async def test_concurrent_creates_make_one_volume(rig: Rig) -> None:

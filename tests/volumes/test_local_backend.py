@@ -16,7 +16,7 @@ import pytest
 from fixeduser.linux.mounts import is_mount_point, is_stale, mounts_at, mounts_below, parse_mountinfo
 from fixeduser.policy.identity import Identity
 from fixeduser.volumes.backends import Backend, BackendError, LocalBackend, prepare_host_for_fuse
-from fixeduser.volumes.backends.local import bindfs_fuse_major
+from fixeduser.volumes.backends.local import PATHS_KEPT, bindfs_fuse_major
 from tests.waiting import wait_until
 
 from .processes import bindfs_argv, bindfs_pids
@@ -111,9 +111,21 @@ def test_overlapping_root_and_mount_root_rejected(tmp_path: Path) -> None:
 
 
 def test_volume_path_layout(tmp_path: Path) -> None:
-    """volume_path is mount_root/<uid>-<gid>/view/<volume>."""
+    """volume_path is mount_root/<uid>-<gid>/view/<volume>, asked once or many times (the paths are kept built)."""
     b = LocalBackend(root=tmp_path / "d", mount_root=tmp_path / "m")
-    assert b.volume_path(A, "v1") == tmp_path / "m" / "10001-10000" / "view" / "v1"
+    for _ in range(2):
+        assert b.volume_path(A, "v1") == tmp_path / "m" / "10001-10000" / "view" / "v1"
+        assert b.volume_path(B, "v1") == tmp_path / "m" / "10002-10000" / "view" / "v1"
+        assert b.view_root(A) == tmp_path / "m" / "10001-10000" / "view"
+        assert b.guard_dir(B) == tmp_path / "m" / "10002-10000"
+    # Same numbers, other spellings: the same identity, the same folders.
+    assert b.volume_path(Identity(uid=A.uid, gid=A.gid, user="alice", group="eng"), "v1") == b.volume_path(A, "v1")
+    with pytest.raises(BackendError, match="invalid volume name"):
+        b.volume_path(A, "../v1")  # a bad name is refused each time, never kept
+    many = [Identity(uid=20000 + i, gid=20000, user=f"u{i}", group="g") for i in range(PATHS_KEPT + 10)]
+    for identity in many:  # more identities than are kept: the first ones are built again, right
+        assert b.view_root(identity) == tmp_path / "m" / f"{identity.uid}-20000" / "view"
+    assert b.view_root(many[0]) == tmp_path / "m" / "20000-20000" / "view"
 
 
 def test_parse_mountinfo_decodes_escapes() -> None:

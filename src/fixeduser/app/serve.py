@@ -30,7 +30,7 @@ from fixeduser.state.ledger import ContainerLedger
 from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.restarts import RestartCandidates
 from fixeduser.state.store import StateStore
-from fixeduser.volumes.api import volume_handlers
+from fixeduser.volumes.api import ANSWERED_AT_ONCE, volume_handlers
 from fixeduser.volumes.backends.base import Backend, ServiceCheck
 from fixeduser.volumes.backends.local import LocalBackend
 from fixeduser.volumes.driver import VolumeDriver
@@ -231,7 +231,8 @@ async def build(settings: ServeSettings) -> Plugin:
         on_container_removal=ledger_pruner.soon,
         restarts=restarts,
     )
-    # Decisions start at once (plugin.http); volume calls get tasks, as they bound waits with asyncio.timeout.
+    # Decisions and the volume calls that never wait start at once (plugin.http); the others get tasks, as they
+    # bound their waits with asyncio.timeout.
     consulted = ConsultationCheck(daemon.ping, interval=settings.consultation_interval)
     watch.on_serving(consulted.check)
     watch.on_reload(consulted.after_reload)
@@ -239,14 +240,14 @@ async def build(settings: ServeSettings) -> Plugin:
     volume = metrics.counted_volume_calls(volume_handlers(driver))
     if settings.plugin_socket is not None:  # a managed plugin: one socket implements both
         both = SocketServer(
-            PluginCalls(["authz", "VolumeDriver"], authz | volume, at_once=authz),
+            PluginCalls(["authz", "VolumeDriver"], authz | volume, at_once=[*authz, *ANSWERED_AT_ONCE]),
             settings.plugin_dir / settings.plugin_socket,
         )
         servers = [both]
     else:
         servers = [
             _server(settings, settings.authz_name, ["authz"], authz, at_once=authz),
-            _server(settings, settings.volume_name, ["VolumeDriver"], volume),
+            _server(settings, settings.volume_name, ["VolumeDriver"], volume, at_once=ANSWERED_AT_ONCE),
         ]
     plugin = Plugin(
         settings, policy, store, auditor, daemon, backend, driver, ledger, servers, metrics, claims, watch, recovery,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 from dataclasses import dataclass
 
@@ -90,6 +89,6 @@ def _decode(value: str | None) -> bytes:
     if not value:
         return b""
     try:
-        return base64.b64decode(value, validate=True)
+        return binascii.a2b_base64(value, strict_mode=True)  # what the daemon writes: Go's padded StdEncoding
     except (binascii.Error, ValueError):
         raise ValueError("request body is not valid base64") from None

@@ -12,6 +12,7 @@ rows of the shared "in use" table.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -139,9 +140,13 @@ class VolumeRegistry:
 
     async def refresh_one(self, name: str) -> VolumeRecord | None:
         """Read `name`'s shared record now (a volume another host created a moment ago); None if there is
-        none. Raises `ClusterUnavailable` when the database cannot be read."""
+        none. Raises `ClusterUnavailable` when the database cannot be read.
+
+        The read runs in a task of its own: callers may have none (decisions and a volume `Get` start where the
+        daemon's call arrives, `plugin.http`), and the database pool bounds its waits with timeouts, which from
+        Python 3.12 on need one."""
         if self.cluster is not None and name not in self._held:
-            await self._cache(name, await self.cluster.volume(name))
+            await self._cache(name, await asyncio.ensure_future(self.cluster.volume(name)))
         return self._volumes.get(name)
 
     async def refresh(self) -> int:

@@ -31,6 +31,10 @@ class MountWire(NameWire):
     ID: NonEmpty
 
 
+# Calls that never wait for anything on a single host, answered where they arrive, with no task of their own
+# (`plugin.http`): the daemon makes five `Get`s per `docker run -v` and waits for each (bench/NOTES.md#view-paths).
+ANSWERED_AT_ONCE = ("VolumeDriver.Get", "VolumeDriver.Path", "VolumeDriver.List", "VolumeDriver.Capabilities")
+
 NAME: TypeAdapter[NameWire] = TypeAdapter(NameWire)
 CREATE: TypeAdapter[CreateWire] = TypeAdapter(CreateWire)
 MOUNT: TypeAdapter[MountWire] = TypeAdapter(MountWire)

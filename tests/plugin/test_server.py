@@ -109,8 +109,10 @@ async def test_pipelined_calls_are_answered_in_order_on_one_connection(raw_serve
 
 async def test_a_chunked_body_is_read_whole(raw_server: Path) -> None:
     reader, writer = await asyncio.open_unix_connection(str(raw_server))
-    writer.write(b"POST /VolumeDriver.Echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"5\r\n{\"N\":\r\n3\r\n 7}\r\n0\r\n\r\n")
+    writer.write(
+        b"POST /VolumeDriver.Echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'5\r\n{"N":\r\n3\r\n 7}\r\n0\r\n\r\n'
+    )
     assert json.loads((await read_reply(reader))[2]) == {"Err": "", "Seen": 7}
     writer.close()
 
@@ -183,8 +185,10 @@ async def test_a_failing_handler_gets_500_and_the_connection_keeps_working(
 
 
 async def test_http_1_0_and_connection_close_end_the_connection_after_the_answer(raw_server: Path) -> None:
-    for raw in (http_request(b'{"N": 5}').replace(b"HTTP/1.1", b"HTTP/1.0"),
-                http_request(b'{"N": 5}', extra="Connection: close\r\n")):
+    for raw in (
+        http_request(b'{"N": 5}').replace(b"HTTP/1.1", b"HTTP/1.0"),
+        http_request(b'{"N": 5}', extra="Connection: close\r\n"),
+    ):
         reader, writer = await asyncio.open_unix_connection(str(raw_server))
         writer.write(raw)
         status, headers, body = await read_reply(reader)

@@ -15,6 +15,7 @@ import pytest
 
 from fixeduser.linux.mounts import is_mount_point, is_stale, mounts_at, mounts_below, parse_mountinfo
 from fixeduser.policy.identity import Identity
+from fixeduser.sandbox import pid_alive
 from fixeduser.volumes.backends import Backend, BackendError, LocalBackend, prepare_host_for_fuse
 from fixeduser.volumes.backends.local import PATHS_KEPT, bindfs_fuse_major
 from tests.waiting import wait_until
@@ -511,13 +512,6 @@ async def test_a_start_record_that_is_not_roots_own_is_not_adopted(backend: Loca
         await again.close()
 
 
-def _exited(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
 @needs_fuse
 async def test_a_bindfs_that_exits_just_after_it_came_up_reports_its_exit(
     backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
@@ -531,7 +525,7 @@ async def test_a_bindfs_that_exits_just_after_it_came_up_reports_its_exit(
         [pid] = bindfs_pids(mp)
         os.kill(pid, signal.SIGKILL)
         # gone or a zombie: its exit is done (an empty command line only says it has begun)
-        await asyncio.to_thread(wait_until, lambda: _exited(pid), "the killed bindfs to exit", within=10)
+        await asyncio.to_thread(wait_until, lambda: not pid_alive(pid), "the killed bindfs to exit", within=10)
 
     monkeypatch.setattr(backend, "_run_bindfs", start_then_exit)
     with pytest.raises(BackendError, match=r"failed \(bindfs exit status [^)]+\)"):

@@ -68,6 +68,7 @@ __all__ = [
     "free_port",
     "make_private_dir",
     "mounts_under",
+    "pid_alive",
     "start_stack",
     "system_engine",
     "unix_http_request",
@@ -381,19 +382,19 @@ def unmount_all_under(paths: Iterable[Path], *, attempts: int = 5) -> list[str]:
 # --------------------------------------------------------------------------- the daemon
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs: a zombie, or a process being reaped, is dead for our purposes."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie is dead for our purposes
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z"
+    return state not in ("Z", "X")
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -771,7 +772,7 @@ class Dockerd:
         with contextlib.suppress(OSError, ValueError):
             pidfile = self.exec_root / "containerd" / "containerd.pid"
             containerd = int(pidfile.read_text().strip())
-            if _pid_alive(containerd) and any(str(self.exec_root) in a for a in _cmdline(containerd)):
+            if pid_alive(containerd) and any(str(self.exec_root) in a for a in _cmdline(containerd)):
                 pids.append(containerd)
         return pids
 

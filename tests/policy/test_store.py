@@ -58,21 +58,54 @@ async def test_an_edit_is_seen_without_a_poll(policy_dir: Callable[[str], Path])
         watcher.cancel()
 
 
-async def test_an_edit_the_kernel_cannot_see_is_found_by_the_slow_look(
+async def test_an_edit_where_a_symlinked_policy_file_lies_is_seen_without_a_poll(
     policy_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A policy file that is a symlink into another directory changes without an event in the policy
-    directory: the fallback look finds it."""
+    """A policy file that is a symlink into another directory is edited there: the kernel reports it too, and once
+    the link is re-pointed to a third directory, edits there (both polls a minute apart)."""
     directory = policy_dir("")
     (directory / "policy.csv").unlink()
     elsewhere = tmp_path_factory.mktemp("elsewhere") / "policy.csv"
     elsewhere.write_text(GOOD)
     (directory / "policy.csv").symlink_to(elsewhere)
     store = PolicyStore(directory)
-    watcher = await _watching(store, interval=60, fallback=0.2)
+    watcher = await _watching(store, interval=60, fallback=60)
     try:
         with elsewhere.open("a") as handle:
             handle.write("p, role:eng, api, image.list\n")
+        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed)
+        third = tmp_path_factory.mktemp("third") / "policy.csv"
+        third.write_text(elsewhere.read_text())
+        link = directory / "policy.csv.new"
+        link.symlink_to(third)
+        link.rename(directory / "policy.csv")  # re-pointed at once, as a deployment tool does it
+        await asyncio.sleep(0.5)  # the reload of the same lines, and the watch made anew
+        with third.open("a") as handle:
+            handle.write("p, role:eng, api, volume.list\n")
+        await _until(lambda: store.current.decide("ann", "api", "volume.list").allowed)
+    finally:
+        watcher.cancel()
+
+
+async def test_an_edit_the_kernel_cannot_see_is_found_by_the_slow_look(
+    policy_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A link on the way to a policy file, outside the policy directory, re-pointed to another file: no watched
+    directory changes, and the fallback look finds it."""
+    directory = policy_dir("")
+    (directory / "policy.csv").unlink()
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "first.csv").write_text(GOOD)
+    (outside / "second.csv").write_text(GOOD + "p, role:eng, api, image.list\n")
+    hop = tmp_path_factory.mktemp("hop") / "policy.csv"
+    hop.symlink_to(outside / "first.csv")
+    (directory / "policy.csv").symlink_to(hop)
+    store = PolicyStore(directory)
+    watcher = await _watching(store, interval=60, fallback=0.2)
+    try:
+        repointed = hop.with_name("policy.csv.new")
+        repointed.symlink_to(outside / "second.csv")
+        repointed.rename(hop)
         await _until(lambda: store.current.decide("ann", "api", "image.list").allowed, within=3)
     finally:
         watcher.cancel()

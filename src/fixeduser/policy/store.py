@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -75,14 +76,25 @@ class DirectoryLoader:
     def fingerprint(self) -> Fingerprint:
         """Name, inode, mtime and size of every file a policy is read from."""
         entries = []
-        paths = [self.directory / MODEL_FILE, *sorted(self.directory.glob(POLICY_GLOB))]
-        for path in paths:
+        for path in self._files():
             try:
                 stat = path.stat()
             except OSError:
                 continue
             entries.append((path.name, stat.st_ino, stat.st_mtime_ns, stat.st_size))
         return tuple(entries)
+
+    def linked_directories(self) -> list[Path]:
+        """The other directories the policy files lead to through symlinks: where their edits happen."""
+        found = set()
+        for path in self._files():
+            if path.is_symlink():
+                found.add(Path(os.path.realpath(path)).parent)
+        found.discard(Path(os.path.realpath(self.directory)))
+        return sorted(found)
+
+    def _files(self) -> list[Path]:
+        return [self.directory / MODEL_FILE, *sorted(self.directory.glob(POLICY_GLOB))]
 
 
 def rejection_message(version: str, problems: tuple[PolicyProblem, ...]) -> str:
@@ -147,16 +159,17 @@ class PolicyStore:
     async def watch(self, interval: float = 0.25, settle: float = 0.1, fallback: float = FALLBACK_POLL) -> None:
         """Reload whenever a policy file changes (inode, mtime or size), once it has stopped changing.
 
-        The kernel says when a name in the directory changes (inotify); a look every `fallback` s still
+        The kernel says when a name in the directory, or in a directory its symlinked files lie in, changes
+        (inotify; the watch is made anew after each change, as links may lead elsewhere then); a look every `fallback` s still
         catches what it cannot see (`fixeduser.linux.dirwatch`). Without inotify, a look every `interval` s."""
         changes: DirectoryChanges | None = None
         try:
             while True:
-                changes, told = await self._until_next_look(changes, interval, fallback)
+                changes = await self._until_next_look(changes, interval, fallback)
                 fingerprint = await asyncio.to_thread(self._directory_loader.fingerprint)
                 if fingerprint == self._fingerprint:
                     continue
-                if changes is not None and not told:  # the kernel missed it (the path re-pointed?): watch anew
+                if changes is not None:  # watch anew: the links may lead elsewhere now, or the path was re-pointed
                     changes.lost = True
                 self._fingerprint = await self._settled(fingerprint, settle)
                 # With a database loader the lines live in the database; the directory only holds the model.
@@ -168,17 +181,17 @@ class PolicyStore:
 
     async def _until_next_look(
         self, changes: DirectoryChanges | None, interval: float, fallback: float
-    ) -> tuple[DirectoryChanges | None, bool]:
+    ) -> DirectoryChanges | None:
         """Wait until the files are to be looked at: a change the kernel reports, or `fallback` s; without a
-        watch, `interval` s. The watch to use next, and whether the kernel told of a change (a new watch
-        saw nothing from before it: it is looked at at once, and nothing counts as missed)."""
+        watch, `interval` s. Returns the watch to use next; a new one saw nothing from before it, so the files
+        are looked at at once."""
         if changes is not None and not changes.lost:
-            return changes, await changes.wait(fallback)
-        changes = self._directory_changes(changes)
+            await changes.wait(fallback)
+            return changes
+        changes = await self._directory_changes(changes)
         if changes is None:
             await asyncio.sleep(interval)
-            return None, False
-        return changes, True
+        return changes
 
     async def _settled(self, fingerprint: Fingerprint, settle: float) -> Fingerprint:
         """An editor may write a file in several steps: look again until two looks agree."""
@@ -189,13 +202,15 @@ class PolicyStore:
                 return fingerprint
             fingerprint = again
 
-    def _directory_changes(self, previous: DirectoryChanges | None) -> DirectoryChanges | None:
-        """A new inotify watch of the policy directory, or None (a poll this time) when the kernel refuses one:
-        no inotify, the watch limit reached, the directory gone for now."""
+    async def _directory_changes(self, previous: DirectoryChanges | None) -> DirectoryChanges | None:
+        """A new inotify watch of the policy directory and of the directories its symlinked files lead to, or None
+        (a poll this time) when the kernel refuses one: no inotify, the watch limit reached, the directory gone for
+        now."""
         if previous is not None:
             previous.close()
+        linked = await asyncio.to_thread(self._directory_loader.linked_directories)
         try:
-            changes = DirectoryChanges(self.directory)
+            changes = DirectoryChanges(self.directory, also=linked)
         except OSError as exc:
             if not self._watch_refused:
                 log.warning("cannot watch %s (%s): polling it for policy edits instead", self.directory, exc)

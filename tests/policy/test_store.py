@@ -25,6 +25,15 @@ async def _until(predicate: Callable[[], bool], within: float = 1.0) -> float:
     return loop.time() - start
 
 
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as handle:
+        handle.write(line)
+
+
+async def _until_allowed(store: PolicyStore, action: str, within: float = 1.0) -> None:
+    await _until(lambda: store.current.decide("ann", "api", action).allowed, within=within)
+
+
 async def test_edit_takes_effect_within_a_second(policy_dir: Callable[[str], Path]) -> None:
     """Appending a line to a policy file changes decisions within one second, no restart."""
     directory = policy_dir(GOOD)
@@ -53,7 +62,7 @@ async def test_an_edit_is_seen_without_a_poll(policy_dir: Callable[[str], Path])
     watcher = await _watching(store, interval=60, fallback=60)
     try:
         (directory / "extra.csv").write_text("p, role:eng, api, image.list\n")
-        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed)
+        await _until_allowed(store, "image.list")
     finally:
         watcher.cancel()
 
@@ -71,18 +80,16 @@ async def test_an_edit_where_a_symlinked_policy_file_lies_is_seen_without_a_poll
     store = PolicyStore(directory)
     watcher = await _watching(store, interval=60, fallback=60)
     try:
-        with elsewhere.open("a") as handle:
-            handle.write("p, role:eng, api, image.list\n")
-        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed)
+        _append(elsewhere, "p, role:eng, api, image.list\n")
+        await _until_allowed(store, "image.list")
         third = tmp_path_factory.mktemp("third") / "policy.csv"
         third.write_text(elsewhere.read_text())
         link = directory / "policy.csv.new"
         link.symlink_to(third)
         link.rename(directory / "policy.csv")  # re-pointed at once, as a deployment tool does it
         await asyncio.sleep(0.5)  # the reload of the same lines, and the watch made anew
-        with third.open("a") as handle:
-            handle.write("p, role:eng, api, volume.list\n")
-        await _until(lambda: store.current.decide("ann", "api", "volume.list").allowed)
+        _append(third, "p, role:eng, api, volume.list\n")
+        await _until_allowed(store, "volume.list")
     finally:
         watcher.cancel()
 
@@ -106,7 +113,7 @@ async def test_an_edit_the_kernel_cannot_see_is_found_by_the_slow_look(
         repointed = hop.with_name("policy.csv.new")
         repointed.symlink_to(outside / "second.csv")
         repointed.rename(hop)
-        await _until(lambda: store.current.decide("ann", "api", "image.list").allowed, within=3)
+        await _until_allowed(store, "image.list", within=3)
     finally:
         watcher.cancel()
 

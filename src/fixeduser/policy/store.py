@@ -160,8 +160,9 @@ class PolicyStore:
         """Reload whenever a policy file changes (inode, mtime or size), once it has stopped changing.
 
         The kernel says when a name in the directory, or in a directory its symlinked files lie in, changes
-        (inotify; the watch is made anew after each change, as links may lead elsewhere then); a look every `fallback` s still
-        catches what it cannot see (`fixeduser.linux.dirwatch`). Without inotify, a look every `interval` s."""
+        (inotify; the watch is made anew after each change, as links may lead elsewhere then); a look every
+        `fallback` s still catches what it cannot see (`fixeduser.linux.dirwatch`). Without inotify, a look
+        every `interval` s."""
         changes: DirectoryChanges | None = None
         try:
             while True:

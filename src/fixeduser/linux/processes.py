@@ -17,16 +17,21 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
-def start_time(pid: int, *, proc: Path = PROC) -> int | None:
-    """The process's start time in clock ticks since boot (proc(5), stat field 22); None if there is none."""
+def stat_fields(pid: int, *, proc: Path = PROC) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (proc(5): the first is field 3, the state); None if
+    there is no such process."""
     try:
         text = (proc / str(pid) / "stat").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces and ")": fields follow the last ")".
-    fields = text[text.rfind(")") + 2 :].split()
+    return text[text.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int, *, proc: Path = PROC) -> int | None:
+    """The process's start time in clock ticks since boot (proc(5), stat field 22); None if there is none."""
     try:
-        return int(fields[19])
+        return int((stat_fields(pid, proc=proc) or [])[19])
     except (IndexError, ValueError):
         return None
 

@@ -45,6 +45,7 @@ from fixeduser.admin.certs import (
 from fixeduser.app.settings import CONTROL_SOCKET_NAME
 from fixeduser.linux.binaries import find_static_busybox
 from fixeduser.linux.mounts import mounts_below
+from fixeduser.linux.processes import stat_fields
 from fixeduser.linux.unixhttp import UnixHTTPConnection, accepts_connections, unix_http_request
 
 __all__ = [
@@ -390,11 +391,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    fields = stat_fields(pid) or []
+    return bool(fields) and fields[0] not in ("Z", "X")
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -403,8 +401,8 @@ def _children_map() -> dict[int, list[int]]:
         if not entry.name.isdigit():
             continue
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            ppid = int((stat_fields(int(entry.name)) or [])[1])
+        except (IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
     return children

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import pwd
@@ -41,7 +42,7 @@ import struct
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from fixeduser.linux.mounts import canonical, mounts_below
 from fixeduser.policy.identity import Identity
@@ -59,9 +60,7 @@ MOUNT_ROOT_MODE = 0o711
 GUARD_DIR_MODE = 0o700
 VIEW_DIR_MODE = 0o700
 VIEW_DIR_NAME = "view"
-PATHS_KEPT = 4096  # identities' and volumes' paths kept built; past that, built again from the start
-_K = TypeVar("_K")
-_V = TypeVar("_V")
+PATHS_KEPT = 4096  # identities' and volumes' paths kept built (the most recently used)
 MOUNT_TIMEOUT = 30.0
 UNMOUNT_TIMEOUT = 30.0
 # A clean, predictable environment for the helpers: English messages, no inherited surprises.
@@ -320,8 +319,6 @@ class LocalBackend:
         self._identity_locks: dict[str, asyncio.Lock] = {}
         self._volume_locks: dict[str, asyncio.Lock] = {}
         self._views = Views(self.mount_root)
-        self._identity_paths: dict[tuple[int, int], tuple[Path, Path]] = {}
-        self._volume_paths: dict[tuple[int, int, str], Path] = {}
 
     # ------------------------------------------------------------------ preconditions
 
@@ -494,31 +491,15 @@ class LocalBackend:
 
     def guard_dir(self, identity: Identity) -> Path:
         """`mount_root/<uid>-<gid>`: only root and the identity itself may pass it."""
-        return self._paths_of(identity)[0]
+        return _identity_paths(self.mount_root, identity.uid, identity.gid)[0]
 
     def view_root(self, identity: Identity) -> Path:
         """Mount point of the view of `identity`: `mount_root/<uid>-<gid>/view`."""
-        return self._paths_of(identity)[1]
+        return _identity_paths(self.mount_root, identity.uid, identity.gid)[1]
 
     def volume_path(self, identity: Identity, volume: str) -> Path:
         """`mount_root/<uid>-<gid>/view/<volume>`: what docker bind-mounts into containers."""
-        key = (identity.uid, identity.gid, volume)
-        path = self._volume_paths.get(key)
-        if path is None:
-            path = self.view_root(identity) / validate_volume_name(volume)
-            _remember(self._volume_paths, key, path)
-        return path
-
-    def _paths_of(self, identity: Identity) -> tuple[Path, Path]:
-        """An identity's guard folder and view, built once: a Mount asks for them five times, and joining paths
-        was a fifth of a Mount's CPU time when the plugin had been idle (bench/NOTES.md#view-paths)."""
-        key = (identity.uid, identity.gid)
-        paths = self._identity_paths.get(key)
-        if paths is None:
-            guard = self.mount_root / f"{identity.uid}-{identity.gid}"
-            paths = (guard, guard / VIEW_DIR_NAME)
-            _remember(self._identity_paths, key, paths)
-        return paths
+        return _volume_path(self.view_root(identity), volume)
 
     async def mount_identity(self, identity: Identity) -> Path:
         """Mount the view of `identity` unless it is up; a stale one is lazily unmounted first."""
@@ -746,7 +727,14 @@ async def _run(argv: Sequence[str]) -> tuple[int, str]:
     return (proc.returncode if proc.returncode is not None else -1), text
 
 
-def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
-    if len(cache) >= PATHS_KEPT:
-        cache.clear()
-    cache[key] = value
+# A Mount asks for an identity's paths five times, and joining them was a fifth of its CPU time when the plugin
+# had been idle (bench/NOTES.md#view-paths): they are built once. A bad volume name raises, and is not kept.
+@functools.lru_cache(maxsize=PATHS_KEPT)
+def _identity_paths(mount_root: Path, uid: int, gid: int) -> tuple[Path, Path]:
+    guard = mount_root / f"{uid}-{gid}"
+    return guard, guard / VIEW_DIR_NAME
+
+
+@functools.lru_cache(maxsize=PATHS_KEPT)
+def _volume_path(view_root: Path, volume: str) -> Path:
+    return view_root / validate_volume_name(volume)

@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import select
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ MOUNTINFO = Path("/proc/self/mountinfo")
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 _MNT_ID = re.compile(rb"^mnt_id:\s*(\d+)$", re.MULTILINE)
+# Block-device and memory file systems: no network, no user-space server. overlay is left out (its lower layers
+# can be anything), and a type not named here is treated as one that can wait.
+LOCAL_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs", "zfs", "bcachefs"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,17 +154,35 @@ def top_mount_id(path: str | os.PathLike[str]) -> int:
     """
     fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            text = os.read(info, 4096)
-        finally:
-            os.close(info)
+        return mount_id_of(fd)
     finally:
         os.close(fd)
+
+
+def mount_id_of(fd: int) -> int:
+    """The ID (as in mountinfo) of the mount the open file `fd` lies on, from the kernel's fdinfo."""
+    info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(info, 4096)
+    finally:
+        os.close(info)
     match = _MNT_ID.search(text)
     if match is None:
-        raise OSError(errno.EIO, f"no mnt_id in the fdinfo of {os.fspath(path)}")
+        raise OSError(errno.EIO, f"no mnt_id in the fdinfo of file descriptor {fd}")
     return int(match.group(1))
+
+
+def is_local_regular_file(fd: int) -> bool:
+    """Whether `fd` is a regular file on a file system of this machine's disks or memory (`LOCAL_FILE_SYSTEMS`):
+    a write there is a copy into the page cache. Not a pipe, socket or device, nor a file on a network or FUSE
+    file system, whose writes can wait on another machine or process."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        mount_id = mount_id_of(fd)
+    except OSError:
+        return False
+    return any(entry.mount_id == mount_id and entry.fstype in LOCAL_FILE_SYSTEMS for entry in read_mountinfo())
 
 
 def mounts_below(path: str | os.PathLike[str]) -> list[MountEntry]:

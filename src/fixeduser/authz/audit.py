@@ -91,7 +91,7 @@ class Auditor(Protocol):
 
 class _Sink(Protocol):
     # Whether a write is only a copy into the page cache (a regular file on a local file system), as a state
-    # commit is: then the writer writes on the event loop, which costs a tenth of a thread hop.
+    # commit is: then the writer writes on the event loop, saving a thread hop (bench/NOTES.md#audit-writes).
     on_loop: bool
 
     def write(self, data: bytes) -> tuple[int, Exception | None]:

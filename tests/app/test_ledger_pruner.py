@@ -21,12 +21,16 @@ class ListingDaemon:
         self.existing = existing
         self.fails = fails
         self.listings = 0
+        self.answer = asyncio.Event()  # cleared: a listing taken now is answered only once it is set
+        self.answer.set()
 
     async def container_ids(self) -> set[str]:
         self.listings += 1
         if self.fails:
             raise DaemonError("the daemon does not answer")
-        return set(self.existing)
+        listed = set(self.existing)  # the daemon lists what exists now, and answers later
+        await self.answer.wait()
+        return listed
 
 
 async def _ledger(tmp_path: Path) -> ContainerLedger:
@@ -58,6 +62,20 @@ async def test_a_removal_after_the_listing_gets_a_listing_of_its_own(tmp_path: P
     daemon.existing = {KEPT}
     pruner.soon()
     await until(lambda: ledger.ids() == {KEPT}, "the second removal to be pruned")
+    assert daemon.listings == 2
+
+
+async def test_a_removal_asked_while_a_listing_runs_gets_the_next_listing(tmp_path: Path) -> None:
+    ledger = await _ledger(tmp_path)
+    daemon = ListingDaemon({KEPT, ALSO_REMOVED})
+    daemon.answer.clear()
+    pruner = LedgerPruner(ledger, daemon, delay=0.05)  # type: ignore[arg-type]
+    pruner.soon()
+    await until(lambda: daemon.listings == 1, "the first listing to be taken")
+    daemon.existing = {KEPT}  # removed after the listing was taken, and its removal reported meanwhile
+    pruner.soon()
+    daemon.answer.set()
+    await until(lambda: ledger.ids() == {KEPT}, "the removal reported during the listing to be pruned")
     assert daemon.listings == 2
 
 

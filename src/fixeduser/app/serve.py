@@ -421,14 +421,20 @@ class LedgerPruner:
         self._daemon = daemon
         self._delay = delay
         self._pending: asyncio.Task[None] | None = None
+        self._asked = False  # a removal was asked for that no listing started since has seen
 
     def soon(self) -> None:
+        self._asked = True
         if self._pending is None or self._pending.done():
             self._pending = asyncio.create_task(self._after_delay())
 
     async def _after_delay(self) -> None:
-        await asyncio.sleep(self._delay)  # removals asked meanwhile are pruned together
-        await self.prune()
+        # A removal asked while a listing runs may not be in it (the listing can be older than the removal): it
+        # gets the next one.
+        while self._asked:
+            await asyncio.sleep(self._delay)  # removals asked meanwhile are pruned together
+            self._asked = False
+            await self.prune()
 
     async def every(self, interval: float) -> None:
         while True:

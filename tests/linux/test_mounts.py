@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fixeduser.linux.mounts import is_local_regular_file, mount_id_of, mounts_at, read_mountinfo
+from tests.waiting import wait_until
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts file systems")
 
@@ -60,9 +60,7 @@ def test_a_file_on_a_tmpfs_is_local_and_one_seen_through_fuse_is_not(tmp_path: P
     view.mkdir()
     subprocess.run(["bindfs", str(mounted), str(view)], check=True)
     try:
-        deadline = time.monotonic() + 10
-        while not mounts_at(view) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: mounts_at(view), "the bindfs mount on the view", within=10)
         [entry] = mounts_at(view)
         assert entry.fstype.startswith("fuse")
         assert not _opened(view / "audit.jsonl", os.O_WRONLY)  # the same file, written through a FUSE server

@@ -212,9 +212,10 @@ async def run(base: Path, *, quick: bool) -> Part:
         part.targets += _targets(throughput, latency)
         part.notes.append(
             "The 'run -v other volume' mix is `docker run --rm -v NAME:/data` with NAME a volume of another driver "
-            "(made from the captured plain run): every such create asks the daemon what NAME is, since a `local` "
-            "volume with driver options is a bind mount in disguise. The daemon here is bench/daemon_double.py "
-            "(NAME does not exist), so the figure is fixeduser's own cost of that look-up on a unix socket."
+            "(made from the captured plain run): every such create asks the daemon what NAME is, since a volume "
+            "another driver made with options mounts what they name (a `local` one: a bind). The daemon here is "
+            "bench/daemon_double.py (NAME does not exist), so the figure is fixeduser's own cost of that look-up on a "
+            "unix socket."
         )
         part.notes.append(
             "Client cost: 'client CPU busy %' is the load client's CPU time over the floor run's wall time; "

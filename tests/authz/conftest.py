@@ -36,6 +36,8 @@ from fixeduser.state.records import VolumeRecord
 from fixeduser.state.registry import VolumeRegistry
 from fixeduser.state.store import StateStore
 
+from .other_driver import OtherDriver
+
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = "fixeduser"
 POLICY: CompiledPolicy = load_policy(REPO / "policies")
@@ -319,3 +321,19 @@ async def real_harness(tmp_path: Path, dockerd: Dockerd) -> AsyncIterator[Harnes
         store.close()
         await client.close()
         real.cleanup()
+
+
+@pytest.fixture
+def other_driver(dockerd: Dockerd) -> Iterator[OtherDriver]:
+    """A volume driver that is not fixeduser's, known to the session's dockerd; its volumes are removed while it
+    still answers."""
+    folder = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-other-")
+    driver = OtherDriver(folder)
+    driver.start()
+    try:
+        yield driver
+    finally:
+        if driver.options:
+            dockerd.docker("volume", "rm", "-f", *driver.options)
+        driver.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -13,6 +13,7 @@ from fixeduser.state.ledger import ContainerLedger, ContainerRecord
 from fixeduser.state.store import StateStore
 
 from .conftest import Harness, make_harness
+from .other_driver import OtherDriver
 
 CREATE = "/v1.41/containers/create"
 A_ID, B_ID = "a" * 64, "b" * 64
@@ -60,6 +61,10 @@ ESCALATING_HOST_CONFIGS = [
         "Name": "local", "Options": {"type": "none", "device": "/", "o": "bind"}}}}]}, "volume-driver-bind"),
     ({"Mounts": [{"Type": "volume", "Target": "/h", "VolumeOptions": {"DriverConfig": {
         "Options": {"device": "/etc"}}}}]}, "volume-driver-bind"),
+    ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/h", "VolumeOptions": {"DriverConfig": {
+        "Name": "nfs", "Options": {"share": "server:/export"}}}}]}, "driver nfs options ['share']"),
+    ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/h", "VolumeOptions": {"DriverConfig": {
+        "Name": "fixeduser:v2", "Options": {"user": "root"}}}}]}, "volume-driver-bind"),
     ({"Binds": ["/run/docker/plugins:/p"]}, "protected-bind"),
     ({"Binds": ["/var/run/docker.sock:/s"]}, "protected-bind"),
     ({"VolumesFrom": ["bobs"]}, "volumes-from"),
@@ -106,6 +111,12 @@ async def test_protected_bind_through_symlink(harness: Harness, tmp_path: Path) 
         {"VolumesFrom": ["alices:ro"]},
         {"Links": ["alices"]},
         {"Binds": ["plainvol:/data"]},
+        {"Binds": ["plainvol:/data"], "VolumeDriver": "nfs"},
+        {
+            "Mounts": [
+                {"Type": "volume", "Source": "n", "Target": "/n", "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}}
+            ]
+        },
         {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}},
     ],
 )
@@ -127,6 +138,24 @@ async def test_existing_local_bind_volume_is_an_escalation(real_harness: Harness
     assert (await harness.ask("POST", CREATE, body=create_body(Binds=[f"{plain}:/p"]))).allow
 
 
+async def test_existing_volume_of_another_driver_with_options_is_an_escalation(
+    real_harness: Harness, other_driver: OtherDriver
+) -> None:
+    """A volume another driver made with options (what it mounts, as whom: fixeduser cannot judge) cannot be used by
+    name without the grant; one it made without options can, and an admin may use either."""
+    harness = real_harness
+    share = harness.real.volume("share", "-d", other_driver.name, "-o", "export=/", "-o", "user=root")
+    plain = harness.real.volume("plain", "-d", other_driver.name)
+    assert other_driver.options[share] == {"export": "/", "user": "root"}  # the daemon did call that driver
+    for host in ({"Binds": [f"{share}:/h"]}, {"Mounts": [{"Type": "volume", "Source": share, "Target": "/h"}]}):
+        verdict = await harness.ask("POST", CREATE, body=create_body(**host))
+        assert not verdict.allow, verdict.message
+        assert "volume-driver-bind" in verdict.message and share in verdict.message, verdict.message
+        assert f"driver {other_driver.name} options ['export', 'user']" in verdict.message, verdict.message
+        assert (await harness.ask("POST", CREATE, user="", body=create_body(**host))).allow
+    assert (await harness.ask("POST", CREATE, body=create_body(Binds=[f"{plain}:/p"]))).allow
+
+
 async def test_named_volume_without_daemon_is_denied(tmp_path: Path) -> None:
     """With no daemon to ask what a named volume is, using it is denied rather than assumed safe."""
     from .conftest import make_harness  # noqa: PLC0415
@@ -134,7 +163,7 @@ async def test_named_volume_without_daemon_is_denied(tmp_path: Path) -> None:
     harness, store = make_harness(tmp_path, daemon=False)
     try:
         verdict = await harness.ask("POST", CREATE, body=create_body(Binds=["v1:/data"]))
-        assert not verdict.allow and "bind mount in disguise" in verdict.message
+        assert not verdict.allow and "no daemon connection to check what it mounts" in verdict.message
     finally:
         store.close()
 
@@ -146,13 +175,23 @@ async def test_named_volume_without_daemon_is_denied(tmp_path: Path) -> None:
         {"Name": "x", "Driver": "local", "DriverOpts": {"type": "none", "device": "/", "o": "bind"}},
         {"Name": "x", "DriverOpts": {"device": "/etc"}},
         {"name": "x", "driver": "local", "driveropts": {"o": "bind"}},
+        {"Name": "x", "Driver": "nfs", "DriverOpts": {"share": "server:/export"}},
+        {"Name": "x", "Driver": "fixeduser:v2", "DriverOpts": {"user": "root"}},
     ],
 )
 async def test_volume_create_bind_in_disguise_or_missing_body(harness: Harness, body: Any) -> None:
-    """`docker volume create -o type=none -o device=/ -o o=bind` and a body-less create are denied."""
+    """`docker volume create -o type=none -o device=/ -o o=bind`, any other driver's options and a body-less
+    create are denied."""
     verdict = await harness.ask("POST", "/volumes/create", body=body)
     assert not verdict.allow
     assert "volume-driver-bind" in verdict.message or "cannot read" in verdict.message, verdict.message
+
+
+@pytest.mark.parametrize("driver", ["", "local", "nfs"])
+async def test_volume_create_without_options_allowed(harness: Harness, driver: str) -> None:
+    """A volume of any driver without options is the driver's ordinary volume: no grant needed."""
+    verdict = await harness.ask("POST", "/volumes/create", body={"Name": "x", "Driver": driver, "DriverOpts": {}})
+    assert verdict.allow, verdict.message
 
 
 @pytest.mark.parametrize("action", ["container.create", "exec.create", "volume.create"])
@@ -333,6 +372,19 @@ def service(**container: Any) -> dict[str, Any]:
             ),
             "volume-driver-bind",
         ),
+        (
+            service(
+                Mounts=[
+                    {
+                        "Type": "volume",
+                        "Source": "x",
+                        "Target": "/d",
+                        "VolumeOptions": {"DriverConfig": {"Name": "nfs", "Options": {"share": "server:/"}}},
+                    }
+                ]
+            ),
+            "driver nfs options ['share']",
+        ),
         (service(CapabilityAdd=["CAP_SYS_ADMIN"]), "capabilities"),
         (service(Sysctls={"kernel.x": "1"}), "sysctls"),
         (service(Privileges={"SELinuxContext": {"Disable": True}}), "security-options"),
@@ -352,6 +404,24 @@ async def test_service_escalations(harness: Harness, tmp_path: Path, spec: dict[
         verdict = await harness.ask("POST", uri, body=spec)
         assert not verdict.allow and kind in verdict.message, verdict.message
     assert (await harness.ask("POST", "/services/create", user="", body=spec)).allow
+
+
+async def test_service_mounting_existing_option_volume_is_an_escalation(
+    real_harness: Harness, tmp_path: Path, other_driver: OtherDriver
+) -> None:
+    """A service whose tasks would mount an existing volume made with driver options (a `local` bind, another
+    driver's share) by name is checked as a container create is; a plain volume is not an escalation."""
+    harness = real_harness
+    harness.add_policy_lines(tmp_path, "p, role:eng, api, service.*\n")
+    hostroot = harness.real.volume("hostroot", "-d", "local", "-o", "type=none", "-o", "device=/", "-o", "o=bind")
+    share = harness.real.volume("share", "-d", other_driver.name, "-o", "export=/")
+    plain = harness.real.volume("plain")
+    for name in (hostroot, share):
+        spec = service(Mounts=[{"Type": "volume", "Source": name, "Target": "/h"}])
+        verdict = await harness.ask("POST", "/services/create", body=spec)
+        assert not verdict.allow and "volume-driver-bind" in verdict.message and name in verdict.message, verdict
+    spec = service(Mounts=[{"Type": "volume", "Source": plain, "Target": "/h"}])
+    assert (await harness.ask("POST", "/services/create", body=spec)).allow
 
 
 async def test_services_belong_to_their_creator(harness: Harness, tmp_path: Path) -> None:

@@ -124,6 +124,8 @@ CREATE_ATTACKS = [
     (["--mount", "type=bind,source=/usr/share,target=/x,bind-propagation=rshared"], "bind:/usr/share, bind"),
     (["--mount", "type=volume,source=evil,target=/x,volume-driver=local,volume-opt=type=none,"
       "volume-opt=device=/,volume-opt=o=bind"], "volume-driver-bind"),
+    (["--mount", "type=volume,source=evil,target=/x,volume-driver=nfs-share,volume-opt=share=server:/"],
+     "driver nfs-share options ['share']"),
     (["--sysctl", "kernel.shm_rmid_forced=1"], "sysctls"),
     (["--runtime", "io.containerd.runsc.v1"], "runtime"),
     (["--cgroup-parent", "/escape"], "cgroup-parent"),
@@ -155,12 +157,15 @@ def test_symlink_into_protected_storage_denied(stack: E2E, tmp_path: Path) -> No
 
 
 def test_local_bind_volume_cannot_be_created_or_used(stack: E2E) -> None:
-    """`docker volume create -d local -o type=none -o device=/ -o o=bind`: denied; one an admin made cannot be used."""
+    """`docker volume create -d local -o type=none -o device=/ -o o=bind` and another driver's options: denied;
+    a bind volume an admin made cannot be used."""
     before = containers(stack)
     message = stack.denied("volume", "create", "-d", "local", "-o", "type=none", "-o", "device=/", "-o", "o=bind",
                            "alice-root", user="alice")  # fmt: skip
     assert "volume-driver-bind" in message
-    assert "alice-root" not in stack.ok("volume", "ls", "--format", "{{.Name}}")
+    message = stack.denied("volume", "create", "-d", "nfs-share", "-o", "share=server:/", "alice-share", user="alice")
+    assert "volume-driver-bind" in message and "driver nfs-share options ['share']" in message, message
+    assert not {"alice-root", "alice-share"} & set(stack.ok("volume", "ls", "--format", "{{.Name}}").split())
     stack.ok("volume", "create", "-d", "local", "-o", "type=none", "-o", "device=/usr", "-o", "o=bind", "admin-usr")
     try:
         for spec in (["-v", "admin-usr:/h"], ["--mount", "source=admin-usr,target=/h"]):

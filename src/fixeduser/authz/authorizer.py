@@ -99,7 +99,7 @@ class Authorizer:
         self._containers = ContainerChecks(
             facts=facts, volumes=self._volumes, ledger=ledger, protected=protected, restarts=restarts
         )
-        self._swarm = SwarmChecks(facts=facts, ledger=ledger, protected=protected)
+        self._swarm = SwarmChecks(facts=facts, ledger=ledger, volumes=self._volumes, protected=protected)
         self._responses = Responses(
             facts=facts, ledger=ledger, gate=gate, on_container_removal=on_container_removal, restarts=restarts
         )

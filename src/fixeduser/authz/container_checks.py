@@ -67,9 +67,11 @@ class ContainerChecks:
             create,
             protected=self.protected,
             is_foreign_container=lambda ref: (facts := referenced.get(ref)) is None or facts.owner != ctx.subject,
+            is_our_driver=self.facts.is_our_driver,
         )
-        await self.volumes.learn(named_volumes(create))
-        found += await self.volumes.disguised_binds(ctx, create)
+        names = named_volumes(create)
+        await self.volumes.learn(names)
+        found += await self.volumes.chosen_by_options(ctx, names)
         network = network_mode_reference(create.host_config.network_mode)
         if network is not None and await self.facts.is_host_network(ctx, network, missing_ok=True):
             found.append(Escalation(kind="namespaces", detail=f"--network={network} (the host network)"))

@@ -188,8 +188,8 @@ class Facts:
         """The daemon's description of a volume that is not fixeduser's (None: it does not exist)."""
         if self.daemon is None:
             raise Denied(
-                f"{ctx.subject} may not use volume {name}: fixeduser has no daemon connection to check "
-                "that it is not a bind mount in disguise"
+                f"{ctx.subject} may not use volume {name}: fixeduser has no daemon connection to check what it "
+                "mounts (a volume made with driver options mounts what they name: a `local` one is a bind mount)"
             )
         try:
             return await self.daemon.inspect_volume(name)

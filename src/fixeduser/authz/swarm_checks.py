@@ -17,6 +17,7 @@ from fixeduser.authz.decision import (
     require_escalations,
 )
 from fixeduser.authz.facts import Facts
+from fixeduser.authz.volume_checks import VolumeChecks, named_mount_volumes
 from fixeduser.docker_api import parse_service_spec
 from fixeduser.docker_api.daemon import HOST_NETWORK
 from fixeduser.policy.escalations import Escalation, service_escalations
@@ -27,6 +28,7 @@ from fixeduser.state.ledger import ContainerLedger
 class SwarmChecks:
     facts: Facts
     ledger: ContainerLedger
+    volumes: VolumeChecks
     protected: tuple[Path, ...]
 
     async def check(self, ctx: Context) -> None:
@@ -40,13 +42,21 @@ class SwarmChecks:
 
     async def _check_spec(self, ctx: Context) -> None:
         spec = parsed(ctx, lambda: parse_service_spec(ctx.request.body), "service spec")
-        deny_unknown_mounts(ctx, spec.container.mounts if spec.container else [])
-        found = service_escalations(spec, protected=self.protected, is_fixeduser_volume=self.facts.is_ours)
+        mounts = spec.container.mounts if spec.container else []
+        deny_unknown_mounts(ctx, mounts)
+        found = service_escalations(
+            spec,
+            protected=self.protected,
+            is_fixeduser_volume=self.facts.is_ours,
+            is_our_driver=self.facts.is_our_driver,
+        )
         # The daemon resolves each target by ID, name or ID prefix, locally too (a predefined network's
         # local ID means its swarm namesake): ask it what each one is, like `GET /networks/{id}` would.
         for target in sorted(set(spec.networks) - {HOST_NETWORK}):
             if await self.facts.is_host_network(ctx, target, missing_ok=False):
                 found.append(Escalation(kind="namespaces", detail=f"network {target} (the host network)"))
+        # Tasks placed on this host use its volumes of those names; other hosts' volumes cannot be asked about.
+        found += await self.volumes.chosen_by_options(ctx, named_mount_volumes(mounts))
         require_escalations(ctx, found, "run a service")
 
     async def _check_task(self, ctx: Context) -> None:

@@ -1,5 +1,5 @@
 """Requests that concern fixeduser volumes: create, remove, prune, the identity each mount is claimed for, and
-volumes of other drivers that are bind mounts in disguise."""
+volumes of other drivers made with options (which choose what they mount: a `local` one is a bind mount in disguise)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from fixeduser.authz.decision import Context, Denied, parsed, require_escalations
 from fixeduser.authz.facts import Facts
-from fixeduser.docker_api import ContainerCreate, parse_volume_create
+from fixeduser.docker_api import ContainerCreate, MountSpec, parse_volume_create
 from fixeduser.policy.access import AccessDenied, mount_identity, require_may_assume, require_volume_permission
-from fixeduser.policy.escalations import Escalation, local_volume_escalation, volume_create_escalations
+from fixeduser.policy.escalations import Escalation, existing_volume_escalation, volume_create_escalations
 from fixeduser.policy.identity import Identity
 from fixeduser.state.cluster import ClusterError
 from fixeduser.state.handoff import GateBusy, MountGate
@@ -66,7 +66,11 @@ class VolumeChecks:
 
     def check_create(self, ctx: Context) -> None:
         create = parsed(ctx, lambda: parse_volume_create(ctx.request.body), "volume create")
-        require_escalations(ctx, volume_create_escalations(create.driver, create.driver_opts), "create a volume")
+        require_escalations(
+            ctx,
+            volume_create_escalations(create.driver, create.driver_opts, self.facts.is_our_driver),
+            "create a volume",
+        )
         if not self.facts.is_our_driver(create.driver):
             return
         if not create.name:
@@ -110,13 +114,13 @@ class VolumeChecks:
             except ClusterError:
                 return
 
-    async def disguised_binds(self, ctx: Context, create: ContainerCreate) -> list[Escalation]:
-        """Existing `local` volumes with driver options (bind mounts in disguise) this container would use."""
+    async def chosen_by_options(self, ctx: Context, names: Iterable[str]) -> list[Escalation]:
+        """Existing volumes among `names` that another driver mounts by the options they were made with (a
+        `local` one: a bind mount in disguise)."""
         # A --mount with its own driver options creates the volume only if it is new; if it exists the
-        # daemon uses it as it is, so every named --mount volume is checked.
-        names = named_volumes(create)
+        # daemon uses it as it is, so every named volume is checked.
         found = []
-        for name in sorted(names - set(self.registry.names())):
+        for name in sorted(set(names) - set(self.registry.names())):
             inspected = await self.facts.volume(ctx, name)
             if inspected is None:
                 continue
@@ -124,7 +128,8 @@ class VolumeChecks:
             driver = inspected.get("Driver")
             if not isinstance(driver, str) or (options is not None and not isinstance(options, dict)):
                 raise Denied(f"{ctx.subject}: the daemon described volume {name} in a way fixeduser cannot check")
-            escalation = local_volume_escalation(name, driver, {str(k): str(v) for k, v in (options or {}).items()})
+            options_named = {str(k): str(v) for k, v in (options or {}).items()}
+            escalation = existing_volume_escalation(name, driver, options_named, self.facts.is_our_driver)
             if escalation is not None:
                 found.append(escalation)
         return found
@@ -133,6 +138,8 @@ class VolumeChecks:
 def named_volumes(create: ContainerCreate) -> set[str]:
     """The volumes a container create names (-v NAME:... and --mount source=NAME)."""
     host = create.host_config
-    return {b.source for b in host.binds if b.kind == "volume"} | {
-        m.source for m in host.mounts if m.type == "volume" and m.source
-    }
+    return {b.source for b in host.binds if b.kind == "volume"} | named_mount_volumes(host.mounts)
+
+
+def named_mount_volumes(mounts: Iterable[MountSpec]) -> set[str]:
+    return {m.source for m in mounts if m.type == "volume" and m.source}

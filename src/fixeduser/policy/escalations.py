@@ -29,7 +29,6 @@ SAFE_NAMESPACE_VALUES = {
     "cgroup": frozenset({""}),
 }
 SAFE_SECURITY_OPTS = frozenset({"no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"})
-LOCAL_DRIVERS = frozenset({"", "local"})
 # Folders where the daemon discovers plugins (a bind there can replace fixeduser's socket) and
 # the daemon's own socket: protected whatever the deployment passes in.
 BUILTIN_PROTECTED = (
@@ -78,8 +77,9 @@ CLASSES: dict[str, EscalationClass] = {
         "sockets, the Docker socket or the default Docker data root"
     ),
     "volume-driver-bind": EscalationClass(
-        description="a `local` volume with driver options (`-o type=none -o device=/ -o o=bind`: a bind mount in "
-        "disguise), created or used"
+        description="a volume of any driver but fixeduser's with driver options, created or used (`local` with "
+        "`-o type=none -o device=/ -o o=bind` is a bind mount in disguise; another driver mounts whatever its "
+        "options name, as whoever it mounts as)"
     ),
     "volumes-from": EscalationClass(description="volumes of a container you do not own (`--volumes-from`)"),
     "sysctls": EscalationClass(
@@ -143,6 +143,7 @@ def container_escalations(
     *,
     protected: Iterable[Path],
     is_foreign_container: Callable[[str], bool],
+    is_our_driver: Callable[[str], bool],
 ) -> list[Escalation]:
     """Every escalation class in a container create, with the detail that triggered it."""
     host = create.host_config
@@ -165,7 +166,7 @@ def container_escalations(
     ]
     if unsafe:
         found.append(Escalation(kind="security-options", detail=f"--security-opt {' '.join(unsafe)}"))
-    found.extend(_bind_escalations(create, _protected_roots(protected)))
+    found.extend(_bind_escalations(create, _protected_roots(protected), is_our_driver))
     found.extend(_runtime_setting_escalations(create))
     if host.runtime and host.runtime != "runc":
         found.append(Escalation(kind="runtime", detail=f"--runtime {host.runtime}"))
@@ -225,19 +226,29 @@ def _namespace_escalations(create: ContainerCreate, is_foreign: Callable[[str], 
     return found
 
 
-def _bind_escalations(create: ContainerCreate, protected: Sequence[Path]) -> list[Escalation]:
+def _bind_escalations(
+    create: ContainerCreate, protected: Sequence[Path], is_our_driver: Callable[[str], bool]
+) -> list[Escalation]:
     found = [_bind_escalation(b.source, protected) for b in create.host_config.binds if b.kind == "bind"]
-    found += _mount_escalations(create.host_config.mounts, protected)
+    found += _mount_escalations(create.host_config.mounts, protected, is_our_driver)
     return found
 
 
-def _mount_escalations(mounts: Iterable[MountSpec], protected: Sequence[Path]) -> list[Escalation]:
+def _mount_escalations(
+    mounts: Iterable[MountSpec], protected: Sequence[Path], is_our_driver: Callable[[str], bool]
+) -> list[Escalation]:
     found = []
     for mount in mounts:
         if mount.type == "bind":
             found.append(_bind_escalation(mount.source, protected, flag="--mount type=bind,source="))
-        elif mount.type == "volume" and _is_local_bind(mount.volume_driver, mount.volume_driver_opts):
-            found.append(Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'}"))
+        elif mount.type == "volume" and _mounts_what_options_name(
+            mount.volume_driver, mount.volume_driver_opts, is_our_driver
+        ):
+            # An empty DriverConfig.Name is `local` to the daemon (never HostConfig.VolumeDriver).
+            options = _driver_options(mount.volume_driver, mount.volume_driver_opts)
+            found.append(
+                Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'} {options}")
+            )
     return found
 
 
@@ -261,26 +272,40 @@ def _bind_escalation(source: str, protected: Sequence[Path], *, flag: str = "-v 
     return Escalation(kind="bind", detail=f"{flag}{source}", obj=f"bind:{resolved}", act="bind")
 
 
-def _is_local_bind(driver: str, options: dict[str, str]) -> bool:
-    # The local driver takes only type/device/o (and size): any option is a mount of its choosing.
-    return driver in LOCAL_DRIVERS and bool(options)
+def _mounts_what_options_name(driver: str, options: dict[str, str], is_our_driver: Callable[[str], bool]) -> bool:
+    # fixeduser's own driver checks its options itself (fixeduser.state.options). Any other driver mounts what
+    # its options name: `local` takes type/device/o, a network driver a server and share, and fixeduser cannot
+    # tell a harmless option from one that reaches the host or storage as someone else.
+    return bool(options) and not is_our_driver(driver)
 
 
-def volume_create_escalations(driver: str, options: dict[str, str]) -> list[Escalation]:
-    if _is_local_bind(driver, options):
-        return [Escalation(kind="volume-driver-bind", detail=f"volume driver options {sorted(options)}")]
+def _driver_options(driver: str, options: dict[str, str]) -> str:
+    return f"driver {driver or 'local'} options {sorted(options)}"
+
+
+def volume_create_escalations(
+    driver: str, options: dict[str, str], is_our_driver: Callable[[str], bool]
+) -> list[Escalation]:
+    if _mounts_what_options_name(driver, options, is_our_driver):
+        return [Escalation(kind="volume-driver-bind", detail=f"volume {_driver_options(driver, options)}")]
     return []
 
 
-def local_volume_escalation(name: str, driver: str, options: dict[str, str]) -> Escalation | None:
-    """An existing volume used by name that is a `local` volume with options (a disguised bind)."""
-    if _is_local_bind(driver, options):
-        return Escalation(kind="volume-driver-bind", detail=f"volume {name} (local driver options {sorted(options)})")
+def existing_volume_escalation(
+    name: str, driver: str, options: dict[str, str], is_our_driver: Callable[[str], bool]
+) -> Escalation | None:
+    """An existing volume used by name that another driver mounts by its options (a `local` one: a bind)."""
+    if _mounts_what_options_name(driver, options, is_our_driver):
+        return Escalation(kind="volume-driver-bind", detail=f"volume {name} ({_driver_options(driver, options)})")
     return None
 
 
 def service_escalations(
-    spec: ServiceSpec, *, protected: Iterable[Path], is_fixeduser_volume: Callable[[MountSpec], bool]
+    spec: ServiceSpec,
+    *,
+    protected: Iterable[Path],
+    is_fixeduser_volume: Callable[[MountSpec], bool],
+    is_our_driver: Callable[[str], bool],
 ) -> list[Escalation]:
     """Every escalation class in a swarm service spec: its tasks start with no API request to check."""
     found: list[Escalation] = []
@@ -298,7 +323,7 @@ def service_escalations(
         found.append(Escalation(kind="sysctls", detail=f"--sysctl {','.join(sorted(container.sysctls))}"))
     if container.loosened:
         found.append(Escalation(kind="security-options", detail=f"privileges {' '.join(container.loosened)}"))
-    found += _mount_escalations(container.mounts, _protected_roots(protected))
+    found += _mount_escalations(container.mounts, _protected_roots(protected), is_our_driver)
     ours = sorted({m.source or "anonymous" for m in container.mounts if is_fixeduser_volume(m)})
     if ours:
         found.append(Escalation(kind="service-volumes", detail=f"--mount of fixeduser volume(s) {', '.join(ours)}"))

@@ -114,7 +114,7 @@ ROUTE_DECISIONS: Final[tuple[RouteDecision, ...]] = (
     RouteDecision(
         actions=("volume.create", "volume.remove", "volume.prune"),
         reads="body: Name, Driver, DriverOpts, Labels; query `force`, `filters`",
-        decision="checked: fixeduser volume grants; `local` volumes with options are `volume-driver-bind`",
+        decision="checked: fixeduser volume grants; options for any other driver are `volume-driver-bind`",
         why="volumes are what fixeduser guards",
     ),
     RouteDecision(

@@ -162,21 +162,51 @@ class KnownContainers:
         return await self.daemon.inspect_task(reference)
 
 
+@dataclass
+class SessionDaemon:
+    dockerd: Dockerd
+    other_driver: OtherDriver
+
+
 @pytest.fixture(scope="session")
-def dockerd(engine: Engine) -> Iterator[Dockerd]:
-    """One private dockerd of each engine (no network, unix socket only) with the busybox image."""
+def session_daemon(engine: Engine) -> Iterator[SessionDaemon]:
+    """One private dockerd of each engine (no network, unix socket only) with the busybox image, which finds plugins
+    in a spec folder of its own (the other stacks' drivers are not its business, nor its driver theirs), and a volume
+    driver that is not fixeduser's there. The driver answers until the daemon stops: a daemon that has used a legacy
+    plugin asks it about every volume name it does not know (measured: 15 s per look-up once the plugin is gone)."""
     if os.geteuid() != 0 or not dockerd_available():
         pytest.skip("needs root and dockerd (run scripts/setup)")
     base = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-authz-")
-    daemon = Dockerd(base / "dockerd", engine=engine)
+    specs = base / "plugins"
+    specs.mkdir()
+    daemon = Dockerd(base / "dockerd", engine=engine, plugin_specs=specs)
+    other = OtherDriver(base / "other", spec_dir=specs)
     try:
+        other.start()
         daemon.start()
         daemon.import_busybox()
-        yield daemon
+        yield SessionDaemon(daemon, other)
     finally:
         daemon.stop()
+        other.stop()
         if not mounts_under(base):  # never delete through a mount
             shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dockerd(session_daemon: SessionDaemon) -> Dockerd:
+    return session_daemon.dockerd
+
+
+@pytest.fixture
+def other_driver(session_daemon: SessionDaemon) -> Iterator[OtherDriver]:
+    """The session daemon's volume driver that is not fixeduser's; the volumes a test made with it are removed."""
+    driver = session_daemon.other_driver
+    before = set(driver.options)
+    yield driver
+    made = sorted(set(driver.options) - before)
+    if made:
+        session_daemon.dockerd.docker("volume", "rm", "-f", *made)
 
 
 def raw_body(value: Any) -> bytes:
@@ -321,19 +351,3 @@ async def real_harness(tmp_path: Path, dockerd: Dockerd) -> AsyncIterator[Harnes
         store.close()
         await client.close()
         real.cleanup()
-
-
-@pytest.fixture
-def other_driver(dockerd: Dockerd) -> Iterator[OtherDriver]:
-    """A volume driver that is not fixeduser's, known to the session's dockerd; its volumes are removed while it
-    still answers."""
-    folder = make_private_dir(Path(tempfile.gettempdir()), prefix="fu-other-")
-    driver = OtherDriver(folder)
-    driver.start()
-    try:
-        yield driver
-    finally:
-        if driver.options:
-            dockerd.docker("volume", "rm", "-f", *driver.options)
-        driver.stop()
-        shutil.rmtree(folder, ignore_errors=True)

@@ -1,5 +1,5 @@
 """A volume driver that is not fixeduser's, as dockerd finds one: the plugin protocol on a unix socket named by a
-spec file in /etc/docker/plugins. It stands for a network file system's driver or the original Quobyte plugin,
+spec file. It stands for a network file system's driver or the original Quobyte plugin,
 whose options choose what is mounted; it keeps its volumes in memory and mounts a folder of its own."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-SPEC_DIR = Path("/etc/docker/plugins")
+from fixeduser.sandbox import Dockerd
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -45,13 +45,14 @@ class _Handler(BaseHTTPRequestHandler):
 @dataclass
 class OtherDriver:
     folder: Path
+    spec_dir: Path
     name: str = field(default_factory=lambda: f"fu-other-{secrets.token_hex(3)}")
     options: dict[str, dict[str, str]] = field(default_factory=dict)  # volume -> the options it was created with
     _server: _Server | None = None
 
     @property
     def spec(self) -> Path:
-        return SPEC_DIR / f"{self.name}.spec"
+        return self.spec_dir / f"{self.name}.spec"
 
     def answer(self, call: str, request: dict[str, Any]) -> dict[str, Any]:
         name = str(request.get("Name", ""))
@@ -75,16 +76,22 @@ class OtherDriver:
         volume = {"Name": name, "Mountpoint": str(mountpoint)}
         return {"Volume": volume, "Mountpoint": str(mountpoint), "Err": ""}  # each call reads its own fields
 
+    def volume(self, dockerd: Dockerd, prefix: str, *options: str) -> str:
+        """A volume of this driver named `prefix-<random>`, made with `docker volume create -d NAME OPTIONS`."""
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        result = dockerd.docker("volume", "create", "-d", self.name, *options, name)
+        assert result.returncode == 0, result.stderr
+        return name
+
     def start(self) -> None:
+        self.folder.mkdir(mode=0o700, exist_ok=True)
         socket = self.folder / "driver.sock"
         self._server = _Server(str(socket), _Handler)
         self._server.driver = self
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        SPEC_DIR.mkdir(parents=True, exist_ok=True)
         self.spec.write_text(f"unix://{socket}\n")
 
     def stop(self) -> None:
-        """Forget the spec first: a daemon that still finds it keeps retrying a socket that is gone."""
         self.spec.unlink(missing_ok=True)
         if self._server is not None:
             self._server.shutdown()

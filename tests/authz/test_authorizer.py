@@ -144,8 +144,8 @@ async def test_existing_volume_of_another_driver_with_options_is_an_escalation(
     """A volume another driver made with options (what it mounts, as whom: fixeduser cannot judge) cannot be used by
     name without the grant; one it made without options can, and an admin may use either."""
     harness = real_harness
-    share = harness.real.volume("share", "-d", other_driver.name, "-o", "export=/", "-o", "user=root")
-    plain = harness.real.volume("plain", "-d", other_driver.name)
+    share = other_driver.volume(harness.real.dockerd, "share", "-o", "export=/", "-o", "user=root")
+    plain = other_driver.volume(harness.real.dockerd, "plain")
     assert other_driver.options[share] == {"export": "/", "user": "root"}  # the daemon did call that driver
     for host in ({"Binds": [f"{share}:/h"]}, {"Mounts": [{"Type": "volume", "Source": share, "Target": "/h"}]}):
         verdict = await harness.ask("POST", CREATE, body=create_body(**host))
@@ -414,7 +414,7 @@ async def test_service_mounting_existing_option_volume_is_an_escalation(
     harness = real_harness
     harness.add_policy_lines(tmp_path, "p, role:eng, api, service.*\n")
     hostroot = harness.real.volume("hostroot", "-d", "local", "-o", "type=none", "-o", "device=/", "-o", "o=bind")
-    share = harness.real.volume("share", "-d", other_driver.name, "-o", "export=/")
+    share = other_driver.volume(harness.real.dockerd, "share", "-o", "export=/")
     plain = harness.real.volume("plain")
     for name in (hostroot, share):
         spec = service(Mounts=[{"Type": "volume", "Source": name, "Target": "/h"}])

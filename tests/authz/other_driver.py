@@ -1,6 +1,6 @@
-"""A volume driver that is not fixeduser's, as dockerd finds one: the plugin protocol on a unix socket named by a
-spec file. It stands for a network file system's driver or the original Quobyte plugin,
-whose options choose what is mounted; it keeps its volumes in memory and mounts a folder of its own."""
+"""A volume driver that is not fixeduser's, as dockerd finds one: the documented plugin protocol on a unix socket
+named by a spec file. It stands for a network file system's driver or the original Quobyte plugin, whose options
+choose what is mounted; it keeps its volumes in memory and mounts a folder of its own."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from fixeduser.authz.decision import Context, Denied, parsed, require_escalation
 from fixeduser.authz.facts import Facts
 from fixeduser.docker_api import ContainerCreate, MountSpec, parse_volume_create
 from fixeduser.policy.access import AccessDenied, mount_identity, require_may_assume, require_volume_permission
-from fixeduser.policy.escalations import Escalation, existing_volume_escalation, volume_create_escalations
+from fixeduser.policy.escalations import Escalation, driver_options_escalations
 from fixeduser.policy.identity import Identity
 from fixeduser.state.cluster import ClusterError
 from fixeduser.state.handoff import GateBusy, MountGate
@@ -68,7 +68,9 @@ class VolumeChecks:
         create = parsed(ctx, lambda: parse_volume_create(ctx.request.body), "volume create")
         require_escalations(
             ctx,
-            volume_create_escalations(create.driver, create.driver_opts, self.facts.is_our_driver),
+            driver_options_escalations(
+                f"volume {create.name}".rstrip(), create.driver, create.driver_opts, self.facts.is_our_driver
+            ),
             "create a volume",
         )
         if not self.facts.is_our_driver(create.driver):
@@ -129,9 +131,7 @@ class VolumeChecks:
             if not isinstance(driver, str) or (options is not None and not isinstance(options, dict)):
                 raise Denied(f"{ctx.subject}: the daemon described volume {name} in a way fixeduser cannot check")
             options_named = {str(k): str(v) for k, v in (options or {}).items()}
-            escalation = existing_volume_escalation(name, driver, options_named, self.facts.is_our_driver)
-            if escalation is not None:
-                found.append(escalation)
+            found += driver_options_escalations(f"volume {name}", driver, options_named, self.facts.is_our_driver)
         return found
 
 

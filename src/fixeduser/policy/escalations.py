@@ -241,14 +241,9 @@ def _mount_escalations(
     for mount in mounts:
         if mount.type == "bind":
             found.append(_bind_escalation(mount.source, protected, flag="--mount type=bind,source="))
-        elif mount.type == "volume" and _mounts_what_options_name(
-            mount.volume_driver, mount.volume_driver_opts, is_our_driver
-        ):
-            # An empty DriverConfig.Name is `local` to the daemon (never HostConfig.VolumeDriver).
-            options = _driver_options(mount.volume_driver, mount.volume_driver_opts)
-            found.append(
-                Escalation(kind="volume-driver-bind", detail=f"--mount {mount.source or 'anonymous'} {options}")
-            )
+        elif mount.type == "volume":
+            what = f"--mount {mount.source or 'anonymous'}"
+            found += driver_options_escalations(what, mount.volume_driver, mount.volume_driver_opts, is_our_driver)
     return found
 
 
@@ -272,32 +267,20 @@ def _bind_escalation(source: str, protected: Sequence[Path], *, flag: str = "-v 
     return Escalation(kind="bind", detail=f"{flag}{source}", obj=f"bind:{resolved}", act="bind")
 
 
-def _mounts_what_options_name(driver: str, options: dict[str, str], is_our_driver: Callable[[str], bool]) -> bool:
-    # fixeduser's own driver checks its options itself (fixeduser.state.options). Any other driver mounts what
-    # its options name: `local` takes type/device/o, a network driver a server and share, and fixeduser cannot
-    # tell a harmless option from one that reaches the host or storage as someone else.
-    return bool(options) and not is_our_driver(driver)
-
-
-def _driver_options(driver: str, options: dict[str, str]) -> str:
-    return f"driver {driver or 'local'} options {sorted(options)}"
-
-
-def volume_create_escalations(
-    driver: str, options: dict[str, str], is_our_driver: Callable[[str], bool]
+def driver_options_escalations(
+    what: str, driver: str, options: dict[str, str], is_our_driver: Callable[[str], bool]
 ) -> list[Escalation]:
-    if _mounts_what_options_name(driver, options, is_our_driver):
-        return [Escalation(kind="volume-driver-bind", detail=f"volume {_driver_options(driver, options)}")]
-    return []
+    """`what` (a volume create, a `--mount`, an existing volume used by name) with options for a driver other
+    than fixeduser's.
 
-
-def existing_volume_escalation(
-    name: str, driver: str, options: dict[str, str], is_our_driver: Callable[[str], bool]
-) -> Escalation | None:
-    """An existing volume used by name that another driver mounts by its options (a `local` one: a bind)."""
-    if _mounts_what_options_name(driver, options, is_our_driver):
-        return Escalation(kind="volume-driver-bind", detail=f"volume {name} ({_driver_options(driver, options)})")
-    return None
+    fixeduser's own driver checks its options itself (fixeduser.state.options). Any other driver mounts what its
+    options name: `local` takes type/device/o (a bind mount in disguise), a network driver a server and share, and
+    fixeduser cannot tell a harmless option from one that reaches the host or storage as someone else."""
+    if not options or is_our_driver(driver):
+        return []
+    # An empty driver is `local` to the daemon (a --mount's DriverConfig.Name: never HostConfig.VolumeDriver).
+    detail = f"{what} (driver {driver or 'local'} options {sorted(options)})"
+    return [Escalation(kind="volume-driver-bind", detail=detail)]
 
 
 def service_escalations(

@@ -156,6 +156,17 @@ async def test_existing_volume_of_another_driver_with_options_is_an_escalation(
     assert (await harness.ask("POST", CREATE, body=create_body(Binds=[f"{plain}:/p"]))).allow
 
 
+async def test_a_record_does_not_hide_what_the_daemon_mounts(real_harness: Harness) -> None:
+    """A name fixeduser has a volume record of (made on another host of a cluster, say) that is a `local` bind volume
+    on this daemon is judged by what the daemon will mount, not by the record."""
+    harness = real_harness
+    name = harness.real.volume("eng-hostroot", "-d", "local", "-o", "type=none", "-o", "device=/", "-o", "o=bind")
+    await harness.add_volume(name)
+    verdict = await harness.ask("POST", CREATE, body=create_body(Binds=[f"{name}:/h"]))
+    assert not verdict.allow, verdict.message
+    assert "volume-driver-bind" in verdict.message and f"volume {name} (driver local" in verdict.message
+
+
 async def test_named_volume_without_daemon_is_denied(tmp_path: Path) -> None:
     """With no daemon to ask what a named volume is, using it is denied rather than assumed safe."""
     from .conftest import make_harness  # noqa: PLC0415

@@ -185,7 +185,7 @@ class Facts:
         )
 
     async def volume(self, ctx: Context, name: str) -> dict[str, object] | None:
-        """The daemon's description of a volume that is not fixeduser's (None: it does not exist)."""
+        """The daemon's description of a volume (None: it does not exist)."""
         if self.daemon is None:
             raise Denied(
                 f"{ctx.subject} may not use volume {name}: fixeduser has no daemon connection to check what it "

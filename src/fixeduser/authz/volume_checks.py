@@ -120,9 +120,11 @@ class VolumeChecks:
         """Existing volumes among `names` that another driver mounts by the options they were made with (a
         `local` one: a bind mount in disguise)."""
         # A --mount with its own driver options creates the volume only if it is new; if it exists the
-        # daemon uses it as it is, so every named volume is checked.
+        # daemon uses it as it is, so every named volume is checked. Names fixeduser has a record of too: the
+        # record says what was made through fixeduser, the daemon what this host will mount (another host of a
+        # cluster, or an admin, may have made a `local` volume of that name here).
         found = []
-        for name in sorted(set(names) - set(self.registry.names())):
+        for name in sorted(set(names)):
             inspected = await self.facts.volume(ctx, name)
             if inspected is None:
                 continue

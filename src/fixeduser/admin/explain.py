@@ -89,10 +89,12 @@ def _response(request: AuthZRequest, call: ApiCall) -> AuthZRequest:
 
 @dataclass
 class _ScenarioDaemon:
-    """The scenario's containers, as a daemon would describe them; any other look-up cannot be answered."""
+    """The scenario's containers and fixeduser volumes, as a daemon would describe them; any other look-up cannot
+    be answered."""
 
     containers: dict[str, str]  # name -> full ID
     driver: str
+    volumes: set[str] = field(default_factory=set)  # fixeduser volumes
     mounts: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # full ID -> its volume mounts
     token: str = ""
 
@@ -116,6 +118,8 @@ class _ScenarioDaemon:
         return await self.inspect_container(container_id)
 
     async def inspect_volume(self, name: str) -> dict[str, Any] | None:
+        if name in self.volumes:
+            return {"Name": name, "Driver": self.driver, "Options": {}}
         raise DaemonError("`fixeduser explain` has no daemon to ask")
 
     async def inspect_network(self, reference: str) -> InspectedNetwork | None:
@@ -143,7 +147,7 @@ async def _explain(policy: CompiledPolicy, user: str, calls: list[ApiCall], scen
                     )
                 )  # fmt: skip
             audit = _Records()
-            daemon = _ScenarioDaemon(known, scenario.driver_name)
+            daemon = _ScenarioDaemon(known, scenario.driver_name, volumes=set(scenario.volumes))
             authorizer = build_authorizer(
                 scenario.settings.model_copy(update={"volume_name": scenario.driver_name}),
                 policy=lambda: policy,

@@ -158,13 +158,27 @@ async def test_existing_volume_of_another_driver_with_options_is_an_escalation(
 
 async def test_a_record_does_not_hide_what_the_daemon_mounts(real_harness: Harness) -> None:
     """A name fixeduser has a volume record of (made on another host of a cluster, say) that is a `local` bind volume
-    on this daemon is judged by what the daemon will mount, not by the record."""
+    on this daemon is judged by what the daemon will mount, not by the record: denied, even to a caller whose
+    policy grants `volume-driver-bind` (@local), since the volume is not the fixeduser volume it is named as."""
     harness = real_harness
     name = harness.real.volume("eng-hostroot", "-d", "local", "-o", "type=none", "-o", "device=/", "-o", "o=bind")
     await harness.add_volume(name)
+    for user in ("alice", ""):
+        verdict = await harness.ask("POST", CREATE, user=user, body=create_body(Binds=[f"{name}:/h"]))
+        assert not verdict.allow, verdict.message
+        assert f"volume {name}: it is a fixeduser volume" in verdict.message and "`local` volume" in verdict.message
+
+
+async def test_a_squatted_fixeduser_name_is_denied(real_harness: Harness) -> None:
+    """bob made a plain `local` volume on this daemon under the name of a fixeduser volume (made on another host of a
+    cluster): whoever mounts that name here would write into bob's volume, so it is denied, saying why."""
+    harness = real_harness
+    name = harness.real.volume("eng-squatted")
+    await harness.add_volume(name)
     verdict = await harness.ask("POST", CREATE, body=create_body(Binds=[f"{name}:/h"]))
-    assert not verdict.allow, verdict.message
-    assert "volume-driver-bind" in verdict.message and f"volume {name} (driver local" in verdict.message
+    assert not verdict.allow
+    assert verdict.message.startswith(f"alice may not use volume {name}: it is a fixeduser volume"), verdict.message
+    assert "`local` volume" in verdict.message
 
 
 async def test_named_volume_without_daemon_is_denied(tmp_path: Path) -> None:

@@ -132,6 +132,11 @@ class VolumeChecks:
             driver = inspected.get("Driver")
             if not isinstance(driver, str) or (options is not None and not isinstance(options, dict)):
                 raise Denied(f"{ctx.subject}: the daemon described volume {name} in a way fixeduser cannot check")
+            if name in self.registry and not self.facts.is_our_driver(driver):
+                raise Denied(
+                    f"{ctx.subject} may not use volume {name}: it is a fixeduser volume, but this daemon's volume of "
+                    f"that name is a `{driver}` volume, which would get the data instead (an admin can remove it)"
+                )
             options_named = {str(k): str(v) for k, v in (options or {}).items()}
             found += driver_options_escalations(f"volume {name}", driver, options_named, self.facts.is_our_driver)
         return found
